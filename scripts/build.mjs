@@ -1,0 +1,25 @@
+// Production build: one bundled ESM entry (fast cold start), code-split so exporters and
+// detectors that are not configured are never loaded.
+import { rm } from 'node:fs/promises';
+import { build } from 'esbuild';
+
+await rm('dist', { recursive: true, force: true });
+await build({
+  entryPoints: { 'entry/main': 'src/entry/main.ts' },
+  outdir: 'dist',
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node24',
+  sourcemap: 'linked',
+  minifySyntax: true,
+  legalComments: 'none',
+  // Kept as ordinary dependencies: pino-pretty is only loaded for terminals, and
+  // @fastify/swagger-ui serves its assets from its own folder.
+  external: ['pino-pretty', '@fastify/swagger-ui'],
+  banner: {
+    js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
+  },
+  logLevel: 'warning',
+});

@@ -1,0 +1,125 @@
+import { z } from 'zod';
+
+export const ROLES = ['api', 'backend'] as const;
+export type Role = (typeof ROLES)[number];
+
+export const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
+
+const flag = z
+  .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
+  .transform((value) => value === 'true' || value === '1');
+
+const milliseconds = (max: number) =>
+  z.coerce
+    .number({ error: 'must be a number of milliseconds' })
+    .int()
+    .min(1)
+    .max(max, { error: `must be at most ${max} ms` });
+
+const httpUrl = z
+  .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
+  .transform((value) => new URL(value));
+
+const list = z
+  .string()
+  .transform((value) => value.split(',').map((item) => item.trim()))
+  .transform((items) => items.filter((item) => item.length > 0));
+
+const EnvSchema = z.object({
+  SERVICE_ROLE: z.enum(ROLES, { error: `must be one of: ${ROLES.join(', ')}` }),
+  PORT: z.coerce
+    .number({ error: 'must be a TCP port number' })
+    .int()
+    .min(0)
+    .max(65535, { error: 'must be a TCP port (0-65535)' })
+    .default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  SERVICE_NAMESPACE: z.string().min(1).default('greeter'),
+  DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
+  SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),
+  BACKEND_URL: httpUrl.optional(),
+  BACKEND_AUDIENCE: z.url({ error: 'must be a URL (the backend service URL)' }).optional(),
+  BACKEND_TIMEOUT_MS: milliseconds(300_000).default(5_000),
+  BACKEND_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(5),
+  GRPC_REFLECTION: flag.default(true),
+  GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
+  AUTH_VERIFY_TOKENS: flag.default(false),
+  AUTH_AUDIENCE: z.url({ error: 'must be a URL (this service URL)' }).optional(),
+  AUTH_ALLOWED_CALLERS: list.optional(),
+  AUTH_CERTS_URL: z.url().default('https://www.googleapis.com/oauth2/v1/certs'),
+  TELEMETRY_EXPORT_MODE: z.enum(TELEMETRY_EXPORT_MODES).optional(),
+  TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: flag.default(false),
+  TELEMETRY_BAGGAGE_ATTRIBUTES: list.default(['enduser.id']),
+  K_SERVICE: z.string().optional(),
+  K_REVISION: z.string().optional(),
+  GOOGLE_CLOUD_PROJECT: z.string().optional(),
+});
+
+type Env = z.infer<typeof EnvSchema>;
+
+export type BackendTarget = {
+  url: URL;
+  transport: 'h2c' | 'tls';
+  audience: string;
+  timeoutMs: number;
+  maxAttempts: number;
+};
+
+export type Config = Readonly<
+  Omit<Env, 'BACKEND_URL' | 'BACKEND_AUDIENCE' | 'TELEMETRY_EXPORT_MODE'> & {
+    backend: BackendTarget | undefined;
+    onCloudRun: boolean;
+    telemetryExportMode: (typeof TELEMETRY_EXPORT_MODES)[number];
+  }
+>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+  constructor(readonly problems: string[]) {
+    super(
+      `Invalid configuration (see "Configuration" in README.md):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
+  }
+}
+
+/** Parses the environment once. Throws ConfigError listing every bad variable. */
+export function parseConfig(env: Record<string, string | undefined>): Config {
+  const present = Object.fromEntries(
+    Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
+  );
+  const result = EnvSchema.safeParse(present);
+  const problems = result.success
+    ? []
+    : result.error.issues.map((issue) => {
+        const name = issue.path.join('.');
+        const got = present[name];
+        return `${name}: ${issue.message}${got === undefined ? ' (not set)' : ` (got ${JSON.stringify(got)})`}`;
+      });
+  if (present.SERVICE_ROLE === 'api' && present.BACKEND_URL === undefined) {
+    problems.push(
+      'BACKEND_URL: required when SERVICE_ROLE=api (http://host:port for a local h2c backend, https://<service>.run.app on Cloud Run)',
+    );
+  }
+  if (['true', '1'].includes(present.AUTH_VERIFY_TOKENS ?? '') && present.AUTH_AUDIENCE === undefined) {
+    problems.push('AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)');
+  }
+  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+
+  const { BACKEND_URL, BACKEND_AUDIENCE, TELEMETRY_EXPORT_MODE, ...rest } = result.data;
+  const onCloudRun = rest.K_SERVICE !== undefined;
+  return Object.freeze({
+    ...rest,
+    onCloudRun,
+    // Request-based billing (Cloud Run's default) withdraws CPU after the response, so a
+    // background batch may never leave the instance: flush per request there.
+    telemetryExportMode: TELEMETRY_EXPORT_MODE ?? (onCloudRun ? 'request' : 'batch'),
+    backend: BACKEND_URL && {
+      url: BACKEND_URL,
+      transport: BACKEND_URL.protocol === 'https:' ? ('tls' as const) : ('h2c' as const),
+      audience: BACKEND_AUDIENCE ?? BACKEND_URL.origin.replace(/:\d+$/, ''),
+      timeoutMs: rest.BACKEND_TIMEOUT_MS,
+      maxAttempts: rest.BACKEND_MAX_ATTEMPTS,
+    },
+  });
+}

@@ -1,0 +1,35 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { createBackendClient } from '../api/backend-client.js';
+import { buildApi } from '../api/build-api.js';
+import type { Config } from '../config.js';
+import { createIdTokenCredentials } from '../identity/id-token-credentials.js';
+import type { Telemetry } from '../telemetry/start-telemetry.js';
+import { logListening, stopOnSignals } from './lifecycle.js';
+
+/** Time for callers to see `connection: close` before idle keep-alive sockets are closed. */
+const DRAIN_NOTICE_MS = 500;
+
+export async function startApi(config: Config, telemetry: Telemetry): Promise<void> {
+  const target = config.backend;
+  if (!target) throw new Error('BACKEND_URL is required for the api role');
+  const backend = createBackendClient(target, {
+    telemetry,
+    ...(target.transport === 'tls' ? { credentials: createIdTokenCredentials(target.audience) } : {}),
+  });
+  const { app, startDraining } = await buildApi({ telemetry, backend });
+  const address = await app.listen({ port: config.PORT, host: config.HOST });
+  logListening(telemetry.logger, 'api', `${address} (backend ${target.url.origin} over ${target.transport})`);
+  stopOnSignals(
+    {
+      async drain() {
+        startDraining();
+        await sleep(DRAIN_NOTICE_MS);
+        await app.close();
+        backend.close();
+      },
+      destroy: () => app.server.closeAllConnections(),
+    },
+    telemetry,
+    config.SHUTDOWN_TIMEOUT_MS,
+  );
+}

@@ -1,0 +1,30 @@
+import type { AddressInfo } from 'node:net';
+import { buildBackend } from '../backend/build-backend.js';
+import type { Config } from '../config.js';
+import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
+import { createTokenVerifier } from '../identity/token-verifier.js';
+import type { Telemetry } from '../telemetry/start-telemetry.js';
+import { logListening, stopOnSignals } from './lifecycle.js';
+
+export async function startBackend(config: Config, telemetry: Telemetry): Promise<void> {
+  const backend = buildBackend(config, {
+    telemetry,
+    interceptors: config.AUTH_VERIFY_TOKENS ? [createTokenVerifier(config)] : [],
+  });
+  await new Promise<void>((resolve, reject) => {
+    backend.server.once('error', reject);
+    backend.server.listen(config.PORT, config.HOST, resolve);
+  });
+  backend.health.set('', 'SERVING');
+  backend.health.set(BackendService.typeName, 'SERVING');
+  const { port } = backend.server.address() as AddressInfo;
+  logListening(telemetry.logger, 'backend', `http://${config.HOST}:${port} (h2c: gRPC, gRPC-Web, Connect)`);
+  stopOnSignals(
+    {
+      drain: () => backend.drain(),
+      destroy: () => backend.destroy(),
+    },
+    telemetry,
+    config.SHUTDOWN_TIMEOUT_MS,
+  );
+}

@@ -1,0 +1,47 @@
+import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import { checkName } from '../domain/greeting.js';
+import { ProblemDetailsSchema } from '../errors/problem-details.js';
+import type { RouteDeps } from './route-deps.js';
+
+const GreetBody = z
+  .strictObject({
+    name: z.string().superRefine((raw, ctx) => {
+      const check = checkName(raw);
+      if (!check.ok) ctx.addIssue({ code: 'custom', message: check.problem });
+    }),
+    withError: z
+      .boolean()
+      .default(false)
+      .meta({ description: 'Makes the backend fail on purpose, to show a failed trace.' }),
+  })
+  .meta({ id: 'GreetRequest', description: 'Unknown fields are rejected.' });
+
+const GreetReply = z.object({ reply: z.string() }).meta({ id: 'GreetReply' });
+
+/** POST /greet: asks the private backend for a greeting. */
+export const greetRoute: FastifyPluginAsyncZod<RouteDeps> = async (app, { backend }) => {
+  app.post(
+    '/greet',
+    {
+      schema: {
+        operationId: 'greet',
+        tags: ['greeting'],
+        summary: 'Greet someone through the private backend',
+        body: GreetBody,
+        response: {
+          200: GreetReply,
+          400: ProblemDetailsSchema,
+          500: ProblemDetailsSchema,
+          503: ProblemDetailsSchema,
+          504: ProblemDetailsSchema,
+        },
+      },
+    },
+    async (request) => {
+      const { name, withError } = request.body;
+      const reply = await backend.greet({ name: name.trim(), withError });
+      return { reply };
+    },
+  );
+};

@@ -1,0 +1,18 @@
+import { Code, type ConnectRouter, ConnectError } from '@connectrpc/connect';
+import { checkName, greetingFor } from '../domain/greeting.js';
+import { GREET_ON_PURPOSE_ERROR } from '../errors/status.js';
+import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
+
+/** `backend_service.v1.BackendService`: one file per service, registered by `registerRpcs`. */
+export function registerBackendService(router: ConnectRouter): void {
+  router.service(BackendService, {
+    greet(request) {
+      const check = checkName(request.name);
+      if (!check.ok) throw new ConnectError(check.problem, Code.InvalidArgument);
+      if (request.withError) {
+        throw new ConnectError(GREET_ON_PURPOSE_ERROR.message, GREET_ON_PURPOSE_ERROR.code);
+      }
+      return { reply: greetingFor(check.name) };
+    },
+  });
+}

@@ -1,0 +1,22 @@
+import type { ConnectRouter } from '@connectrpc/connect';
+import { registerBackendService } from './backend-service.js';
+import { type HealthStatus, registerHealth } from './health.js';
+import { registerReflection } from './reflection.js';
+
+export { createHealthStatus, type HealthStatus } from './health.js';
+
+export type RpcOptions = { health: HealthStatus; reflection: boolean };
+
+/** Registers every RPC service. Adding a service: one file in src/rpc/ and one line here. */
+export function registerRpcs(router: ConnectRouter, options: RpcOptions): void {
+  registerBackendService(router);
+  registerHealth(router, options.health);
+  if (options.reflection) registerReflection(router);
+}
+
+/** Services that need no token and make no spans: probes and tooling. */
+export const INFRASTRUCTURE_SERVICES: ReadonlySet<string> = new Set([
+  'grpc.health.v1.Health',
+  'grpc.reflection.v1.ServerReflection',
+  'grpc.reflection.v1alpha.ServerReflection',
+]);

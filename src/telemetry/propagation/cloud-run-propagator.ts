@@ -1,0 +1,112 @@
+import {
+  type Context,
+  createContextKey,
+  isSpanContextValid,
+  type SpanContext,
+  type TextMapGetter,
+  type TextMapPropagator,
+  trace,
+} from '@opentelemetry/api';
+import {
+  isTracingSuppressed,
+  TRACE_PARENT_HEADER,
+  TRACE_STATE_HEADER,
+  TraceState,
+} from '@opentelemetry/core';
+import {
+  CLOUD_TRACE_CONTEXT_HEADER,
+  formatCloudTraceContext,
+  parseCloudTraceContext,
+} from './cloud-trace-context.js';
+import { joinedHeaderValue } from './header-value.js';
+import { formatTraceParent, parseTraceParent } from './trace-parent.js';
+
+/** The caller's own span context, sent beside `traceparent` because Cloud Run rewrites that one. */
+export const CLIENT_TRACE_PARENT_HEADER = 'x-client-traceparent';
+
+const FRONT_END_SPAN_CONTEXT = createContextKey('cloud-run-propagator front-end span context');
+
+export interface CloudRunPropagatorOptions {
+  /** Also write Google's legacy `x-cloud-trace-context` header (default false). */
+  writeCloudTraceContext?: boolean;
+}
+
+interface Extracted {
+  parent: SpanContext | undefined;
+  /** The other valid span context that was not chosen as parent: link it, don't lose it. */
+  linked?: SpanContext;
+}
+
+/**
+ * W3C trace context that survives Cloud Run's front end: inject writes `traceparent` and the
+ * same value in `x-client-traceparent`; extract prefers the latter and keeps the front end's
+ * span for {@link getFrontEndSpanContext}. Baggage is not handled here.
+ */
+export function createCloudRunPropagator(
+  options: CloudRunPropagatorOptions = {},
+): TextMapPropagator {
+  const writeCloudTraceContext = options.writeCloudTraceContext ?? false;
+  return {
+    inject(context, carrier, setter) {
+      const spanContext = trace.getSpanContext(context);
+      if (!spanContext || !isSpanContextValid(spanContext) || isTracingSuppressed(context)) return;
+      const traceParent = formatTraceParent(spanContext);
+      setter.set(carrier, TRACE_PARENT_HEADER, traceParent);
+      setter.set(carrier, CLIENT_TRACE_PARENT_HEADER, traceParent);
+      const traceState = spanContext.traceState?.serialize();
+      if (traceState) setter.set(carrier, TRACE_STATE_HEADER, traceState);
+      if (writeCloudTraceContext) {
+        setter.set(carrier, CLOUD_TRACE_CONTEXT_HEADER, formatCloudTraceContext(spanContext));
+      }
+    },
+    extract(context, carrier, getter) {
+      const { parent, linked } = extractParent(carrier, getter);
+      if (!parent) return context;
+      const withParent = trace.setSpanContext(context, parent);
+      return linked
+        ? withParent.setValue(FRONT_END_SPAN_CONTEXT, linked)
+        : withParent.deleteValue(FRONT_END_SPAN_CONTEXT);
+    },
+    fields() {
+      return [
+        TRACE_PARENT_HEADER,
+        TRACE_STATE_HEADER,
+        CLIENT_TRACE_PARENT_HEADER,
+        CLOUD_TRACE_CONTEXT_HEADER,
+      ];
+    },
+  };
+}
+
+/**
+ * The span context extracted beside the parent and not used as parent: the front end's span when
+ * Cloud Run rewrote `traceparent`, or the client's when the trace ids disagreed. Link to it.
+ */
+export function getFrontEndSpanContext(ctx: Context): SpanContext | undefined {
+  return ctx.getValue(FRONT_END_SPAN_CONTEXT) as SpanContext | undefined;
+}
+
+function extractParent<Carrier>(carrier: Carrier, getter: TextMapGetter<Carrier>): Extracted {
+  const client = parseTraceParent(getter.get(carrier, CLIENT_TRACE_PARENT_HEADER));
+  const w3c = parseTraceParent(getter.get(carrier, TRACE_PARENT_HEADER));
+  if (client && w3c) {
+    if (client.traceId !== w3c.traceId) {
+      return { parent: withTraceState(w3c, carrier, getter), linked: client };
+    }
+    if (client.spanId !== w3c.spanId) {
+      return { parent: withTraceState(client, carrier, getter), linked: w3c };
+    }
+  }
+  const parent = client ?? w3c;
+  if (parent) return { parent: withTraceState(parent, carrier, getter) };
+  return { parent: parseCloudTraceContext(getter.get(carrier, CLOUD_TRACE_CONTEXT_HEADER)) };
+}
+
+function withTraceState<Carrier>(
+  spanContext: SpanContext,
+  carrier: Carrier,
+  getter: TextMapGetter<Carrier>,
+): SpanContext {
+  const traceState = joinedHeaderValue(getter.get(carrier, TRACE_STATE_HEADER));
+  return traceState ? { ...spanContext, traceState: new TraceState(traceState) } : spanContext;
+}

@@ -1,0 +1,119 @@
+import {
+  type Attributes,
+  type Context,
+  context,
+  createContextKey,
+  diag,
+  propagation,
+  trace,
+} from '@opentelemetry/api';
+import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace';
+
+/*
+ * The hook for users' own attributes. Inside a request, `setRequestAttributes` puts attributes
+ * on every span of that request (open ones now, later ones when they start); with
+ * `{ propagate: true }` they also travel to the backend as W3C baggage, where the span
+ * processor copies allow-listed baggage keys onto every span of the backend's request.
+ */
+
+type RequestScope = {
+  attributes: Attributes;
+  propagated: Set<string>;
+  openSpans: Set<Span>;
+};
+
+const REQUEST_SCOPE = createContextKey('request attributes scope');
+
+export function withRequestScope(ctx: Context): Context {
+  const scope: RequestScope = { attributes: {}, propagated: new Set(), openSpans: new Set() };
+  return ctx.setValue(REQUEST_SCOPE, scope);
+}
+
+function scopeOf(ctx: Context): RequestScope | undefined {
+  return ctx.getValue(REQUEST_SCOPE) as RequestScope | undefined;
+}
+
+export type SetRequestAttributesOptions = {
+  /** Also send these attributes to downstream services as baggage. */
+  propagate?: boolean;
+};
+
+/** Adds attributes to every span of the current request. Outside a request: the active span. */
+export function setRequestAttributes(
+  attributes: Attributes,
+  options: SetRequestAttributesOptions = {},
+): void {
+  const scope = scopeOf(context.active());
+  if (!scope) {
+    trace.getActiveSpan()?.setAttributes(attributes);
+    return;
+  }
+  Object.assign(scope.attributes, attributes);
+  for (const span of scope.openSpans) span.setAttributes(attributes);
+  if (options.propagate) for (const key of Object.keys(attributes)) scope.propagated.add(key);
+}
+
+/** The context to inject into an outgoing call: the active one plus propagated attributes. */
+export function withPropagatedAttributes(ctx: Context): Context {
+  const scope = scopeOf(ctx);
+  if (!scope || scope.propagated.size === 0) return ctx;
+  let baggage = propagation.getBaggage(ctx) ?? propagation.createBaggage();
+  for (const key of scope.propagated) {
+    const value = scope.attributes[key];
+    if (value !== undefined && value !== null) {
+      baggage = baggage.setEntry(key, { value: String(value) });
+    }
+  }
+  return propagation.setBaggage(ctx, baggage);
+}
+
+export type RequestHook<Request> = (request: Request) => void;
+
+/** Runs users' hooks so that a throwing hook is logged and never breaks the request. */
+export function runRequestHooks<Request>(
+  hooks: readonly RequestHook<Request>[],
+  request: Request,
+  onError: (error: unknown) => void,
+): void {
+  for (const hook of hooks) {
+    try {
+      hook(request);
+    } catch (error) {
+      onError(error);
+    }
+  }
+}
+
+/**
+ * Copies the request's attributes and allow-listed baggage entries (received from the caller)
+ * onto every span as it starts.
+ */
+export function createRequestAttributesSpanProcessor(baggageKeys: readonly string[]): SpanProcessor {
+  const allowed = new Set(baggageKeys);
+  const scopes = new WeakMap<ReadableSpan, RequestScope>();
+  return {
+    onStart(span: Span, parentContext: Context): void {
+      const baggage = allowed.size > 0 ? propagation.getBaggage(parentContext) : undefined;
+      if (baggage) {
+        for (const [key, entry] of baggage.getAllEntries()) {
+          if (allowed.has(key)) span.setAttribute(key, entry.value);
+        }
+      }
+      const scope = scopeOf(parentContext);
+      if (!scope) return;
+      span.setAttributes(scope.attributes);
+      scope.openSpans.add(span);
+      scopes.set(span, scope);
+    },
+    onEnd(span: ReadableSpan): void {
+      const scope = scopes.get(span);
+      if (scope) scope.openSpans.delete(span as Span);
+    },
+    forceFlush: () => Promise.resolve(),
+    shutdown: () => Promise.resolve(),
+  };
+}
+
+export function logHookError(error: unknown): void {
+  diag.error('a request attributes hook threw; the request goes on without it', error);
+}

@@ -1,0 +1,183 @@
+import { type Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import {
+  type Attributes,
+  type Context,
+  context,
+  createContextKey,
+  type Meter,
+  propagation,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  type TextMapSetter,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
+import {
+  ATTR_ERROR_TYPE,
+  ATTR_RPC_METHOD,
+  ATTR_RPC_STATUS_CODE,
+  ATTR_RPC_SYSTEM_NAME,
+  ATTR_SERVER_ADDRESS,
+  ATTR_SERVER_PORT,
+  METRIC_RPC_CLIENT_CALL_DURATION,
+  METRIC_RPC_SERVER_CALL_DURATION,
+  RPC_SYSTEM_NAME_VALUE_GRPC,
+} from '@opentelemetry/semantic-conventions';
+import { connectCodeName, grpcCodeName, isServerFault } from '../errors/status.js';
+import { withPropagatedAttributes } from './request-attributes.js';
+import { RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
+import type { ServerSpans } from './server-span.js';
+
+const headersGetter: TextMapGetter<Headers> = {
+  keys: (headers) => [...headers.keys()],
+  get: (headers, key) => headers.get(key) ?? undefined,
+};
+
+const headersSetter: TextMapSetter<Headers> = {
+  set: (headers, key, value) => headers.set(key, value),
+};
+
+const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+
+/** The RPC method name both span name and `rpc.method` use: `package.Service/Method`. */
+function rpcMethod(req: { service: { typeName: string }; method: { name: string } }): string {
+  return `${req.service.typeName}/${req.method.name}`;
+}
+
+function rpcSystem(contentType: string | null): string {
+  return contentType?.startsWith('application/grpc')
+    ? RPC_SYSTEM_NAME_VALUE_GRPC
+    : RPC_SYSTEM_NAME_VALUE_CONNECTRPC;
+}
+
+/** SERVER spans for every RPC (Connect server interceptor). Services in `untraced` are skipped. */
+export function createServerTracingInterceptor(
+  serverSpans: ServerSpans,
+  meter: Meter,
+  untraced: ReadonlySet<string> = new Set(),
+): Interceptor {
+  const duration = meter.createHistogram(METRIC_RPC_SERVER_CALL_DURATION, {
+    unit: 's',
+    description: 'Duration of RPCs served.',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+  return (next) => async (req) => {
+    if (untraced.has(req.service.typeName)) return next(req);
+    const method = rpcMethod(req);
+    const system = rpcSystem(req.header.get('content-type'));
+    const url = new URL(req.url);
+    const attributes: Attributes = {
+      [ATTR_RPC_SYSTEM_NAME]: system,
+      [ATTR_RPC_METHOD]: method,
+      [ATTR_SERVER_ADDRESS]: url.hostname,
+    };
+    if (url.port) attributes[ATTR_SERVER_PORT] = Number(url.port);
+    const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
+    const finish = (code: Code | undefined, error?: ConnectError) => {
+      const status = statusName(system, code);
+      const fault = isServerFault(code);
+      return serverSpan.end({
+        fault,
+        errorType: fault ? status : undefined,
+        exception: error,
+        attributes: { [ATTR_RPC_STATUS_CODE]: status },
+        metric: {
+          histogram: duration,
+          attributes: {
+            [ATTR_RPC_SYSTEM_NAME]: system,
+            [ATTR_RPC_METHOD]: method,
+            [ATTR_RPC_STATUS_CODE]: status,
+            ...(fault ? { [ATTR_ERROR_TYPE]: status } : {}),
+          },
+        },
+        httpRequest: {
+          requestMethod: req.requestMethod,
+          requestUrl: url.pathname,
+          status: 200,
+          protocol: 'HTTP/2',
+          ...(req.header.get('user-agent') ? { userAgent: req.header.get('user-agent') as string } : {}),
+        },
+      });
+    };
+    return context.with(serverSpan.context, async () => {
+      try {
+        const response = await next(req);
+        await finish(undefined);
+        return response;
+      } catch (thrown) {
+        const error = ConnectError.from(thrown);
+        await finish(error.code, error);
+        throw thrown;
+      }
+    });
+  };
+}
+
+const ATTEMPT = createContextKey('rpc attempt');
+
+/** Marks the calls made inside `fn` as attempt number `attempt` (1 = first try). */
+export function withAttempt<T>(attempt: number, fn: () => T): T {
+  return context.with(context.active().setValue(ATTEMPT, attempt), fn);
+}
+
+/** Our attribute for retried calls: each attempt is its own CLIENT span. */
+export const ATTR_RPC_ATTEMPT = 'rpc.attempt';
+
+/** CLIENT spans around each outgoing RPC attempt, with context and baggage injected. */
+export function createClientTracingInterceptor(tracer: Tracer, meter: Meter, target: URL): Interceptor {
+  const duration = meter.createHistogram(METRIC_RPC_CLIENT_CALL_DURATION, {
+    unit: 's',
+    description: 'Duration of RPCs made.',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+  const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
+  return (next) => async (req) => {
+    const method = rpcMethod(req);
+    const active = context.active();
+    const attempt = (active.getValue(ATTEMPT) as number | undefined) ?? 1;
+    const span = tracer.startSpan(
+      method,
+      {
+        kind: SpanKind.CLIENT,
+        attributes: {
+          [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
+          [ATTR_RPC_METHOD]: method,
+          [ATTR_SERVER_ADDRESS]: target.hostname,
+          [ATTR_SERVER_PORT]: port,
+          [ATTR_RPC_ATTEMPT]: attempt,
+        },
+      },
+      active,
+    );
+    const ctx: Context = withPropagatedAttributes(trace.setSpan(active, span));
+    propagation.inject(ctx, req.header, headersSetter);
+    const startedAt = performance.now();
+    let status = 'OK';
+    try {
+      return await context.with(ctx, () => next(req));
+    } catch (thrown) {
+      const error = ConnectError.from(thrown);
+      status = grpcCodeName(error.code);
+      span.recordException(error);
+      span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+      span.setAttribute(ATTR_ERROR_TYPE, status);
+      throw thrown;
+    } finally {
+      span.setAttribute(ATTR_RPC_STATUS_CODE, status);
+      span.end();
+      duration.record((performance.now() - startedAt) / 1000, {
+        [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
+        [ATTR_RPC_METHOD]: method,
+        [ATTR_RPC_STATUS_CODE]: status,
+        [ATTR_SERVER_ADDRESS]: target.hostname,
+        ...(status === 'OK' ? {} : { [ATTR_ERROR_TYPE]: status }),
+      });
+    }
+  };
+}
+
+/** gRPC reports canonical upper-case names; the Connect protocol its lower-case strings. */
+function statusName(system: string, code: Code | undefined): string {
+  return system === RPC_SYSTEM_NAME_VALUE_GRPC ? grpcCodeName(code) : connectCodeName(code);
+}

@@ -1,0 +1,14 @@
+/*
+ * Incubating semantic-convention names we use, copied here as the OpenTelemetry JS
+ * guidelines advise (the incubating entry point is not for production imports).
+ * Stable names come from @opentelemetry/semantic-conventions directly.
+ * Convention version followed: 1.45 (stable HTTP; RPC `rpc.system.name`, `rpc.method`,
+ * `rpc.status_code`, `rpc.{server,client}.call.duration`).
+ */
+export const ATTR_ENDUSER_ID = 'enduser.id';
+export const ATTR_SERVICE_NAMESPACE = 'service.namespace';
+export const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
+export const ATTR_DEPLOYMENT_ENVIRONMENT_NAME = 'deployment.environment.name';
+export const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = 'connectrpc';
+/** Marks the link to the span that Google's front end put between caller and callee. */
+export const ATTR_LINK_FRONT_END_SPAN = 'cloud_run.front_end_span';

@@ -1,0 +1,126 @@
+import {
+  type Attributes,
+  type Context,
+  context,
+  type Histogram,
+  type Link,
+  propagation,
+  ROOT_CONTEXT,
+  type Span,
+  SpanKind,
+  SpanStatusCode,
+  type TextMapGetter,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
+import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
+import type { Logger } from './logger.js';
+import { getFrontEndSpanContext } from './propagation/index.js';
+import { withRequestScope } from './request-attributes.js';
+import { ATTR_LINK_FRONT_END_SPAN } from './semconv.js';
+
+/** Cloud Logging's `httpRequest` object for the access line. */
+export type HttpRequestLog = {
+  requestMethod: string;
+  requestUrl: string;
+  status: number;
+  responseSize?: string;
+  userAgent?: string;
+  remoteIp?: string;
+  protocol?: string;
+};
+
+export type ServerOutcome = {
+  /** Whether the server failed (see `isServerFault*` in errors/status.ts): the one error rule. */
+  fault: boolean;
+  errorType?: string | undefined;
+  exception?: unknown;
+  attributes: Attributes;
+  metric: { histogram: Histogram; attributes: Attributes };
+  httpRequest: HttpRequestLog;
+};
+
+export type ServerSpan = {
+  readonly span: Span;
+  readonly context: Context;
+  /** Ends the span once; records the metric, writes the access line, flushes per policy. */
+  end(outcome: ServerOutcome): Promise<void>;
+};
+
+export type ServerSpansOptions = {
+  tracer: Tracer;
+  logger: Logger;
+  afterRequest: () => Promise<void>;
+  /** Baggage keys only our own code may set: dropped from what callers send (public edge). */
+  untrustedBaggageKeys?: readonly string[];
+};
+
+export type ServerSpans = {
+  start<Carrier>(
+    name: string,
+    carrier: Carrier,
+    getter: TextMapGetter<Carrier>,
+    attributes: Attributes,
+  ): ServerSpan;
+};
+
+/** One lifecycle for every SERVER span, HTTP and RPC alike. */
+export function createServerSpans(options: ServerSpansOptions): ServerSpans {
+  const { tracer, logger, afterRequest, untrustedBaggageKeys = [] } = options;
+
+  return {
+    start(name, carrier, getter, attributes) {
+      const startedAt = performance.now();
+      let parent = propagation.extract(ROOT_CONTEXT, carrier, getter);
+      parent = withoutBaggageKeys(parent, untrustedBaggageKeys);
+      const links: Link[] = [];
+      const frontEnd = getFrontEndSpanContext(parent);
+      if (frontEnd) links.push({ context: frontEnd, attributes: { [ATTR_LINK_FRONT_END_SPAN]: true } });
+      const scoped = withRequestScope(parent);
+      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, links }, scoped);
+      const ctx = trace.setSpan(scoped, span);
+      let ended = false;
+
+      return {
+        span,
+        context: ctx,
+        async end(outcome) {
+          if (ended) return;
+          ended = true;
+          span.setAttributes(outcome.attributes);
+          if (outcome.fault) {
+            if (outcome.exception !== undefined) span.recordException(asException(outcome.exception));
+            const message = exceptionMessage(outcome.exception);
+            span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
+          }
+          if (outcome.fault && outcome.errorType) span.setAttribute(ATTR_ERROR_TYPE, outcome.errorType);
+          span.end();
+          const seconds = (performance.now() - startedAt) / 1000;
+          outcome.metric.histogram.record(seconds, outcome.metric.attributes);
+          context.with(ctx, () => {
+            const httpRequest = { ...outcome.httpRequest, latency: `${seconds.toFixed(6)}s` };
+            const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${httpRequest.status}`;
+            if (outcome.fault) logger.error({ httpRequest, error: outcome.exception }, message);
+            else logger.info({ httpRequest }, message);
+          });
+          await afterRequest();
+        },
+      };
+    },
+  };
+}
+
+function withoutBaggageKeys(ctx: Context, keys: readonly string[]): Context {
+  const baggage = propagation.getBaggage(ctx);
+  if (!baggage || keys.length === 0) return ctx;
+  return propagation.setBaggage(ctx, baggage.removeEntries(...keys));
+}
+
+function asException(error: unknown): Error | string {
+  return error instanceof Error ? error : String(error);
+}
+
+function exceptionMessage(error: unknown): string | undefined {
+  if (error === undefined) return undefined;
+  return error instanceof Error ? error.message : String(error);
+}

@@ -1,0 +1,260 @@
+import {
+  context,
+  DiagLogLevel,
+  diag,
+  type Meter,
+  metrics,
+  propagation,
+  type Tracer,
+  trace,
+} from '@opentelemetry/api';
+import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
+import { CompositePropagator, W3CBaggagePropagator, setGlobalErrorHandler } from '@opentelemetry/core';
+import type { Resource } from '@opentelemetry/resources';
+import type { MetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import {
+  BatchSpanProcessor,
+  ConsoleSpanExporter,
+  type SpanExporter,
+  type SpanProcessor,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
+import type { Config } from '../config.js';
+import { type GuardedSpanExporter, guardSpanExporter } from './export-guard.js';
+import { createLogger, type Logger } from './logger.js';
+import {
+  batchOptionsFromEnv,
+  exporterChoices,
+  hasOtlpEndpoint,
+  isSdkDisabled,
+  metricExportIntervalMs,
+  otlpProtocol,
+  samplerFromEnv,
+} from './otel-env.js';
+import { createCloudRunPropagator } from './propagation/index.js';
+import { createRequestAttributesSpanProcessor } from './request-attributes.js';
+import { createResource } from './resource.js';
+import { createServerSpans, type ServerSpans } from './server-span.js';
+
+const TELEMETRY_API = 'https://telemetry.googleapis.com';
+const REQUEST_FLUSH_CAP_MS = 2_000;
+const SHUTDOWN_FLUSH_CAP_MS = 4_000;
+
+export type Telemetry = {
+  readonly tracer: Tracer;
+  readonly meter: Meter;
+  readonly logger: Logger;
+  readonly serverSpans: ServerSpans;
+  /** Flushes spans after a request when CPU may be withdrawn after the response. */
+  afterRequest(): Promise<void>;
+  /** Flushes and stops every exporter, bounded in time. Safe to call more than once. */
+  shutdown(): Promise<void>;
+};
+
+export type TelemetryOptions = {
+  /** Baggage keys that callers may not set (the public edge strips them). */
+  untrustedBaggageKeys?: readonly string[];
+  /** Replaces stdout, for tests. */
+  logDestination?: Parameters<typeof createLogger>[0]['destination'];
+};
+
+/**
+ * Starts tracing, metrics and logging for one role. Lenient: a telemetry failure leaves
+ * no-op telemetry and a warning, never a dead service.
+ */
+export async function startTelemetry(config: Config, options: TelemetryOptions = {}): Promise<Telemetry> {
+  const resource = createResource(config);
+  const labels = serviceLabels(resource);
+  let projectId = config.GOOGLE_CLOUD_PROJECT ?? (config.onCloudRun ? 'unknown' : 'local');
+  const logger = createLogger({
+    level: config.LOG_LEVEL,
+    labels,
+    projectId: () => projectId,
+    ...(options.logDestination ? { destination: options.logDestination } : {}),
+  });
+  routeOtelDiagnostics(logger);
+
+  context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  propagation.setGlobalPropagator(
+    new CompositePropagator({
+      propagators: [
+        createCloudRunPropagator({ writeCloudTraceContext: config.TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT }),
+        new W3CBaggagePropagator(),
+      ],
+    }),
+  );
+
+  const auth = config.onCloudRun ? await googleAuthHeaders(() => projectId) : undefined;
+  if (config.onCloudRun && !config.GOOGLE_CLOUD_PROJECT && auth) {
+    auth.projectId().then(
+      (id) => {
+        projectId = id;
+      },
+      (error: unknown) => logger.warn({ error }, 'could not read the project id from the metadata server'),
+    );
+  }
+
+  const processors: SpanProcessor[] = [
+    createRequestAttributesSpanProcessor(config.TELEMETRY_BAGGAGE_ATTRIBUTES),
+  ];
+  let otlp: GuardedSpanExporter | undefined;
+  let tracerProvider: TracerProvider | undefined;
+  let readers: MetricReader[] = [];
+  if (!isSdkDisabled()) {
+    try {
+      const defaultExporter = config.onCloudRun || hasOtlpEndpoint('TRACES') ? 'otlp' : 'none';
+      for (const choice of exporterChoices('OTEL_TRACES_EXPORTER', defaultExporter)) {
+        const exporter = choice === 'otlp'
+          ? (otlp = guardSpanExporter(await otlpSpanExporter(auth), logger, describeTarget('TRACES')))
+          : new ConsoleSpanExporter();
+        processors.push(new BatchSpanProcessor({ exporter, ...batchOptionsFromEnv() }));
+      }
+      const defaultMetrics = config.onCloudRun || hasOtlpEndpoint('METRICS') ? 'otlp' : 'none';
+      readers = await metricReaders(exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics), auth);
+      tracerProvider = new TracerProvider({ resource, sampler: samplerFromEnv(), spanProcessors: processors });
+    } catch (error) {
+      logger.warn({ error }, 'telemetry export could not start; the service runs without it');
+      tracerProvider = new TracerProvider({ resource, spanProcessors: processors.slice(0, 1) });
+      readers = [];
+    }
+  }
+  if (tracerProvider) trace.setGlobalTracerProvider(tracerProvider);
+  const meterProvider = readers.length > 0 ? await createMeterProvider(resource, readers) : undefined;
+  if (meterProvider) metrics.setGlobalMeterProvider(meterProvider);
+
+  const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
+  const afterRequest = flushPerRequest
+    ? () => {
+        // A failing endpoint must not slow requests: flush without waiting while it is down.
+        const flushing = within(tracerProvider?.forceFlush(), REQUEST_FLUSH_CAP_MS);
+        return otlp?.healthy === false ? Promise.resolve() : flushing;
+      }
+    : () => Promise.resolve();
+
+  const tracer = trace.getTracer('cloud-run-services');
+  let stopping: Promise<void> | undefined;
+  return {
+    tracer,
+    meter: metrics.getMeter('cloud-run-services'),
+    logger,
+    serverSpans: createServerSpans({
+      tracer,
+      logger,
+      afterRequest,
+      ...(options.untrustedBaggageKeys ? { untrustedBaggageKeys: options.untrustedBaggageKeys } : {}),
+    }),
+    afterRequest,
+    shutdown() {
+      stopping ??= Promise.all([
+        within(tracerProvider?.shutdown(), SHUTDOWN_FLUSH_CAP_MS),
+        within(meterProvider?.shutdown(), SHUTDOWN_FLUSH_CAP_MS),
+      ]).then(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
+      return stopping;
+    },
+  };
+}
+
+function serviceLabels(resource: Resource): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const [key, value] of Object.entries(resource.attributes)) {
+    if (key.startsWith('service.') || key.startsWith('deployment.')) labels[key] = String(value);
+  }
+  return labels;
+}
+
+function describeTarget(signal: 'TRACES' | 'METRICS'): string {
+  return (
+    process.env[`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`] ??
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT ??
+    TELEMETRY_API
+  );
+}
+
+type GoogleHeaders = {
+  headers: () => Promise<Record<string, string>>;
+  projectId: () => Promise<string>;
+};
+
+/** The Telemetry API wants a fresh OAuth token on every export: an async headers factory. */
+async function googleAuthHeaders(projectId: () => string): Promise<GoogleHeaders> {
+  const { GoogleAuth } = await import('google-auth-library');
+  const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
+  return {
+    async headers() {
+      const headers = Object.fromEntries((await auth.getRequestHeaders()).entries());
+      return { 'x-goog-user-project': projectId(), ...headers };
+    },
+    projectId: () => auth.getProjectId(),
+  };
+}
+
+function otlpOptions(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined) {
+  if (!auth || hasOtlpEndpoint(signal)) return {};
+  return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth.headers };
+}
+
+async function otlpSpanExporter(auth: GoogleHeaders | undefined): Promise<SpanExporter> {
+  const options = otlpOptions('TRACES', auth);
+  if (otlpProtocol('TRACES') === 'http/json') {
+    const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
+    return new OTLPTraceExporter(options);
+  }
+  const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
+  return new OTLPTraceExporter(options);
+}
+
+async function metricReaders(
+  choices: readonly string[],
+  auth: GoogleHeaders | undefined,
+): Promise<MetricReader[]> {
+  if (choices.length === 0) return [];
+  const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import('@opentelemetry/sdk-metrics');
+  const readers: MetricReader[] = [];
+  for (const choice of choices) {
+    let exporter: PushMetricExporter;
+    if (choice === 'otlp') {
+      const options = otlpOptions('METRICS', auth);
+      exporter = otlpProtocol('METRICS') === 'http/json'
+        ? new (await import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter(options)
+        : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(options);
+    } else {
+      exporter = new ConsoleMetricExporter();
+    }
+    readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: metricExportIntervalMs() }));
+  }
+  return readers;
+}
+
+async function createMeterProvider(resource: Resource, readers: MetricReader[]) {
+  const { MeterProvider } = await import('@opentelemetry/sdk-metrics');
+  return new MeterProvider({ resource, readers });
+}
+
+/** OpenTelemetry's own warnings go to our log, rate-limited so a dead endpoint is one line. */
+function routeOtelDiagnostics(logger: Logger): void {
+  const otelLogger = logger.child({ component: 'opentelemetry' });
+  diag.setLogger(
+    {
+      error: (message, ...args) => otelLogger.error({ args }, message),
+      warn: (message, ...args) => otelLogger.warn({ args }, message),
+      info: () => {},
+      debug: () => {},
+      verbose: () => {},
+    },
+    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
+  );
+  // Export failures are reported by the guarded exporter; the SDK would log each one again.
+  setGlobalErrorHandler(() => {});
+}
+
+async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
+  if (!work) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    work.catch(() => undefined),
+    new Promise((resolve) => {
+      timer = setTimeout(resolve, ms);
+    }),
+  ]);
+  clearTimeout(timer);
+}

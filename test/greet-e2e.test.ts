@@ -1,0 +1,264 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer, type Http2Server } from 'node:http2';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
+import {
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from '@connectrpc/connect-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { freePort } from './helpers/free-port.js';
+import { type RoleProcess, runToExit, startRole } from './helpers/roles.js';
+
+const run = promisify(execFile);
+
+describe('REST → gRPC greeting, both roles from the production build', () => {
+  let backend: RoleProcess;
+  let api: RoleProcess;
+  const sessions: Http2SessionManager[] = [];
+
+  beforeAll(async () => {
+    backend = await startRole('backend');
+    api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+  });
+  afterAll(async () => {
+    for (const session of sessions) session.abort();
+    await Promise.all([api?.stop(), backend?.stop()]);
+  });
+
+  const greet = (body: unknown, headers: Record<string, string> = {}) =>
+    fetch(`${api.url}/greet`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...headers },
+      body: JSON.stringify(body),
+    });
+
+  it('answers POST /greet with the backend greeting', async () => {
+    const response = await greet({ name: 'David', withError: false });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ reply: 'Hello David!!' });
+  });
+
+  it('answers curl the same way', async () => {
+    const { stdout } = await run('curl', [
+      '-sS',
+      '-X',
+      'POST',
+      `${api.url}/greet`,
+      '-H',
+      'content-type: application/json',
+      '-d',
+      '{"name":"  Ada  "}',
+    ]);
+    expect(JSON.parse(stdout)).toEqual({ reply: 'Hello Ada!!' });
+  });
+
+  it('turns the on-purpose backend failure into a 500 problem without a stack', async () => {
+    const response = await greet({ name: 'David', withError: true });
+    expect(response.status).toBe(500);
+    expect(response.headers.get('content-type')).toContain('application/problem+json');
+    const body = (await response.json()) as Record<string, unknown>;
+    expect(body).toMatchObject({
+      type: 'about:blank',
+      title: 'Internal Server Error',
+      status: 500,
+      code: 'internal',
+      detail: 'greeting failed on purpose (with_error=true)',
+      instance: '/greet',
+    });
+    expect(JSON.stringify(body)).not.toMatch(/\bat .*\.js:\d+/);
+  });
+
+  it.each([
+    [{ name: '' }, 'body.name'],
+    [{ name: '   ' }, 'body.name'],
+    [{ name: 'x'.repeat(257) }, 'body.name'],
+    [{}, 'body.name'],
+    [{ name: 42 }, 'body.name'],
+    [{ name: 'ok', withError: 'yes' }, 'body.withError'],
+    [{ name: 'ok', extra: true }, 'body'],
+  ])('rejects %j with a 400 naming %s', async (body, field) => {
+    const response = await greet(body);
+    expect(response.status).toBe(400);
+    const problem = (await response.json()) as { errors: { field: string; message: string }[] };
+    expect(problem.errors.map((error) => error.field)).toContain(field);
+  });
+
+  it('counts characters, not UTF-16 units: 256 emoji are a valid name', async () => {
+    const response = await greet({ name: '😀'.repeat(256) });
+    expect(response.status).toBe(200);
+  });
+
+  function transports(): [string, Transport][] {
+    const session = new Http2SessionManager(backend.url);
+    sessions.push(session);
+    return [
+      ['gRPC', createGrpcTransport({ baseUrl: backend.url, sessionManager: session })],
+      ['gRPC-Web', createGrpcWebTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session })],
+      ['Connect', createConnectTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session })],
+    ];
+  }
+
+  it('serves gRPC, gRPC-Web and Connect on one h2c port', async () => {
+    for (const [protocol, transport] of transports()) {
+      const client = createClient(BackendService, transport);
+      const response = await client.greet({ name: protocol });
+      expect(response.reply).toBe(`Hello ${protocol}!!`);
+      const invalid = await client.greet({ name: ' ' }).catch((error: unknown) => ConnectError.from(error));
+      expect(invalid).toBeInstanceOf(ConnectError);
+      expect((invalid as ConnectError).code).toBe(Code.InvalidArgument);
+    }
+  });
+
+  it('is wire-compatible with a Python grpcio client', async () => {
+    const generated = await mkdtemp(join(tmpdir(), 'greet-grpcio-'));
+    try {
+      await run('/usr/bin/python3', [
+        '-m',
+        'grpc_tools.protoc',
+        '-Iproto',
+        `--python_out=${generated}`,
+        `--grpc_python_out=${generated}`,
+        'proto/backend_service/v1/backend_service.proto',
+      ]);
+      const call = async (name: string, withError: boolean) => {
+        const { stdout } = await run('/usr/bin/python3', [
+          'test/fixtures/python/greet_client.py',
+          generated,
+          `127.0.0.1:${backend.port}`,
+          name,
+          withError ? '1' : '0',
+        ]);
+        return JSON.parse(stdout) as Record<string, string>;
+      };
+      expect(await call('Guido', false)).toEqual({ reply: 'Hello Guido!!' });
+      expect(await call('Guido', true)).toEqual({
+        code: 'INTERNAL',
+        details: 'greeting failed on purpose (with_error=true)',
+      });
+      expect((await call(' ', false)).code).toBe('INVALID_ARGUMENT');
+    } finally {
+      await rm(generated, { recursive: true, force: true });
+    }
+  });
+
+  it('answers buf curl over gRPC with the proto schema', async () => {
+    const { stdout } = await run('npx', [
+      'buf',
+      'curl',
+      '--protocol',
+      'grpc',
+      '--http2-prior-knowledge',
+      '--schema',
+      'proto',
+      '-d',
+      '{"name":"Buf"}',
+      `${backend.url}/backend_service.v1.BackendService/Greet`,
+    ]);
+    expect(JSON.parse(stdout)).toEqual({ reply: 'Hello Buf!!' });
+  });
+
+  it('serves health endpoints', async () => {
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${api.url}/readyz`);
+    expect(ready.status).toBe(200);
+  });
+
+  it('serves the OpenAPI 3.1 document generated from the zod schemas', async () => {
+    const document = (await (await fetch(`${api.url}/openapi.json`)).json()) as {
+      openapi: string;
+      paths: Record<string, Record<string, { operationId?: string }>>;
+    };
+    expect(document.openapi).toBe('3.1.0');
+    expect(document.paths['/greet']?.post?.operationId).toBe('greet');
+    expect(Object.keys(document.paths)).not.toContain('/healthz');
+  });
+
+  it('answers unknown routes with a 404 problem', async () => {
+    const response = await fetch(`${api.url}/nope`);
+    expect(response.status).toBe(404);
+    expect(((await response.json()) as { status: number }).status).toBe(404);
+  });
+});
+
+describe('backend failures seen through the api role', () => {
+  it('answers 503 with retry-after when the backend is unreachable', async () => {
+    const deadPort = await freePort();
+    const api = await startRole('api', {
+      env: { BACKEND_URL: `http://127.0.0.1:${deadPort}`, BACKEND_TIMEOUT_MS: '2000' },
+    });
+    try {
+      const started = Date.now();
+      const response = await fetch(`${api.url}/greet`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"name":"David"}',
+      });
+      expect(response.status).toBe(503);
+      expect(response.headers.get('retry-after')).toBe('1');
+      const body = (await response.json()) as { detail: string; code: string };
+      expect(body.code).toBe('unavailable');
+      expect(body.detail).not.toContain(String(deadPort));
+      expect(Date.now() - started).toBeLessThan(2_500);
+      expect((await fetch(`${api.url}/readyz`)).status).toBe(503);
+    } finally {
+      await api.stop();
+    }
+  });
+
+  it('answers 504 when the backend does not answer within the deadline', async () => {
+    const silent: Http2Server = createServer(() => {
+      /* never answers */
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as { port: number };
+    const api = await startRole('api', {
+      env: { BACKEND_URL: `http://127.0.0.1:${port}`, BACKEND_TIMEOUT_MS: '300' },
+    });
+    try {
+      const started = Date.now();
+      const response = await fetch(`${api.url}/greet`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"name":"David"}',
+      });
+      expect(response.status).toBe(504);
+      expect(((await response.json()) as { code: string }).code).toBe('deadline_exceeded');
+      expect(Date.now() - started).toBeLessThan(1_500);
+    } finally {
+      await api.stop();
+      silent.close();
+    }
+  });
+});
+
+describe('start-up configuration', () => {
+  it('refuses a missing or unknown SERVICE_ROLE, naming the valid roles', async () => {
+    for (const env of [{}, { SERVICE_ROLE: 'frontend' }]) {
+      const result = await runToExit(env);
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toContain('SERVICE_ROLE');
+      expect(result.stderr).toContain('api, backend');
+    }
+  });
+
+  it('lists every bad variable in one message', async () => {
+    const result = await runToExit({
+      SERVICE_ROLE: 'api',
+      PORT: 'eighty',
+      BACKEND_TIMEOUT_MS: '-5',
+      GRPC_REFLECTION: 'maybe',
+    });
+    expect(result.code).not.toBe(0);
+    for (const name of ['PORT', 'BACKEND_TIMEOUT_MS', 'GRPC_REFLECTION', 'BACKEND_URL']) {
+      expect(result.stderr).toContain(name);
+    }
+    expect(result.stdout).toBe('');
+  });
+});

@@ -1,0 +1,253 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
+import { createHealthStatus, type HealthStatus, type ServingStatus } from '../src/rpc/health.js';
+import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transport.js';
+import { spawnJsonLines } from './fixtures/grpc/spawn-json-lines.js';
+import { type GrpcTestServer, startGrpcServer } from './fixtures/grpc/start-grpc-server.js';
+import { waitUntil } from './fixtures/grpc/wait-until.js';
+
+const run = promisify(execFile);
+const python = '/usr/bin/python3';
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
+const healthClientScript = fileURLToPath(
+  new URL('./fixtures/grpc/health_client.py', import.meta.url),
+);
+const backend = BackendService.typeName;
+const { SERVING, NOT_SERVING, SERVICE_UNKNOWN } = HealthCheckResponse_ServingStatus;
+
+/** The backend's starting point: NOT_SERVING until it listens. */
+function backendHealth(): HealthStatus {
+  return createHealthStatus({ '': 'NOT_SERVING', [backend]: 'NOT_SERVING' });
+}
+
+/** Wraps `status` to count open onChange subscriptions, i.e. Watch calls still running. */
+function countSubscriptions(status: HealthStatus): { status: HealthStatus; active(): number } {
+  let active = 0;
+  return {
+    status: {
+      ...status,
+      onChange(listener) {
+        active += 1;
+        const unsubscribe = status.onChange(listener);
+        return () => {
+          active -= 1;
+          unsubscribe();
+        };
+      },
+    },
+    active: () => active,
+  };
+}
+
+describe('createHealthStatus', () => {
+  it('reports set statuses and nothing for unknown services', () => {
+    const status = backendHealth();
+    status.set(backend, 'SERVING');
+    expect(status.get(backend)).toBe('SERVING');
+    expect(status.get('')).toBe('NOT_SERVING');
+    expect(status.get('unknown.v1.Service')).toBeUndefined();
+    expect([...status.entries()]).toEqual([
+      ['', 'NOT_SERVING'],
+      [backend, 'SERVING'],
+    ]);
+  });
+
+  it('notifies real changes only, until unsubscribed', () => {
+    const status = backendHealth();
+    const seen: [string, ServingStatus][] = [];
+    const unsubscribe = status.onChange((service, serving) => seen.push([service, serving]));
+    status.set('', 'SERVING');
+    status.set('', 'SERVING');
+    status.set(backend, 'SERVING');
+    unsubscribe();
+    status.set('', 'NOT_SERVING');
+    expect(seen).toEqual([
+      ['', 'SERVING'],
+      [backend, 'SERVING'],
+    ]);
+  });
+
+  it('shutdown sets every service NOT_SERVING, then aborts its signal, then ignores set', () => {
+    const status = createHealthStatus({ '': 'SERVING', [backend]: 'SERVING' });
+    const events: string[] = [];
+    status.onChange((service, serving) => events.push(`${service}=${serving}`));
+    status.shutdownSignal.addEventListener('abort', () => events.push('shutdown'));
+    status.shutdown();
+    status.shutdown();
+    status.set('', 'SERVING');
+    expect(events).toEqual(['=NOT_SERVING', `${backend}=NOT_SERVING`, 'shutdown']);
+    expect(status.get('')).toBe('NOT_SERVING');
+  });
+});
+
+describe('grpc.health.v1.Health on a real h2c server', () => {
+  let generatedDir: string;
+  let server: GrpcTestServer;
+  let health: HealthStatus;
+  let subscriptions: ReturnType<typeof countSubscriptions>;
+
+  beforeAll(async () => {
+    generatedDir = await mkdtemp(join(tmpdir(), 'health-grpcio-'));
+    await run(python, [
+      '-m',
+      'grpc_tools.protoc',
+      `-I${join(repoRoot, 'proto/grpc/health/v1')}`,
+      `--python_out=${generatedDir}`,
+      `--grpc_python_out=${generatedDir}`,
+      'health.proto',
+    ]);
+    health = backendHealth();
+    subscriptions = countSubscriptions(health);
+    server = await startGrpcServer(subscriptions.status);
+    health.set('', 'SERVING');
+    health.set(backend, 'SERVING');
+  }, 30_000);
+
+  afterAll(async () => {
+    await server?.close();
+    if (generatedDir) await rm(generatedDir, { recursive: true, force: true });
+  });
+
+  async function pythonCheck(service: string): Promise<Record<string, string>> {
+    const { stdout } = await run(python, [
+      healthClientScript,
+      generatedDir,
+      String(server.port),
+      'check',
+      service,
+    ]);
+    return JSON.parse(stdout) as Record<string, string>;
+  }
+
+  it.each([
+    { service: '', expected: { status: 'SERVING' } },
+    { service: backend, expected: { status: 'SERVING' } },
+    { service: 'unknown.v1.Service', expected: { error: 'NOT_FOUND' } },
+  ])('grpcio Check($service) answers $expected', async ({ service, expected }) => {
+    expect(await pythonCheck(service)).toEqual(expected);
+  });
+
+  it('grpcio Watch sees the current status, then a change, and ends when the client cancels', async () => {
+    const watcher = spawnJsonLines(python, [
+      healthClientScript,
+      generatedDir,
+      String(server.port),
+      'watch',
+      backend,
+    ]);
+    try {
+      await watcher.waitForRecords(1);
+      health.set(backend, 'NOT_SERVING');
+      await watcher.waitForRecords(2);
+      health.set(backend, 'SERVING');
+      await watcher.waitForRecords(3);
+      watcher.child.stdin.end('cancel\n');
+      await watcher.waitForRecords(4);
+      expect(watcher.records).toEqual([
+        { status: 'SERVING' },
+        { status: 'NOT_SERVING' },
+        { status: 'SERVING' },
+        { end: 'CANCELLED' },
+      ]);
+      expect(await watcher.exited).toBe(0);
+      await waitUntil(
+        'the server to end the cancelled Watch',
+        () => subscriptions.active() === 0,
+        3000,
+      );
+    } finally {
+      watcher.child.kill();
+      health.set(backend, 'SERVING');
+    }
+  }, 20_000);
+
+  describe('through a Connect gRPC client', () => {
+    let connection: ReturnType<typeof createGrpcTestTransport>;
+    let client: ReturnType<typeof createClient<typeof Health>>;
+
+    beforeAll(() => {
+      connection = createGrpcTestTransport(server.url);
+      client = createClient(Health, connection.transport);
+    });
+    afterAll(() => connection.close());
+
+    it('Check answers SERVING for the server and the backend service', async () => {
+      expect((await client.check({ service: '' })).status).toBe(SERVING);
+      expect((await client.check({ service: backend })).status).toBe(SERVING);
+    });
+
+    it('Check of an unknown service fails with NOT_FOUND', async () => {
+      const error = await client.check({ service: 'unknown.v1.Service' }).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code).toBe(Code.NotFound);
+    });
+
+    it('List answers every service', async () => {
+      const { statuses } = await client.list({});
+      expect(Object.fromEntries(Object.entries(statuses).map(([k, v]) => [k, v.status]))).toEqual({
+        '': SERVING,
+        [backend]: SERVING,
+      });
+    });
+
+    it('Watch of an unknown service sends SERVICE_UNKNOWN and keeps watching until it is known', async () => {
+      const service = 'later.v1.Service';
+      const received: HealthCheckResponse_ServingStatus[] = [];
+      // Breaking out of the loop does not cancel a Connect stream; aborting its signal does.
+      const abort = new AbortController();
+      const ended = await (async () => {
+        for await (const { status } of client.watch({ service }, { signal: abort.signal })) {
+          received.push(status);
+          if (status === SERVICE_UNKNOWN) health.set(service, 'NOT_SERVING');
+          if (received.length === 2) abort.abort();
+        }
+      })().catch((e: unknown) => e);
+      expect(ConnectError.from(ended).code).toBe(Code.Canceled);
+      expect(received).toEqual([SERVICE_UNKNOWN, NOT_SERVING]);
+      await waitUntil(
+        'the server to end the abandoned Watch',
+        () => subscriptions.active() === 0,
+        3000,
+      );
+    });
+  });
+});
+
+describe('HealthStatus.shutdown with open Watch streams', () => {
+  it('sends NOT_SERVING to every watcher, then ends their streams', async () => {
+    const health = createHealthStatus({ '': 'SERVING', [backend]: 'SERVING' });
+    const server = await startGrpcServer(health);
+    const connection = createGrpcTestTransport(server.url);
+    try {
+      const client = createClient(Health, connection.transport);
+      const watch = async (service: string) => {
+        const received: HealthCheckResponse_ServingStatus[] = [];
+        for await (const { status } of client.watch({ service })) {
+          received.push(status);
+          if (received.length === 1) watching += 1;
+        }
+        return received;
+      };
+      let watching = 0;
+      const watches = Promise.all([watch(''), watch(backend), watch('unknown.v1.Service')]);
+      await waitUntil('three Watch streams to start', () => watching === 3);
+      health.shutdown();
+      expect(await watches).toEqual([
+        [SERVING, NOT_SERVING],
+        [SERVING, NOT_SERVING],
+        [SERVICE_UNKNOWN],
+      ]);
+    } finally {
+      connection.close();
+      await server.close();
+    }
+  });
+});

@@ -1,0 +1,123 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { resolve } from 'node:path';
+import { freePort } from './free-port.js';
+
+export type RoleProcess = {
+  url: string;
+  port: number;
+  child: ChildProcess;
+  /** Every stdout line parsed as JSON (non-JSON lines are kept as { raw }). */
+  logs(): Record<string, unknown>[];
+  stderr(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+  exited: Promise<number | null>;
+};
+
+const MAIN = resolve(import.meta.dirname, '../../dist/entry/main.js');
+
+/** Environment every test role starts from: no inherited OTEL_*, K_SERVICE or GCE settings. */
+function baseEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [key, value] of Object.entries(process.env)) {
+    if (value === undefined) continue;
+    if (/^(OTEL_|K_SERVICE|K_REVISION|GCE_METADATA|GOOGLE_|SERVICE_ROLE|BACKEND_|AUTH_|TELEMETRY_)/.test(key)) continue;
+    env[key] = value;
+  }
+  return env;
+}
+
+export type StartRoleOptions = {
+  env?: Record<string, string>;
+  /** Defaults to dist/entry/main.js of this repository. */
+  main?: string;
+  cwd?: string;
+  /** Wait for this log message fragment before resolving (default: "listening"). */
+  readyMessage?: string;
+};
+
+/** Starts `node dist/entry/main.js` for a role on a free port and waits until it listens. */
+export async function startRole(
+  role: 'api' | 'backend',
+  options: StartRoleOptions = {},
+): Promise<RoleProcess> {
+  const port = await freePort();
+  const child = spawn(process.execPath, [options.main ?? MAIN], {
+    cwd: options.cwd ?? process.cwd(),
+    env: { ...baseEnv(), SERVICE_ROLE: role, PORT: String(port), HOST: '127.0.0.1', ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: Record<string, unknown>[] = [];
+  let stderr = '';
+  let buffered = '';
+  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+    buffered += chunk;
+    const parts = buffered.split('\n');
+    buffered = parts.pop() ?? '';
+    for (const line of parts) {
+      if (!line.trim()) continue;
+      try {
+        lines.push(JSON.parse(line) as Record<string, unknown>);
+      } catch {
+        lines.push({ raw: line });
+      }
+    }
+  });
+  child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
+    stderr += chunk;
+  });
+  const exited = once(child, 'exit').then(([code]) => code as number | null);
+  const ready = options.readyMessage ?? 'listening';
+  const deadline = Date.now() + 15_000;
+  while (!lines.some((line) => String(line.message ?? '').includes(ready))) {
+    if (child.exitCode !== null) {
+      throw new Error(`${role} exited with ${child.exitCode} before listening:\n${stderr}\n${JSON.stringify(lines)}`);
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`${role} did not listen within 15 s:\n${stderr}\n${JSON.stringify(lines)}`);
+    }
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    child,
+    logs: () => lines,
+    stderr: () => stderr,
+    async stop(signal = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      return exited;
+    },
+    exited,
+  };
+}
+
+/** Runs the entry point to completion (for start-up failures) and returns its exit code and output. */
+export async function runToExit(env: Record<string, string>): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const child = spawn(process.execPath, [MAIN], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    stdout += c;
+  });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    stderr += c;
+  });
+  const [code] = await once(child, 'exit');
+  return { code: code as number | null, stdout, stderr };
+}
+
+/** Polls until `check` returns a value or throws the last error after `timeoutMs`. */
+export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await check();
+    } catch (error) {
+      if (Date.now() > deadline) throw error;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
