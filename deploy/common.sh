@@ -109,8 +109,9 @@ capture() {
 }
 
 # Retries a command while IAM catches up with a service account created seconds ago.
+# DEPLOY_RETRY_DELAY_SECONDS exists for the tests.
 retry() {
-  local attempt=1 attempts=6 delay=10
+  local attempt=1 attempts=6 delay="${DEPLOY_RETRY_DELAY_SECONDS:-10}"
   until "$@"; do
     if ((attempt >= attempts)); then
       return 1

@@ -101,8 +101,13 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       'BACKEND_URL: required when SERVICE_ROLE=api (http://host:port for a local h2c backend, https://<service>.run.app on Cloud Run)',
     );
   }
-  if (['true', '1'].includes(present.AUTH_VERIFY_TOKENS ?? '') && present.AUTH_AUDIENCE === undefined) {
-    problems.push('AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)');
+  if (
+    ['true', '1'].includes(present.AUTH_VERIFY_TOKENS ?? '') &&
+    present.AUTH_AUDIENCE === undefined
+  ) {
+    problems.push(
+      'AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)',
+    );
   }
   if (!result.success || problems.length > 0) throw new ConfigError(problems);
 

@@ -17,6 +17,7 @@ import {
   startFrontEnd,
   startMetadataServer,
 } from '../tools/cloud-run-local/index.js';
+import { waitUntil } from './fixtures/grpc/wait-until.js';
 
 const CALLER = 'api@demo-project.iam.gserviceaccount.com';
 const CLIENT_TRACE_PARENT = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
@@ -39,9 +40,17 @@ interface H2Answer {
 async function startH2cEcho() {
   const server: Http2Server = createH2cServer();
   const stats = { sessions: 0, requests: 0 };
+  /** RST_STREAM codes of closed `/hang` streams. */
+  const hangs: (number | undefined)[] = [];
   server.on('session', () => stats.sessions++);
   server.on('stream', (stream, headers) => {
     stats.requests++;
+    if (headers[':path'] === '/hang') {
+      stream.respond({ ':status': 200 });
+      stream.write('started');
+      stream.on('close', () => hangs.push(stream.rstCode));
+      return;
+    }
     if (headers[':path'] === '/trailers-only') {
       stream.respond(
         { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '7' },
@@ -66,7 +75,7 @@ async function startH2cEcho() {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  return { server, stats, url };
+  return { server, stats, hangs, url };
 }
 
 /** An HTTP/1.1 container that echoes request headers and body as JSON. */
@@ -278,6 +287,19 @@ describe('front end with IAM (h2c upstream)', () => {
     }
     expect(echoOf(answers[0] ?? { body: '' }).headers.te).toBe('trailers');
     expect(echo.stats.sessions).toBe(1);
+  });
+
+  it('cancels the container stream when the client cancels', async () => {
+    const stream = client.request({
+      ...bearer(metadata.mintIdToken(frontEnd.audience)),
+      ':path': '/hang',
+    });
+    stream.end();
+    const [chunk] = (await once(stream, 'data')) as [Buffer];
+    expect(chunk.toString()).toBe('started');
+    stream.close(constants.NGHTTP2_CANCEL);
+    await waitUntil('the container stream to close', () => echo.hangs.length > 0, 3000);
+    expect(echo.hangs).toEqual([constants.NGHTTP2_CANCEL]);
   });
 
   it('keeps a trailers-only response a single HEADERS frame', async () => {

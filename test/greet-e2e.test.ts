@@ -100,8 +100,14 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
     sessions.push(session);
     return [
       ['gRPC', createGrpcTransport({ baseUrl: backend.url, sessionManager: session })],
-      ['gRPC-Web', createGrpcWebTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session })],
-      ['Connect', createConnectTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session })],
+      [
+        'gRPC-Web',
+        createGrpcWebTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session }),
+      ],
+      [
+        'Connect',
+        createConnectTransport({ baseUrl: backend.url, httpVersion: '2', sessionManager: session }),
+      ],
     ];
   }
 
@@ -110,7 +116,9 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
       const client = createClient(BackendService, transport);
       const response = await client.greet({ name: protocol });
       expect(response.reply).toBe(`Hello ${protocol}!!`);
-      const invalid = await client.greet({ name: ' ' }).catch((error: unknown) => ConnectError.from(error));
+      const invalid = await client
+        .greet({ name: ' ' })
+        .catch((error: unknown) => ConnectError.from(error));
       expect(invalid).toBeInstanceOf(ConnectError);
       expect((invalid as ConnectError).code).toBe(Code.InvalidArgument);
     }

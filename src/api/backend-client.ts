@@ -35,7 +35,11 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     pingIdleConnection: false,
     idleConnectionTimeoutMs: 5 * 60_000,
   });
-  const tracing = createClientTracingInterceptor(deps.telemetry.tracer, deps.telemetry.meter, target.url);
+  const tracing = createClientTracingInterceptor(
+    deps.telemetry.tracer,
+    deps.telemetry.meter,
+    target.url,
+  );
   const transport = createGrpcTransport({
     baseUrl: target.url.toString(),
     sessionManager,
@@ -54,7 +58,8 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
       const deadline = Date.now() + target.timeoutMs;
       for (let attempt = 1; ; attempt++) {
         const timeoutMs = deadline - Date.now();
-        if (timeoutMs <= 0) throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
+        if (timeoutMs <= 0)
+          throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
         try {
           const response = await withAttempt(attempt, () =>
             backend.greet(input, { timeoutMs, ...(signal ? { signal } : {}) }),

@@ -15,7 +15,11 @@ import {
 import packageJson from '../../package.json' with { type: 'json' };
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
-import { logHookError, type RequestHook, runRequestHooks } from '../telemetry/request-attributes.js';
+import {
+  logHookError,
+  type RequestHook,
+  runRequestHooks,
+} from '../telemetry/request-attributes.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
 import { sendProblem } from './error-handler.js';
@@ -41,7 +45,9 @@ export type Api = {
 export async function buildApi(deps: ApiDeps): Promise<Api> {
   const { telemetry, backend, requestHooks = [enduserFromHeader('x-user-id')] } = deps;
   const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, (url) =>
-    UNTRACED_PATHS.some((path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`)),
+    UNTRACED_PATHS.some(
+      (path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`),
+    ),
   );
   let draining = false;
 
@@ -95,7 +101,8 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       openapi: '3.1.0',
       info: {
         title: 'Greeter API',
-        description: 'The public REST role. Every call is traced end to end into the private gRPC backend.',
+        description:
+          'The public REST role. Every call is traced end to end into the private gRPC backend.',
         version: packageJson.version,
       },
     },

@@ -21,7 +21,11 @@ const SAFE_DETAIL: Partial<Record<Code, string>> = {
 const RETRY_AFTER_SECONDS = '1';
 
 /** Every error becomes RFC 9457 problem details; stack traces and causes stay in the logs. */
-export function sendProblem(error: FastifyError | Error, request: FastifyRequest, reply: FastifyReply) {
+export function sendProblem(
+  error: FastifyError | Error,
+  request: FastifyRequest,
+  reply: FastifyReply,
+) {
   const body = toProblem(error);
   const traceId = trace.getActiveSpan()?.spanContext().traceId;
   if (traceId) body.traceId = traceId;

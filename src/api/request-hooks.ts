@@ -12,7 +12,8 @@ const MAX_USER_ID_LENGTH = 128;
 export function enduserFromHeader(header: string) {
   return (request: FastifyRequest): void => {
     const value = request.headers[header];
-    if (typeof value !== 'string' || value.length === 0 || value.length > MAX_USER_ID_LENGTH) return;
+    if (typeof value !== 'string' || value.length === 0 || value.length > MAX_USER_ID_LENGTH)
+      return;
     if (!/^[\w.@+-]+$/.test(value)) return;
     setRequestAttributes({ [ATTR_ENDUSER_ID]: value }, { propagate: true });
   };

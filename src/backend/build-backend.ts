@@ -3,7 +3,12 @@ import type { Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
-import { createHealthStatus, type HealthStatus, INFRASTRUCTURE_SERVICES, registerRpcs } from '../rpc/index.js';
+import {
+  createHealthStatus,
+  type HealthStatus,
+  INFRASTRUCTURE_SERVICES,
+  registerRpcs,
+} from '../rpc/index.js';
 import { createServerTracingInterceptor } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 
@@ -29,11 +34,18 @@ export type Backend = {
 /** The private role: gRPC, gRPC-Web and Connect on one h2c port. */
 export function buildBackend(config: Config, deps: BackendDeps): Backend {
   const { telemetry } = deps;
-  const health = createHealthStatus({ '': 'NOT_SERVING', [BackendService.typeName]: 'NOT_SERVING' });
+  const health = createHealthStatus({
+    '': 'NOT_SERVING',
+    [BackendService.typeName]: 'NOT_SERVING',
+  });
   const handler = connectNodeAdapter({
     routes: (router) => registerRpcs(router, { health, reflection: config.GRPC_REFLECTION }),
     interceptors: [
-      createServerTracingInterceptor(telemetry.serverSpans, telemetry.meter, INFRASTRUCTURE_SERVICES),
+      createServerTracingInterceptor(
+        telemetry.serverSpans,
+        telemetry.meter,
+        INFRASTRUCTURE_SERVICES,
+      ),
       ...(deps.interceptors ?? []),
     ],
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,

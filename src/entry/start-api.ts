@@ -14,11 +14,17 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
   if (!target) throw new Error('BACKEND_URL is required for the api role');
   const backend = createBackendClient(target, {
     telemetry,
-    ...(target.transport === 'tls' ? { credentials: createIdTokenCredentials(target.audience) } : {}),
+    ...(target.transport === 'tls'
+      ? { credentials: createIdTokenCredentials(target.audience) }
+      : {}),
   });
   const { app, startDraining } = await buildApi({ telemetry, backend });
   const address = await app.listen({ port: config.PORT, host: config.HOST });
-  logListening(telemetry.logger, 'api', `${address} (backend ${target.url.origin} over ${target.transport})`);
+  logListening(
+    telemetry.logger,
+    'api',
+    `${address} (backend ${target.url.origin} over ${target.transport})`,
+  );
   stopOnSignals(
     {
       async drain() {

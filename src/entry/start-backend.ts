@@ -18,7 +18,11 @@ export async function startBackend(config: Config, telemetry: Telemetry): Promis
   backend.health.set('', 'SERVING');
   backend.health.set(BackendService.typeName, 'SERVING');
   const { port } = backend.server.address() as AddressInfo;
-  logListening(telemetry.logger, 'backend', `http://${config.HOST}:${port} (h2c: gRPC, gRPC-Web, Connect)`);
+  logListening(
+    telemetry.logger,
+    'backend',
+    `http://${config.HOST}:${port} (h2c: gRPC, gRPC-Web, Connect)`,
+  );
   stopOnSignals(
     {
       drain: () => backend.drain(),

@@ -9,13 +9,33 @@ type CodeFacts = { grpc: string; connect: string; httpStatus: number };
 const CODES: Record<Code, CodeFacts> = {
   [Code.Canceled]: { grpc: 'CANCELLED', connect: 'canceled', httpStatus: 499 },
   [Code.Unknown]: { grpc: 'UNKNOWN', connect: 'unknown', httpStatus: 500 },
-  [Code.InvalidArgument]: { grpc: 'INVALID_ARGUMENT', connect: 'invalid_argument', httpStatus: 400 },
-  [Code.DeadlineExceeded]: { grpc: 'DEADLINE_EXCEEDED', connect: 'deadline_exceeded', httpStatus: 504 },
+  [Code.InvalidArgument]: {
+    grpc: 'INVALID_ARGUMENT',
+    connect: 'invalid_argument',
+    httpStatus: 400,
+  },
+  [Code.DeadlineExceeded]: {
+    grpc: 'DEADLINE_EXCEEDED',
+    connect: 'deadline_exceeded',
+    httpStatus: 504,
+  },
   [Code.NotFound]: { grpc: 'NOT_FOUND', connect: 'not_found', httpStatus: 404 },
   [Code.AlreadyExists]: { grpc: 'ALREADY_EXISTS', connect: 'already_exists', httpStatus: 409 },
-  [Code.PermissionDenied]: { grpc: 'PERMISSION_DENIED', connect: 'permission_denied', httpStatus: 403 },
-  [Code.ResourceExhausted]: { grpc: 'RESOURCE_EXHAUSTED', connect: 'resource_exhausted', httpStatus: 429 },
-  [Code.FailedPrecondition]: { grpc: 'FAILED_PRECONDITION', connect: 'failed_precondition', httpStatus: 400 },
+  [Code.PermissionDenied]: {
+    grpc: 'PERMISSION_DENIED',
+    connect: 'permission_denied',
+    httpStatus: 403,
+  },
+  [Code.ResourceExhausted]: {
+    grpc: 'RESOURCE_EXHAUSTED',
+    connect: 'resource_exhausted',
+    httpStatus: 429,
+  },
+  [Code.FailedPrecondition]: {
+    grpc: 'FAILED_PRECONDITION',
+    connect: 'failed_precondition',
+    httpStatus: 400,
+  },
   [Code.Aborted]: { grpc: 'ABORTED', connect: 'aborted', httpStatus: 409 },
   [Code.OutOfRange]: { grpc: 'OUT_OF_RANGE', connect: 'out_of_range', httpStatus: 400 },
   [Code.Unimplemented]: { grpc: 'UNIMPLEMENTED', connect: 'unimplemented', httpStatus: 501 },

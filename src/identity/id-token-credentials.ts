@@ -74,7 +74,9 @@ async function fetchIdToken(audience: string): Promise<string> {
 function expiryOf(token: string): number {
   try {
     const payload = token.split('.')[1] ?? '';
-    const { exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { exp?: unknown };
+    const { exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as {
+      exp?: unknown;
+    };
     return typeof exp === 'number' ? exp * 1000 : 0;
   } catch {
     return 0;

@@ -10,7 +10,9 @@ const CERTS_MAX_AGE_MS = 60 * 60_000;
 export type VerifiedCaller = { email: string | undefined; subject: string };
 
 /** The verified caller of the current RPC, for handlers: `context.values.get(CALLER)`. */
-export const CALLER = createContextKey<VerifiedCaller | undefined>(undefined, { description: 'verified caller' });
+export const CALLER = createContextKey<VerifiedCaller | undefined>(undefined, {
+  description: 'verified caller',
+});
 
 /** Where the verified caller's service account is recorded on the server span. */
 export const ATTR_CALLER_SERVICE_ACCOUNT = 'caller.service_account';
@@ -31,20 +33,35 @@ export function createTokenVerifier(config: Config): Interceptor {
     if (INFRASTRUCTURE_SERVICES.has(request.service.typeName)) return next(request);
     const match = /^Bearer\s+(\S+)$/i.exec(request.header.get('authorization') ?? '');
     if (!match?.[1]) {
-      throw new ConnectError('missing bearer token: send a Google ID token in authorization', Code.Unauthenticated);
+      throw new ConnectError(
+        'missing bearer token: send a Google ID token in authorization',
+        Code.Unauthenticated,
+      );
     }
     let payload: { email?: string; sub?: string } | undefined;
     try {
-      const ticket = await client.verifySignedJwtWithCertsAsync(match[1], await certs(), audience, GOOGLE_ISSUERS);
+      const ticket = await client.verifySignedJwtWithCertsAsync(
+        match[1],
+        await certs(),
+        audience,
+        GOOGLE_ISSUERS,
+      );
       payload = ticket.getPayload();
     } catch (error) {
-      throw new ConnectError(`invalid ID token: ${(error as Error).message.split('\n', 1)[0]}`, Code.Unauthenticated);
+      throw new ConnectError(
+        `invalid ID token: ${(error as Error).message.split('\n', 1)[0]}`,
+        Code.Unauthenticated,
+      );
     }
     const caller: VerifiedCaller = { email: payload?.email, subject: payload?.sub ?? '' };
     if (allowed && !(caller.email && allowed.has(caller.email))) {
-      throw new ConnectError('this caller is not allowed (AUTH_ALLOWED_CALLERS)', Code.PermissionDenied);
+      throw new ConnectError(
+        'this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+        Code.PermissionDenied,
+      );
     }
-    if (caller.email) trace.getActiveSpan()?.setAttribute(ATTR_CALLER_SERVICE_ACCOUNT, caller.email);
+    if (caller.email)
+      trace.getActiveSpan()?.setAttribute(ATTR_CALLER_SERVICE_ACCOUNT, caller.email);
     request.contextValues.set(CALLER, caller);
     return next(request);
   };
@@ -55,10 +72,12 @@ function createCertsCache(url: string): () => Promise<Record<string, string>> {
   let cached: { certs: Record<string, string>; fetchedAt: number } | undefined;
   let pending: Promise<Record<string, string>> | undefined;
   return () => {
-    if (cached && Date.now() - cached.fetchedAt < CERTS_MAX_AGE_MS) return Promise.resolve(cached.certs);
+    if (cached && Date.now() - cached.fetchedAt < CERTS_MAX_AGE_MS)
+      return Promise.resolve(cached.certs);
     pending ??= (async () => {
       const response = await fetch(url, { signal: AbortSignal.timeout(5_000) });
-      if (!response.ok) throw new Error(`fetching signing certificates from ${url} gave HTTP ${response.status}`);
+      if (!response.ok)
+        throw new Error(`fetching signing certificates from ${url} gave HTTP ${response.status}`);
       const certs = (await response.json()) as Record<string, string>;
       cached = { certs, fetchedAt: Date.now() };
       return certs;

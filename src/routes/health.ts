@@ -4,7 +4,10 @@ import type { RouteDeps } from './route-deps.js';
 export type HealthDeps = RouteDeps & { isDraining: () => boolean };
 
 /** Probes: untagged, so they stay out of the OpenAPI document, and untraced. */
-export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (app, { backend, isDraining }) => {
+export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (
+  app,
+  { backend, isDraining },
+) => {
   const hidden = { schema: { hide: true } };
   app.get('/healthz', hidden, async (_request, reply) => {
     if (isDraining()) return reply.code(503).send({ status: 'draining' });

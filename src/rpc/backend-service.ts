@@ -1,4 +1,4 @@
-import { Code, type ConnectRouter, ConnectError } from '@connectrpc/connect';
+import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
 import { checkName, greetingFor } from '../domain/greeting.js';
 import { GREET_ON_PURPOSE_ERROR } from '../errors/status.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';

@@ -23,7 +23,10 @@ export function guardSpanExporter(
       inner.export(spans, (result) => {
         if (result.code === 0) {
           if (!healthy) {
-            logger.warn({ lostSpans }, `span export to ${target} recovered; ${lostSpans} spans were lost`);
+            logger.warn(
+              { lostSpans },
+              `span export to ${target} recovered; ${lostSpans} spans were lost`,
+            );
           }
           healthy = true;
           lostSpans = 0;

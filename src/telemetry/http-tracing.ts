@@ -23,7 +23,17 @@ const headerGetter: TextMapGetter<IncomingMessage> = {
   get: (request, key) => request.headers[key],
 };
 
-const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH']);
+const KNOWN_METHODS = new Set([
+  'GET',
+  'HEAD',
+  'POST',
+  'PUT',
+  'DELETE',
+  'CONNECT',
+  'OPTIONS',
+  'TRACE',
+  'PATCH',
+]);
 
 export type HttpTracing = {
   /** A Fastify `serverFactory`: every traced request runs inside its SERVER span's context. */
@@ -49,7 +59,11 @@ export function createHttpTracing(
   const duration = meter.createHistogram(METRIC_HTTP_SERVER_REQUEST_DURATION, {
     unit: 's',
     description: 'Duration of HTTP server requests.',
-    advice: { explicitBucketBoundaries: [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10] },
+    advice: {
+      explicitBucketBoundaries: [
+        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+      ],
+    },
   });
   const traced = new WeakMap<IncomingMessage, Traced>();
 
@@ -98,7 +112,9 @@ export function createHttpTracing(
         requestMethod: request.method ?? '',
         requestUrl: request.url ?? '',
         status: statusCode,
-        ...(outcome.responseSize !== undefined ? { responseSize: String(outcome.responseSize) } : {}),
+        ...(outcome.responseSize !== undefined
+          ? { responseSize: String(outcome.responseSize) }
+          : {}),
         ...(request.headers['user-agent'] ? { userAgent: request.headers['user-agent'] } : {}),
         ...(request.socket.remoteAddress ? { remoteIp: request.socket.remoteAddress } : {}),
         protocol: `HTTP/${request.httpVersion}`,

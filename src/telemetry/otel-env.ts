@@ -80,7 +80,10 @@ export function samplerFromEnv(): Sampler {
 
 export function batchOptionsFromEnv(): Omit<BatchSpanProcessorOptions, 'exporter'> {
   const options: Omit<BatchSpanProcessorOptions, 'exporter'> = {};
-  const set = (variable: string, key: 'scheduledDelayMillis' | 'maxQueueSize' | 'maxExportBatchSize' | 'exportTimeoutMillis') => {
+  const set = (
+    variable: string,
+    key: 'scheduledDelayMillis' | 'maxQueueSize' | 'maxExportBatchSize' | 'exportTimeoutMillis',
+  ) => {
     const value = getNumberFromEnv(variable);
     if (value !== undefined && Number.isFinite(value) && value > 0) options[key] = value;
   };

@@ -88,7 +88,9 @@ export function runRequestHooks<Request>(
  * Copies the request's attributes and allow-listed baggage entries (received from the caller)
  * onto every span as it starts.
  */
-export function createRequestAttributesSpanProcessor(baggageKeys: readonly string[]): SpanProcessor {
+export function createRequestAttributesSpanProcessor(
+  baggageKeys: readonly string[],
+): SpanProcessor {
   const allowed = new Set(baggageKeys);
   const scopes = new WeakMap<ReadableSpan, RequestScope>();
   return {

@@ -38,7 +38,9 @@ const headersSetter: TextMapSetter<Headers> = {
   set: (headers, key, value) => headers.set(key, value),
 };
 
-const DURATION_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10];
+const DURATION_BUCKETS = [
+  0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+];
 
 /** The RPC method name both span name and `rpc.method` use: `package.Service/Method`. */
 function rpcMethod(req: { service: { typeName: string }; method: { name: string } }): string {
@@ -96,7 +98,9 @@ export function createServerTracingInterceptor(
           requestUrl: url.pathname,
           status: 200,
           protocol: 'HTTP/2',
-          ...(req.header.get('user-agent') ? { userAgent: req.header.get('user-agent') as string } : {}),
+          ...(req.header.get('user-agent')
+            ? { userAgent: req.header.get('user-agent') as string }
+            : {}),
         },
       });
     };
@@ -125,7 +129,11 @@ export function withAttempt<T>(attempt: number, fn: () => T): T {
 export const ATTR_RPC_ATTEMPT = 'rpc.attempt';
 
 /** CLIENT spans around each outgoing RPC attempt, with context and baggage injected. */
-export function createClientTracingInterceptor(tracer: Tracer, meter: Meter, target: URL): Interceptor {
+export function createClientTracingInterceptor(
+  tracer: Tracer,
+  meter: Meter,
+  target: URL,
+): Interceptor {
   const duration = meter.createHistogram(METRIC_RPC_CLIENT_CALL_DURATION, {
     unit: 's',
     description: 'Duration of RPCs made.',

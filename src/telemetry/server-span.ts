@@ -75,7 +75,8 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
       parent = withoutBaggageKeys(parent, untrustedBaggageKeys);
       const links: Link[] = [];
       const frontEnd = getFrontEndSpanContext(parent);
-      if (frontEnd) links.push({ context: frontEnd, attributes: { [ATTR_LINK_FRONT_END_SPAN]: true } });
+      if (frontEnd)
+        links.push({ context: frontEnd, attributes: { [ATTR_LINK_FRONT_END_SPAN]: true } });
       const scoped = withRequestScope(parent);
       const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, links }, scoped);
       const ctx = trace.setSpan(scoped, span);
@@ -89,11 +90,13 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           ended = true;
           span.setAttributes(outcome.attributes);
           if (outcome.fault) {
-            if (outcome.exception !== undefined) span.recordException(asException(outcome.exception));
+            if (outcome.exception !== undefined)
+              span.recordException(asException(outcome.exception));
             const message = exceptionMessage(outcome.exception);
             span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
           }
-          if (outcome.fault && outcome.errorType) span.setAttribute(ATTR_ERROR_TYPE, outcome.errorType);
+          if (outcome.fault && outcome.errorType)
+            span.setAttribute(ATTR_ERROR_TYPE, outcome.errorType);
           span.end();
           const seconds = (performance.now() - startedAt) / 1000;
           outcome.metric.histogram.record(seconds, outcome.metric.attributes);

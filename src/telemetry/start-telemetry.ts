@@ -9,7 +9,11 @@ import {
   trace,
 } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { CompositePropagator, W3CBaggagePropagator, setGlobalErrorHandler } from '@opentelemetry/core';
+import {
+  CompositePropagator,
+  setGlobalErrorHandler,
+  W3CBaggagePropagator,
+} from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
 import type { MetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import {
@@ -62,7 +66,10 @@ export type TelemetryOptions = {
  * Starts tracing, metrics and logging for one role. Lenient: a telemetry failure leaves
  * no-op telemetry and a warning, never a dead service.
  */
-export async function startTelemetry(config: Config, options: TelemetryOptions = {}): Promise<Telemetry> {
+export async function startTelemetry(
+  config: Config,
+  options: TelemetryOptions = {},
+): Promise<Telemetry> {
   const resource = createResource(config);
   const labels = serviceLabels(resource);
   let projectId = config.GOOGLE_CLOUD_PROJECT ?? (config.onCloudRun ? 'unknown' : 'local');
@@ -78,7 +85,9 @@ export async function startTelemetry(config: Config, options: TelemetryOptions =
   propagation.setGlobalPropagator(
     new CompositePropagator({
       propagators: [
-        createCloudRunPropagator({ writeCloudTraceContext: config.TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT }),
+        createCloudRunPropagator({
+          writeCloudTraceContext: config.TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT,
+        }),
         new W3CBaggagePropagator(),
       ],
     }),
@@ -90,7 +99,8 @@ export async function startTelemetry(config: Config, options: TelemetryOptions =
       (id) => {
         projectId = id;
       },
-      (error: unknown) => logger.warn({ error }, 'could not read the project id from the metadata server'),
+      (error: unknown) =>
+        logger.warn({ error }, 'could not read the project id from the metadata server'),
     );
   }
 
@@ -104,14 +114,20 @@ export async function startTelemetry(config: Config, options: TelemetryOptions =
     try {
       const defaultExporter = config.onCloudRun || hasOtlpEndpoint('TRACES') ? 'otlp' : 'none';
       for (const choice of exporterChoices('OTEL_TRACES_EXPORTER', defaultExporter)) {
-        const exporter = choice === 'otlp'
-          ? (otlp = guardSpanExporter(await otlpSpanExporter(auth), logger, describeTarget('TRACES')))
-          : new ConsoleSpanExporter();
+        let exporter: SpanExporter = new ConsoleSpanExporter();
+        if (choice === 'otlp') {
+          otlp = guardSpanExporter(await otlpSpanExporter(auth), logger, describeTarget('TRACES'));
+          exporter = otlp;
+        }
         processors.push(new BatchSpanProcessor({ exporter, ...batchOptionsFromEnv() }));
       }
       const defaultMetrics = config.onCloudRun || hasOtlpEndpoint('METRICS') ? 'otlp' : 'none';
       readers = await metricReaders(exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics), auth);
-      tracerProvider = new TracerProvider({ resource, sampler: samplerFromEnv(), spanProcessors: processors });
+      tracerProvider = new TracerProvider({
+        resource,
+        sampler: samplerFromEnv(),
+        spanProcessors: processors,
+      });
     } catch (error) {
       logger.warn({ error }, 'telemetry export could not start; the service runs without it');
       tracerProvider = new TracerProvider({ resource, spanProcessors: processors.slice(0, 1) });
@@ -119,7 +135,8 @@ export async function startTelemetry(config: Config, options: TelemetryOptions =
     }
   }
   if (tracerProvider) trace.setGlobalTracerProvider(tracerProvider);
-  const meterProvider = readers.length > 0 ? await createMeterProvider(resource, readers) : undefined;
+  const meterProvider =
+    readers.length > 0 ? await createMeterProvider(resource, readers) : undefined;
   if (meterProvider) metrics.setGlobalMeterProvider(meterProvider);
 
   const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
@@ -141,7 +158,9 @@ export async function startTelemetry(config: Config, options: TelemetryOptions =
       tracer,
       logger,
       afterRequest,
-      ...(options.untrustedBaggageKeys ? { untrustedBaggageKeys: options.untrustedBaggageKeys } : {}),
+      ...(options.untrustedBaggageKeys
+        ? { untrustedBaggageKeys: options.untrustedBaggageKeys }
+        : {}),
     }),
     afterRequest,
     shutdown() {
@@ -208,19 +227,31 @@ async function metricReaders(
   auth: GoogleHeaders | undefined,
 ): Promise<MetricReader[]> {
   if (choices.length === 0) return [];
-  const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import('@opentelemetry/sdk-metrics');
+  const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import(
+    '@opentelemetry/sdk-metrics'
+  );
   const readers: MetricReader[] = [];
   for (const choice of choices) {
     let exporter: PushMetricExporter;
     if (choice === 'otlp') {
       const options = otlpOptions('METRICS', auth);
-      exporter = otlpProtocol('METRICS') === 'http/json'
-        ? new (await import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter(options)
-        : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(options);
+      exporter =
+        otlpProtocol('METRICS') === 'http/json'
+          ? new (await import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter(
+              options,
+            )
+          : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
+              options,
+            );
     } else {
       exporter = new ConsoleMetricExporter();
     }
-    readers.push(new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: metricExportIntervalMs() }));
+    readers.push(
+      new PeriodicExportingMetricReader({
+        exporter,
+        exportIntervalMillis: metricExportIntervalMs(),
+      }),
+    );
   }
   return readers;
 }

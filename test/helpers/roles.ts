@@ -21,7 +21,12 @@ function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (value === undefined) continue;
-    if (/^(OTEL_|K_SERVICE|K_REVISION|GCE_METADATA|GOOGLE_|SERVICE_ROLE|BACKEND_|AUTH_|TELEMETRY_)/.test(key)) continue;
+    if (
+      /^(OTEL_|K_SERVICE|K_REVISION|GCE_METADATA|GOOGLE_|SERVICE_ROLE|BACKEND_|AUTH_|TELEMETRY_)/.test(
+        key,
+      )
+    )
+      continue;
     env[key] = value;
   }
   return env;
@@ -44,7 +49,13 @@ export async function startRole(
   const port = await freePort();
   const child = spawn(process.execPath, [options.main ?? MAIN], {
     cwd: options.cwd ?? process.cwd(),
-    env: { ...baseEnv(), SERVICE_ROLE: role, PORT: String(port), HOST: '127.0.0.1', ...options.env },
+    env: {
+      ...baseEnv(),
+      SERVICE_ROLE: role,
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      ...options.env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const lines: Record<string, unknown>[] = [];
@@ -71,7 +82,9 @@ export async function startRole(
   const deadline = Date.now() + 15_000;
   while (!lines.some((line) => String(line.message ?? '').includes(ready))) {
     if (child.exitCode !== null) {
-      throw new Error(`${role} exited with ${child.exitCode} before listening:\n${stderr}\n${JSON.stringify(lines)}`);
+      throw new Error(
+        `${role} exited with ${child.exitCode} before listening:\n${stderr}\n${JSON.stringify(lines)}`,
+      );
     }
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -95,8 +108,13 @@ export async function startRole(
 }
 
 /** Runs the entry point to completion (for start-up failures) and returns its exit code and output. */
-export async function runToExit(env: Record<string, string>): Promise<{ code: number | null; stderr: string; stdout: string }> {
-  const child = spawn(process.execPath, [MAIN], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export async function runToExit(
+  env: Record<string, string>,
+): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  const child = spawn(process.execPath, [MAIN], {
+    env: { ...baseEnv(), ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let stdout = '';
   let stderr = '';
   child.stdout.setEncoding('utf8').on('data', (c: string) => {

@@ -50,6 +50,8 @@ export function sendPlain(
   body: string,
   headers: HeaderMap = {},
 ): void {
+  const gone = 'stream' in response ? response.stream.destroyed : response.destroyed;
+  if (gone || response.writableEnded) return;
   if (response.headersSent) {
     abortResponse(response);
     return;

@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# Deletes what deploy/deploy.sh created: both Cloud Run services, their project role bindings and
+# service accounts, and with --delete-repository the image repository. Leaves enabled APIs alone.
+# Safe to re-run: anything already gone is skipped.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source-path=SCRIPTDIR source=common.sh
+source "$SCRIPT_DIR/common.sh"
+
+usage() {
+  cat <<'EOF'
+Usage: deploy/teardown.sh [options]
+
+Options (environment variable in brackets; defaults as in deploy.sh):
+  --project ID            Google Cloud project [PROJECT_ID]; default: gcloud's configured project
+  --region REGION         region [REGION]; default us-central1
+  --api-service NAME      [API_SERVICE]; default greeter-api
+  --backend-service NAME  [BACKEND_SERVICE]; default greeter-backend
+  --repository NAME       [REPOSITORY]; default cloud-run-services
+  --delete-repository     also delete the Artifact Registry repository and every image in it
+  --yes                   do not ask for confirmation
+  --dry-run               print every gcloud command instead of running any
+  -h, --help              show this help
+EOF
+}
+
+PROJECT_ID="${PROJECT_ID:-}"
+REGION="${REGION:-us-central1}"
+API_SERVICE="${API_SERVICE:-greeter-api}"
+BACKEND_SERVICE="${BACKEND_SERVICE:-greeter-backend}"
+REPOSITORY="${REPOSITORY:-cloud-run-services}"
+DELETE_REPOSITORY=false
+ASSUME_YES=false
+DRY_RUN=false
+
+parse_args() {
+  while (($# > 0)); do
+    case "$1" in
+      --*=*)
+        set -- "${1%%=*}" "${1#*=}" "${@:2}"
+        continue
+        ;;
+      --project) require_value "$@"; PROJECT_ID="$2"; shift 2 ;;
+      --region) require_value "$@"; REGION="$2"; shift 2 ;;
+      --api-service) require_value "$@"; API_SERVICE="$2"; shift 2 ;;
+      --backend-service) require_value "$@"; BACKEND_SERVICE="$2"; shift 2 ;;
+      --repository) require_value "$@"; REPOSITORY="$2"; shift 2 ;;
+      --delete-repository) DELETE_REPOSITORY=true; shift ;;
+      --yes) ASSUME_YES=true; shift ;;
+      --dry-run) DRY_RUN=true; shift ;;
+      -h | --help) usage; exit 0 ;;
+      *) usage_error "unknown option: $1" ;;
+    esac
+  done
+}
+
+confirm() {
+  if [[ "$ASSUME_YES" == true || "$DRY_RUN" == true ]]; then
+    return 0
+  fi
+  if [[ ! -t 0 ]]; then
+    die "refusing to delete without confirmation: pass --yes (or --dry-run to see the plan)"
+  fi
+  local what="services $API_SERVICE and $BACKEND_SERVICE and their service accounts"
+  if [[ "$DELETE_REPOSITORY" == true ]]; then
+    what+=", and the repository $REPOSITORY with all its images"
+  fi
+  local answer
+  read -r -p "Delete $what in project $PROJECT_ID ($REGION)? Type the project id to confirm: " answer
+  if [[ "$answer" != "$PROJECT_ID" ]]; then
+    die "not confirmed; nothing deleted"
+  fi
+}
+
+delete_service() {
+  local service="$1"
+  log "Cloud Run service $service"
+  if ! probe gcloud run services describe "$service" \
+    --project="$PROJECT_ID" --region="$REGION" --format='value(status.url)'; then
+    if [[ "$DRY_RUN" != true ]]; then
+      log "already gone"
+      return 0
+    fi
+  fi
+  run gcloud run services delete "$service" --project="$PROJECT_ID" --region="$REGION" --quiet
+}
+
+delete_service_account() {
+  local service="$1" email role
+  email="$(service_account_email "$service" "$PROJECT_ID")"
+  log "Service account $email"
+  if ! probe gcloud iam service-accounts describe "$email" --project="$PROJECT_ID"; then
+    if [[ "$DRY_RUN" != true ]]; then
+      log "already gone"
+      return 0
+    fi
+  fi
+  # Remove the project bindings first: bindings of a deleted account linger as deleted:serviceAccount.
+  for role in "${RUNTIME_PROJECT_ROLES[@]}"; do
+    if ! run gcloud projects remove-iam-policy-binding "$PROJECT_ID" \
+      --member="serviceAccount:$email" --role="$role" --condition=None --format=none --quiet; then
+      log "no $role binding to remove"
+    fi
+  done
+  run gcloud iam service-accounts delete "$email" --project="$PROJECT_ID" --quiet
+}
+
+delete_repository() {
+  log "Artifact Registry repository $REPOSITORY"
+  if ! probe gcloud artifacts repositories describe "$REPOSITORY" \
+    --project="$PROJECT_ID" --location="$REGION"; then
+    if [[ "$DRY_RUN" != true ]]; then
+      log "already gone"
+      return 0
+    fi
+  fi
+  run gcloud artifacts repositories delete "$REPOSITORY" \
+    --project="$PROJECT_ID" --location="$REGION" --quiet
+}
+
+main() {
+  parse_args "$@"
+  if [[ -z "$PROJECT_ID" && "$DRY_RUN" != true ]]; then
+    PROJECT_ID="$(gcloud config get-value project 2>/dev/null || true)"
+  fi
+  if [[ -z "$PROJECT_ID" ]]; then
+    usage_error "no project: pass --project ID or set PROJECT_ID (a dry run never asks gcloud for one)"
+  fi
+  service_account_id "$API_SERVICE" >/dev/null
+  service_account_id "$BACKEND_SERVICE" >/dev/null
+  confirm
+  if [[ "$DRY_RUN" == true ]]; then
+    printf '# Dry run: nothing below has been run. Plan for project %s, region %s.\n' \
+      "$PROJECT_ID" "$REGION" >&3
+  fi
+
+  # The api first: it is the public entry point and the only caller of the backend.
+  delete_service "$API_SERVICE"
+  delete_service "$BACKEND_SERVICE"
+  delete_service_account "$API_SERVICE"
+  delete_service_account "$BACKEND_SERVICE"
+  if [[ "$DELETE_REPOSITORY" == true ]]; then
+    delete_repository
+  else
+    log "Keeping the repository $REPOSITORY (pass --delete-repository to delete it and its images)"
+  fi
+}
+
+main "$@"

@@ -1,0 +1,43 @@
+import { type Browser, chromium } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RoleProcess, startRole } from './helpers/roles.js';
+
+describe('the API docs page in a real browser', () => {
+  let backend: RoleProcess;
+  let api: RoleProcess;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    backend = await startRole('backend');
+    api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+    browser = await chromium.launch({
+      executablePath: '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--disable-quic',
+      ],
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await Promise.all([api?.stop(), backend?.stop()]);
+  });
+
+  it('renders the greet operation from locally served assets', async () => {
+    const page = await browser.newPage();
+    const external: string[] = [];
+    page.on('request', (request) => {
+      if (!request.url().startsWith(api.url)) external.push(request.url());
+    });
+    await page.goto(`${api.url}/docs`);
+    const operation = page.locator('.opblock-summary-path', { hasText: '/greet' });
+    await operation.waitFor({ timeout: 15_000 });
+    expect(await page.locator('.opblock-summary-method').first().textContent()).toBe('POST');
+    expect(external.filter((url) => !url.startsWith('data:'))).toEqual([]);
+  });
+});

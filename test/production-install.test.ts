@@ -1,0 +1,65 @@
+import { execFile } from 'node:child_process';
+import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type RoleProcess, startRole } from './helpers/roles.js';
+
+const run = promisify(execFile);
+
+/*
+ * No Docker engine runs here, so this does what the Dockerfile's runtime stage does: production
+ * dependencies alone beside the build, then both roles from `node dist/entry/main.js`.
+ */
+describe('the production image, assembled the way the Dockerfile does it', () => {
+  let dir: string;
+  let backend: RoleProcess | undefined;
+  let api: RoleProcess | undefined;
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'image-'));
+    for (const file of ['package.json', 'package-lock.json', '.npmrc'])
+      await cp(file, join(dir, file));
+    await run('npm', ['ci', '--omit=dev', '--no-audit', '--no-fund'], {
+      cwd: dir,
+      timeout: 240_000,
+    });
+    await cp('dist', join(dir, 'dist'), { recursive: true });
+  }, 300_000);
+
+  afterAll(async () => {
+    await Promise.all([api?.stop(), backend?.stop()]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('has no development dependencies installed', async () => {
+    const { stdout } = await run('npm', ['ls', '--omit=dev', '--depth=0', '--json'], { cwd: dir });
+    const installed = Object.keys((JSON.parse(stdout) as { dependencies: object }).dependencies);
+    expect(installed).toContain('fastify');
+    for (const devOnly of ['vitest', 'typescript', 'esbuild', '@bufbuild/buf']) {
+      expect(installed).not.toContain(devOnly);
+    }
+  });
+
+  it('starts both roles with node dist/entry/main.js and serves a greeting', async () => {
+    const main = join(dir, 'dist/entry/main.js');
+    backend = await startRole('backend', { main, cwd: dir });
+    api = await startRole('api', { main, cwd: dir, env: { BACKEND_URL: backend.url } });
+    const response = await fetch(`${api.url}/greet`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"name":"Container"}',
+    });
+    expect(await response.json()).toEqual({ reply: 'Hello Container!!' });
+    expect((await fetch(`${api.url}/docs/`)).status).toBe(200);
+  });
+
+  it('is built by a multi-stage Dockerfile that runs node directly as a non-root user', async () => {
+    const dockerfile = await readFile('Dockerfile', 'utf8');
+    expect(dockerfile.match(/^FROM node:24-slim AS \w+/gm)).toHaveLength(2);
+    expect(dockerfile).toContain('npm ci --omit=dev');
+    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toContain('CMD ["node", "dist/entry/main.js"]');
+  });
+});
