@@ -35,6 +35,7 @@ const EnvSchema = z.object({
     .default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
   SERVICE_NAMESPACE: z.string().min(1).default('greeter'),
   DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
   SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),

@@ -331,6 +331,12 @@ describe('behaviours', () => {
     );
   });
 
+  it('close() can be called again', async () => {
+    await receiver.close();
+    await receiver.close();
+    await expect(fetch(tracesUrl(), { method: 'POST' })).rejects.toThrow();
+  });
+
   it('rejects an unknown behaviour naming the valid ones', () => {
     expect(() => receiver.setBehaviour('broken' as 'ok')).toThrow(
       'unknown behaviour "broken": use one of ok, down, slow, forbidden',
@@ -416,6 +422,16 @@ describe('raw OTLP/HTTP requests', () => {
       415,
       'text/plain; charset=utf-8',
       /unsupported content-encoding "zstd": use one of identity, gzip, x-gzip, deflate, br/,
+    ],
+    [
+      'corrupt gzip',
+      {
+        headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+        body: '{}',
+      },
+      400,
+      'text/plain; charset=utf-8',
+      /cannot undo content-encoding gzip: incorrect header check/,
     ],
     [
       'truncated protobuf',

@@ -94,7 +94,8 @@ export function createHttpTracing(
     if (!entry) return;
     const { statusCode } = outcome;
     const fault = isServerFaultStatus(statusCode);
-    const type = fault ? errorType(outcome.error, statusCode) : undefined;
+    // The stable HTTP conventions: a response that was sent is typed by its status code.
+    const type = fault ? String(statusCode) : undefined;
     const metricAttributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: entry.method,
       [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode,
@@ -151,11 +152,6 @@ export function createHttpTracing(
     },
     end,
   };
-}
-
-function errorType(error: unknown, statusCode: number): string {
-  if (error instanceof Error && error.name !== 'Error') return error.name;
-  return String(statusCode);
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {

@@ -8,6 +8,8 @@ export type LoggerOptions = {
   level: string;
   projectId: () => string;
   labels: Record<string, string>;
+  /** `pretty` for people; default: pretty when stdout is a terminal, else JSON. */
+  format?: 'json' | 'pretty' | undefined;
   /** Where JSON lines go; defaults to stdout (human-readable when stdout is a terminal). */
   destination?: DestinationStream;
 };
@@ -30,7 +32,8 @@ export function createLogger(options: LoggerOptions): Logger {
     level: options.level,
     mixin: () => traceFields(options.projectId),
   };
-  if (!options.destination && process.stdout.isTTY) return prettyLogger(common);
+  const pretty = options.format ? options.format === 'pretty' : process.stdout.isTTY;
+  if (!options.destination && pretty) return prettyLogger(common);
   const { labels } = options;
   return pino(
     {

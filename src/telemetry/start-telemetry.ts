@@ -75,6 +75,7 @@ export async function startTelemetry(
   let projectId = config.GOOGLE_CLOUD_PROJECT ?? (config.onCloudRun ? 'unknown' : 'local');
   const logger = createLogger({
     level: config.LOG_LEVEL,
+    format: config.LOG_FORMAT,
     labels,
     projectId: () => projectId,
     ...(options.logDestination ? { destination: options.logDestination } : {}),

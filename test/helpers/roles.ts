@@ -46,7 +46,7 @@ export async function startRole(
   role: 'api' | 'backend',
   options: StartRoleOptions = {},
 ): Promise<RoleProcess> {
-  const port = await freePort();
+  const port = options.env?.PORT ? Number(options.env.PORT) : await freePort();
   const child = spawn(process.execPath, [options.main ?? MAIN], {
     cwd: options.cwd ?? process.cwd(),
     env: {

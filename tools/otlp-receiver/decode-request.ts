@@ -27,23 +27,33 @@ const decompressors: Readonly<Record<string, (body: Buffer, options: object) => 
     br: promisify(brotliDecompress),
   };
 
-export const SUPPORTED_CONTENT_ENCODINGS = ['identity', ...Object.keys(decompressors)];
+const SUPPORTED_CONTENT_ENCODINGS = ['identity', ...Object.keys(decompressors)];
 
-/** Undoes a content-encoding; throws naming the supported ones for anything else. */
+const normalise = (contentEncoding: string | undefined) =>
+  contentEncoding?.trim().toLowerCase() || 'identity';
+
+/** Undefined when the content-encoding is supported, else a message naming the supported ones. */
+export function checkContentEncoding(contentEncoding: string | undefined): string | undefined {
+  const encoding = normalise(contentEncoding);
+  return SUPPORTED_CONTENT_ENCODINGS.includes(encoding)
+    ? undefined
+    : `unsupported content-encoding "${encoding}": use one of ${SUPPORTED_CONTENT_ENCODINGS.join(', ')}`;
+}
+
+/** Undoes a content-encoding that checkContentEncoding accepted. */
 export async function decodeContentEncoding(
   body: Buffer,
   contentEncoding: string | undefined,
   maxOutputLength: number,
 ): Promise<Buffer> {
-  const encoding = contentEncoding?.trim().toLowerCase() || 'identity';
-  if (encoding === 'identity') return body;
+  const encoding = normalise(contentEncoding);
   const decompress = decompressors[encoding];
-  if (!decompress) {
-    throw new Error(
-      `unsupported content-encoding "${encoding}": use one of ${SUPPORTED_CONTENT_ENCODINGS.join(', ')}`,
-    );
+  if (!decompress) return body;
+  try {
+    return await decompress(body, { maxOutputLength });
+  } catch (error) {
+    throw new Error(`cannot undo content-encoding ${encoding}: ${(error as Error).message}`);
   }
-  return decompress(body, { maxOutputLength });
 }
 
 function parse(body: Uint8Array, format: OtlpFormat): OtlpMessage {

@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import {
+  checkContentEncoding,
   decodeContentEncoding,
   decodeMetricsRequest,
   decodeTraceRequest,
@@ -159,14 +160,16 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       pendingDelays.add(entry);
     });
 
-  const notify = (received: readonly ReceivedSpan[]) => {
-    for (const listener of received.length > 0 ? spanListeners : []) {
+  const notifySpans = (received: readonly ReceivedSpan[]) => {
+    for (const listener of spanListeners) {
       try {
         listener(received);
       } catch (error) {
         console.error('otlp-receiver: an onSpans listener threw:', error);
       }
     }
+  };
+  const notifyChange = () => {
     for (const onChange of changeListeners) onChange();
   };
 
@@ -178,6 +181,8 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
         `content-type "${req.headers['content-type'] ?? ''}" is not OTLP/HTTP: send application/x-protobuf or application/json`,
       );
     }
+    const unsupported = checkContentEncoding(req.headers['content-encoding']);
+    if (unsupported) throw new HttpError(415, unsupported);
     const raw = await readBody(req);
     if (behaviour === 'forbidden') {
       res.writeHead(403, { 'content-type': CONTENT_TYPES[format] });
@@ -187,22 +192,23 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       return;
     }
     if (behaviour === 'slow') await delay(slowMs);
+    // A client that gave up while we were slow counts the export as failed: do not record it.
     if (res.destroyed || req.socket.destroyed) return;
-    let body: Buffer;
     try {
-      body = await decodeContentEncoding(raw, req.headers['content-encoding'], MAX_BODY_BYTES);
-    } catch (error) {
-      throw new HttpError(415, (error as Error).message);
-    }
-    try {
+      const body = await decodeContentEncoding(
+        raw,
+        req.headers['content-encoding'],
+        MAX_BODY_BYTES,
+      );
       if (signal === 'traces') {
         const received = decodeTraceRequest(body, format);
         if (retain) spans.push(...received);
-        notify(received);
+        if (received.length > 0) notifySpans(received);
+        notifyChange();
       } else if (signal === 'metrics') {
         const received = decodeMetricsRequest(body, format);
         if (retain) metrics.push(...received);
-        notify([]);
+        notifyChange();
       }
     } catch (error) {
       throw new HttpError(400, (error as Error).message);
@@ -259,6 +265,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     });
   });
   const { port } = server.address() as AddressInfo;
+  let closed: Promise<void> | undefined;
   const url = formatUrl(host, port);
 
   const subscribe = (onChange: () => void) => {
@@ -312,17 +319,19 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       spanListeners.add(listener);
       return () => spanListeners.delete(listener);
     },
-    close: async () => {
-      for (const pending of pendingDelays) {
-        clearTimeout(pending.timer);
-        pending.resolve();
+    close: () => {
+      if (!closed) {
+        for (const pending of pendingDelays) {
+          clearTimeout(pending.timer);
+          pending.resolve();
+        }
+        pendingDelays.clear();
+        closed = new Promise<void>((resolve, reject) =>
+          server.close((error) => (error ? reject(error) : resolve())),
+        );
+        server.closeAllConnections();
       }
-      pendingDelays.clear();
-      const closed = new Promise<void>((resolve, reject) =>
-        server.close((error) => (error ? reject(error) : resolve())),
-      );
-      server.closeAllConnections();
-      await closed;
+      return closed;
     },
   };
 }

@@ -1,5 +1,8 @@
 export interface WaitForOptions {
-  /** Default 4000: under vitest's 5 s test timeout, so this message, not vitest's, explains. */
+  /**
+   * Default 10000: longer than a BatchSpanProcessor's default 5 s delay, shorter than the
+   * project's 30 s test timeout, so this message, not vitest's, explains a failure.
+   */
   timeoutMs?: number;
 }
 
@@ -13,7 +16,7 @@ export interface WaitForParams<T> {
   readonly timeoutMs: number;
 }
 
-export const DEFAULT_WAIT_TIMEOUT_MS = 4_000;
+export const DEFAULT_WAIT_TIMEOUT_MS = 10_000;
 
 /**
  * Resolves with `read()` once `predicate` holds, checking now and after each change. A predicate

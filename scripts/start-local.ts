@@ -1,0 +1,100 @@
+// `npm start`: both roles from the production build, logs readable, each request's trace
+// printed as a tree. `npm run start:cloud` puts them behind local Cloud Run front ends.
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { startLocalStack } from '../tools/local-stack/index.ts';
+import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+
+const cloud = process.argv.includes('--cloud');
+const ports = { api: process.env.PORT ?? '8080', backend: process.env.BACKEND_PORT ?? '8081' };
+const color = process.stdout.isTTY;
+const paint = (code: number, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
+
+const receiver = await startOtlpReceiver({ port: Number(process.env.OTLP_PORT ?? 4318) });
+const printer = createTraceTreePrinter({ color, write: (text) => process.stdout.write(`${text}\n`) });
+receiver.onSpans(printer.add);
+
+const children = new Set<ReturnType<typeof spawn>>();
+
+const stack = await startLocalStack({
+  cloud,
+  env: {
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    OTEL_BSP_SCHEDULE_DELAY: '200',
+    OTEL_METRIC_EXPORT_INTERVAL: '15000',
+    LOG_FORMAT: 'pretty',
+  },
+  apiEnv: cloud ? {} : { PORT: ports.api },
+  backendEnv: cloud ? {} : { PORT: ports.backend },
+  async startRole(role, env) {
+    const child = spawn(process.execPath, ['dist/entry/main.js'], {
+      env: { ...process.env, SERVICE_ROLE: role, HOST: '127.0.0.1', ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    children.add(child);
+    const tag = paint(role === 'api' ? 36 : 35, `[${role}]`.padEnd(9));
+    let listening: ((url: string) => void) | undefined;
+    const ready = new Promise<string>((resolve) => {
+      listening = resolve;
+    });
+    let pending = '';
+    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
+      pending += chunk;
+      const lines = pending.split('\n');
+      pending = lines.pop() ?? '';
+      for (const line of lines) {
+        process.stdout.write(`${tag} ${line}\n`);
+        const match = /listening on (http:\/\/[\d.:]+)/.exec(line);
+        if (match?.[1]) listening?.(match[1]);
+      }
+    });
+    const exited = once(child, 'exit');
+    const url = await Promise.race([
+      ready,
+      exited.then(([code]) => {
+        throw new Error(`${role} exited with ${code} before listening`);
+      }),
+    ]);
+    return {
+      url,
+      async stop() {
+        if (child.exitCode === null) {
+          child.kill('SIGTERM');
+          await exited;
+        }
+      },
+    };
+  },
+});
+
+const call = `curl -s${cloud ? ` --cacert ${stack.cloud?.caFile}` : ''} -X POST ${stack.apiUrl}/greet -H 'content-type: application/json' -d '{"name":"David"}'`;
+process.stdout.write(
+  [
+    '',
+    paint(1, cloud ? 'Both roles are up behind local Cloud Run front ends.' : 'Both roles are up.'),
+    `  api      ${stack.apiUrl}   (docs: ${stack.apiUrl}/docs)`,
+    `  backend  ${stack.backendUrl}${cloud ? `   (role itself: ${stack.backendDirectUrl})` : ''}`,
+    `  traces   printed below as each request completes (OTLP receiver ${receiver.url})`,
+    '',
+    'Try:',
+    `  ${call}`,
+    `  ${call.replace('"David"}', '"David","withError":true}')}`,
+    `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"name":"David"}' ${stack.backendDirectUrl}/backend_service.v1.BackendService/Greet`,
+    '',
+    'Ctrl-C stops everything.',
+    '',
+  ].join('\n'),
+);
+
+let stopping = false;
+const stopAll = async () => {
+  if (stopping) return;
+  stopping = true;
+  await stack.stop();
+  printer.flush();
+  printer.close();
+  await receiver.close();
+  process.exit(0);
+};
+process.on('SIGINT', () => void stopAll());
+process.on('SIGTERM', () => void stopAll());

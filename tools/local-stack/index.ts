@@ -1,0 +1,1 @@
+export { type LocalStack, type LocalStackOptions, type RoleStarter, startLocalStack } from './stack.ts';
