@@ -187,6 +187,7 @@ build_and_push() {
     cloud)
       run gcloud builds submit "$REPO_ROOT" --project="$PROJECT_ID" --tag="$tagged" --quiet
       ;;
+    *) die "unknown build '$BUILD'" ;;
   esac
   local digest
   digest="$(capture '<digest>' gcloud artifacts docker images describe "$tagged" \
@@ -345,6 +346,7 @@ deploy_backend_with_yaml() {
           --project="$PROJECT_ID" --region="$REGION" \
           --member="$member" --role=roles/run.invoker --format=none --quiet
         ;;
+      *) ;;
     esac
   done
 }

@@ -69,7 +69,11 @@ async function runScript(script: string, args: string[], sandbox: Sandbox): Prom
   };
   const { code, stdout, stderr } = await new Promise<Omit<ScriptRun, 'calls'>>((done) => {
     execFile(script, args, { env, timeout: 50_000 }, (error, out, err) => {
-      done({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1, stdout: out, stderr: err });
+      done({
+        code: error === null ? 0 : typeof error.code === 'number' ? error.code : -1,
+        stdout: out,
+        stderr: err,
+      });
     });
   });
   const log = await readFile(logPath, 'utf8').catch(() => '');
@@ -116,7 +120,9 @@ const deployOf = (run: ScriptRun, service: string): string[] =>
 function envOf(argv: string[]): Record<string, string> {
   const list = flagValue(argv, 'set-env-vars') ?? '';
   return Object.fromEntries(
-    list.split(',').map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+    list
+      .split(',')
+      .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
   );
 }
 
@@ -162,7 +168,11 @@ function modelFromFlags(argv: string[]): ServiceModel {
     name: wordsOf(argv)[2] ?? '',
     image: flagValue(argv, 'image') ?? '',
     serviceAccount: flagValue(argv, 'service-account') ?? '',
-    protocol: argv.includes('--use-http2') ? 'h2c' : argv.includes('--no-use-http2') ? 'http1' : '?',
+    protocol: argv.includes('--use-http2')
+      ? 'h2c'
+      : argv.includes('--no-use-http2')
+        ? 'http1'
+        : '?',
     port: Number(flagValue(argv, 'port')),
     env: envOf(argv),
     ingress: flagValue(argv, 'ingress') ?? '',
@@ -314,8 +324,12 @@ describe('deploy.sh, first run in an empty project', () => {
     expect(api).toContain('--allow-unauthenticated');
     expect(flagValue(backend, 'service-account')).toBe(backendSa);
     expect(flagValue(api, 'service-account')).toBe(apiSa);
-    expect(probeFromFlag(flagValue(backend, 'startup-probe'))).toMatchObject({ grpc: { port: 8080 } });
-    expect(probeFromFlag(flagValue(backend, 'liveness-probe'))).toMatchObject({ grpc: { port: 8080 } });
+    expect(probeFromFlag(flagValue(backend, 'startup-probe'))).toMatchObject({
+      grpc: { port: 8080 },
+    });
+    expect(probeFromFlag(flagValue(backend, 'liveness-probe'))).toMatchObject({
+      grpc: { port: 8080 },
+    });
     expect(flagValue(backend, 'startup-probe')).not.toContain('grpc.service');
     expect(probeFromFlag(flagValue(api, 'startup-probe'))).toMatchObject({
       httpGet: { path: '/healthz', port: 8080 },
@@ -376,11 +390,13 @@ describe('deploy.sh, first run in an empty project', () => {
     const second = await deploy(sandbox);
     const creates = gcloudCalls(second).filter((argv) => wordsOf(argv).includes('create'));
     expect(creates).toEqual([]);
-    expect(gcloudCalls(second).some((argv) => isCommand(argv, 'iam', 'service-accounts', 'describe'))).toBe(
-      true,
-    );
+    expect(
+      gcloudCalls(second).some((argv) => isCommand(argv, 'iam', 'service-accounts', 'describe')),
+    ).toBe(true);
     const strip = (argv: string[]) => argv.filter((a) => !a.startsWith('--image='));
-    expect(strip(deployOf(second, 'greeter-backend'))).toEqual(strip(deployOf(first, 'greeter-backend')));
+    expect(strip(deployOf(second, 'greeter-backend'))).toEqual(
+      strip(deployOf(first, 'greeter-backend')),
+    );
     expect(strip(deployOf(second, 'greeter-api'))).toEqual(strip(deployOf(first, 'greeter-api')));
     const state = await stateOf(sandbox);
     expect(state.services['greeter-backend']?.invokers).toEqual([`serviceAccount:${apiSa}`]);
@@ -411,32 +427,54 @@ describe('deploy.sh options', () => {
         expected,
       ).toBe(true);
     }
-    expect(lines.find((l) => l.startsWith('gcloud run deploy greeter-backend '))).toContain('--use-http2');
+    expect(lines.find((l) => l.startsWith('gcloud run deploy greeter-backend '))).toContain(
+      '--use-http2',
+    );
   });
 
-  it('--ingress internal: internal backend, api on Direct VPC egress for all traffic', slow, async () => {
-    const run = await deploy(await createSandbox(), '--ingress', 'internal', '--network', 'vpc-a', '--subnet', 'subnet-a');
-    const backend = deployOf(run, 'greeter-backend');
-    const api = deployOf(run, 'greeter-api');
-    expect(flagValue(backend, 'ingress')).toBe('internal');
-    expect(flagValue(backend, 'network')).toBeUndefined();
-    expect(flagValue(api, 'ingress')).toBe('all');
-    expect(flagValue(api, 'network')).toBe('vpc-a');
-    expect(flagValue(api, 'subnet')).toBe('subnet-a');
-    expect(flagValue(api, 'vpc-egress')).toBe('all-traffic');
-    expect(probeFromFlag(flagValue(api, 'startup-probe'))).toMatchObject({ httpGet: { path: '/readyz' } });
-    expect(probeFromFlag(flagValue(api, 'liveness-probe'))).toMatchObject({ httpGet: { path: '/healthz' } });
-  });
+  it(
+    '--ingress internal: internal backend, api on Direct VPC egress for all traffic',
+    slow,
+    async () => {
+      const run = await deploy(
+        await createSandbox(),
+        '--ingress',
+        'internal',
+        '--network',
+        'vpc-a',
+        '--subnet',
+        'subnet-a',
+      );
+      const backend = deployOf(run, 'greeter-backend');
+      const api = deployOf(run, 'greeter-api');
+      expect(flagValue(backend, 'ingress')).toBe('internal');
+      expect(flagValue(backend, 'network')).toBeUndefined();
+      expect(flagValue(api, 'ingress')).toBe('all');
+      expect(flagValue(api, 'network')).toBe('vpc-a');
+      expect(flagValue(api, 'subnet')).toBe('subnet-a');
+      expect(flagValue(api, 'vpc-egress')).toBe('all-traffic');
+      expect(probeFromFlag(flagValue(api, 'startup-probe'))).toMatchObject({
+        httpGet: { path: '/readyz' },
+      });
+      expect(probeFromFlag(flagValue(api, 'liveness-probe'))).toMatchObject({
+        httpGet: { path: '/healthz' },
+      });
+    },
+  );
 
-  it('--cpu-always-on: instance-based billing with batched telemetry on both services', slow, async () => {
-    const run = await deploy(await createSandbox(), '--cpu-always-on');
-    for (const service of ['greeter-backend', 'greeter-api']) {
-      const argv = deployOf(run, service);
-      expect(argv).toContain('--no-cpu-throttling');
-      expect(argv).not.toContain('--cpu-throttling');
-      expect(envOf(argv).TELEMETRY_EXPORT_MODE).toBe('batch');
-    }
-  });
+  it(
+    '--cpu-always-on: instance-based billing with batched telemetry on both services',
+    slow,
+    async () => {
+      const run = await deploy(await createSandbox(), '--cpu-always-on');
+      for (const service of ['greeter-backend', 'greeter-api']) {
+        const argv = deployOf(run, service);
+        expect(argv).toContain('--no-cpu-throttling');
+        expect(argv).not.toContain('--cpu-throttling');
+        expect(envOf(argv).TELEMETRY_EXPORT_MODE).toBe('batch');
+      }
+    },
+  );
 
   it('--build cloud: Cloud Build instead of docker, with its API enabled', slow, async () => {
     const run = await deploy(await createSandbox(), '--build', 'cloud');
@@ -467,7 +505,10 @@ describe('deploy.sh options', () => {
     { args: ['--tag', 'bad tag'], says: 'not a valid Docker tag' },
     { args: ['--region'], says: 'option --region needs a value' },
     { args: ['--api-service', 'same', '--backend-service', 'same'], says: 'must differ' },
-    { args: ['--backend-service', 'a-name-that-is-far-too-long-for-an-id'], says: 'longer than 30' },
+    {
+      args: ['--backend-service', 'a-name-that-is-far-too-long-for-an-id'],
+      says: 'longer than 30',
+    },
     { args: ['--frobnicate'], says: 'unknown option: --frobnicate' },
   ])('rejects $args before calling anything', async ({ args, says }) => {
     const run = await runScript(deployScript, args, await createSandbox());
@@ -481,7 +522,10 @@ describe('YAML mode agrees with the flags mode', () => {
   it.each([
     { name: 'default', options: [] },
     { name: 'cpu always on', options: ['--cpu-always-on'] },
-    { name: 'internal ingress', options: ['--ingress', 'internal', '--network', 'vpc-a', '--subnet', 'subnet-a'] },
+    {
+      name: 'internal ingress',
+      options: ['--ingress', 'internal', '--network', 'vpc-a', '--subnet', 'subnet-a'],
+    },
     { name: 'sized', options: ['--memory', '1Gi', '--max-instances', '3'] },
   ])('$name', slow, async ({ options }) => {
     const flagsSandbox = await createSandbox();
@@ -525,39 +569,49 @@ describe('the service templates', () => {
       const text = await readFile(join(repoRoot, 'deploy', file), 'utf8');
       const header = text.slice(0, text.indexOf('apiVersion:'));
       const body = text.slice(text.indexOf('apiVersion:'));
-      const placeholders = [...new Set([...body.matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1] ?? ''))];
+      const placeholders = [
+        ...new Set([...body.matchAll(/\$\{([A-Z_]+)\}/g)].map((m) => m[1] ?? '')),
+      ];
       expect(placeholders.length).toBeGreaterThan(0);
       for (const name of placeholders) {
         expect(header, name).toMatch(new RegExp(`\\b${name}\\b`));
       }
       const doc = parse(text) as KnativeService;
-      expect(doc.spec.template.spec.containers[0]?.image).toBe('${IMAGE}');
+      expect(doc.spec.template.spec.containers[0]?.image).toBe(`\${IMAGE}`);
     },
   );
 });
 
 describe('teardown.sh', () => {
-  it('deletes the services, bindings and accounts; keeps the repository unless asked', slow, async () => {
-    const sandbox = await createSandbox();
-    await deploy(sandbox);
+  it(
+    'deletes the services, bindings and accounts; keeps the repository unless asked',
+    slow,
+    async () => {
+      const sandbox = await createSandbox();
+      await deploy(sandbox);
 
-    const run = await runScript(teardownScript, ['--yes'], sandbox);
-    expect(run.code, run.stderr).toBe(0);
-    let state = await stateOf(sandbox);
-    expect(state.services).toEqual({});
-    expect(state.serviceAccounts).toEqual([]);
-    expect(state.projectBindings).toEqual([]);
-    expect(state.repositories).toEqual(['us-central1/cloud-run-services']);
+      const run = await runScript(teardownScript, ['--yes'], sandbox);
+      expect(run.code, run.stderr).toBe(0);
+      let state = await stateOf(sandbox);
+      expect(state.services).toEqual({});
+      expect(state.serviceAccounts).toEqual([]);
+      expect(state.projectBindings).toEqual([]);
+      expect(state.repositories).toEqual(['us-central1/cloud-run-services']);
 
-    const withRepository = await runScript(teardownScript, ['--yes', '--delete-repository'], sandbox);
-    expect(withRepository.code, withRepository.stderr).toBe(0);
-    const deletes = gcloudCalls(withRepository).filter((argv) => wordsOf(argv)[2] === 'delete');
-    expect(deletes.map((argv) => wordsOf(argv).slice(0, 3).join(' '))).toEqual([
-      'artifacts repositories delete',
-    ]);
-    state = await stateOf(sandbox);
-    expect(state.repositories).toEqual([]);
-  });
+      const withRepository = await runScript(
+        teardownScript,
+        ['--yes', '--delete-repository'],
+        sandbox,
+      );
+      expect(withRepository.code, withRepository.stderr).toBe(0);
+      const deletes = gcloudCalls(withRepository).filter((argv) => wordsOf(argv)[2] === 'delete');
+      expect(deletes.map((argv) => wordsOf(argv).slice(0, 3).join(' '))).toEqual([
+        'artifacts repositories delete',
+      ]);
+      state = await stateOf(sandbox);
+      expect(state.repositories).toEqual([]);
+    },
+  );
 
   it('--dry-run runs nothing; without --yes and a terminal it refuses', slow, async () => {
     const sandbox = await createSandbox();
@@ -574,6 +628,9 @@ describe('teardown.sh', () => {
     expect(unconfirmed.code).not.toBe(0);
     expect(unconfirmed.stderr).toContain('pass --yes');
     expect(unconfirmed.calls).toEqual([]);
-    expect(Object.keys((await stateOf(sandbox)).services).sort()).toEqual(['greeter-api', 'greeter-backend']);
+    expect(Object.keys((await stateOf(sandbox)).services).sort()).toEqual([
+      'greeter-api',
+      'greeter-backend',
+    ]);
   });
 });

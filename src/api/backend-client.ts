@@ -1,10 +1,11 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { createClientTracingInterceptor, withAttempt } from '../telemetry/rpc-tracing.js';
+import { type IdTokenCredentials, isCredentialsError } from '../identity/id-token-credentials.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 
 /** The original service's policy: only UNAVAILABLE is retried, with full-jitter backoff. */
@@ -23,8 +24,8 @@ export type BackendClient = {
 
 export type BackendClientDeps = {
   telemetry: Pick<Telemetry, 'tracer' | 'meter'>;
-  /** Adds credentials (the ID token on https targets). */
-  credentials?: Interceptor;
+  /** Credentials for every call (the ID token on https targets). */
+  credentials?: IdTokenCredentials;
 };
 
 /** Created once per process: one HTTP/2 session to the backend, reused by every call. */
@@ -40,18 +41,14 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     deps.telemetry.meter,
     target.url,
   );
-  const transport = createGrpcTransport({
-    baseUrl: target.url.toString(),
-    sessionManager,
-    interceptors: [tracing, ...(deps.credentials ? [deps.credentials] : [])],
-  });
-  const untracedTransport = createGrpcTransport({
-    baseUrl: target.url.toString(),
-    sessionManager,
-    interceptors: deps.credentials ? [deps.credentials] : [],
-  });
-  const backend = createClient(BackendService, transport);
-  const health = createClient(Health, untracedTransport);
+  const baseUrl = target.url.toString();
+  const backend = createClient(
+    BackendService,
+    createGrpcTransport({ baseUrl, sessionManager, interceptors: [tracing] }),
+  );
+  const health = createClient(Health, createGrpcTransport({ baseUrl, sessionManager }));
+  const headers = async (): Promise<Record<string, string> | undefined> =>
+    deps.credentials ? { authorization: await deps.credentials.authorization() } : undefined;
 
   return {
     async greet(input, signal) {
@@ -61,13 +58,20 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
         if (timeoutMs <= 0)
           throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
         try {
+          const callHeaders = await headers();
           const response = await withAttempt(attempt, () =>
-            backend.greet(input, { timeoutMs, ...(signal ? { signal } : {}) }),
+            backend.greet(input, {
+              timeoutMs,
+              ...(callHeaders ? { headers: callHeaders } : {}),
+              ...(signal ? { signal } : {}),
+            }),
           );
           return response.reply;
         } catch (thrown) {
           const error = ConnectError.from(thrown);
-          if (error.code !== Code.Unavailable || attempt >= target.maxAttempts) throw error;
+          // Credentials failures are not the backend's: google-auth-library already retried.
+          const retryable = error.code === Code.Unavailable && !isCredentialsError(error);
+          if (!retryable || attempt >= target.maxAttempts) throw error;
           const backoff = Math.min(
             RETRY_POLICY.maxBackoffMs,
             RETRY_POLICY.initialBackoffMs * 2 ** (attempt - 1),
@@ -80,7 +84,11 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     },
     async isServing() {
       try {
-        const { status } = await health.check({ service: '' }, { timeoutMs: READINESS_TIMEOUT_MS });
+        const callHeaders = await headers();
+        const { status } = await health.check(
+          { service: '' },
+          { timeoutMs: READINESS_TIMEOUT_MS, ...(callHeaders ? { headers: callHeaders } : {}) },
+        );
         return status === HealthCheckResponse_ServingStatus.SERVING;
       } catch {
         return false;

@@ -48,7 +48,7 @@ function toProblem(error: FastifyError | Error): ProblemDetails {
     return problem(
       503,
       'Could not obtain an ID token to call the backend. Check the api service account on Cloud Run, or GOOGLE_APPLICATION_CREDENTIALS and GCE_METADATA_HOST locally; details are in the logs.',
-      { code: connectCodeName(error.code) },
+      { code: connectCodeName(Code.Unavailable) },
     );
   }
   if (error instanceof ConnectError) {

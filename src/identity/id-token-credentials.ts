@@ -1,16 +1,30 @@
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
+import { loadGoogleAuthLibrary } from './google-auth-library.js';
 
 /** Refresh this long before expiry, so a token never expires on the wire. */
 const REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
+/** A token source that does not answer in this time is reported as down. */
+const FETCH_TIMEOUT_MS = 3_000;
 
-/** A failure to obtain credentials, as opposed to a failure of the backend itself. */
-export class CredentialsError extends ConnectError {
-  override name = 'CredentialsError';
+export type IdTokenCredentials = {
+  /** The `authorization` header value; throws a credentials error (see isCredentialsError). */
+  authorization(): Promise<string>;
+};
+
+const CREDENTIALS_FAILURE = Symbol('credentials failure');
+
+/**
+ * Whether an error is a failure to obtain credentials, as opposed to a failure of the backend.
+ * (A tag, not a subclass: Connect only passes through errors that are plain ConnectErrors.)
+ */
+export function isCredentialsError(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && CREDENTIALS_FAILURE in error;
 }
 
-/** ConnectError's `instanceof` matches any ConnectError, so subclasses are told apart by name. */
-export function isCredentialsError(error: unknown): error is CredentialsError {
-  return error instanceof Error && error.name === 'CredentialsError';
+function credentialsError(message: string, cause: unknown): ConnectError {
+  const error = new ConnectError(message, Code.Unavailable, undefined, undefined, cause);
+  Object.defineProperty(error, CREDENTIALS_FAILURE, { value: true });
+  return error;
 }
 
 type CachedToken = { token: string; expiresAt: number };
@@ -21,53 +35,69 @@ export type IdTokenSource = (audience: string) => Promise<string>;
  * Google ID tokens for calling a private Cloud Run service, minted by google-auth-library (the
  * metadata server on Cloud Run; a service-account key or impersonated credentials locally).
  * Cached per audience and refreshed before expiry; a failure is retried by the next call with a
- * fresh client, because google-auth-library remembers a failed metadata-server probe.
+ * fresh client, because google-auth-library remembers a failed metadata-server probe. Fetched
+ * before the RPC starts, so a slow token source is not mistaken for a slow backend.
  */
 export function createIdTokenCredentials(
   audience: string,
   source: IdTokenSource = fetchIdToken,
-): Interceptor {
+): IdTokenCredentials {
   let cached: CachedToken | undefined;
   let pending: Promise<string> | undefined;
 
   async function refresh(): Promise<string> {
     try {
-      const token = await source(audience);
+      const token = await withTimeout(source(audience), FETCH_TIMEOUT_MS);
       cached = { token, expiresAt: expiryOf(token) };
       return token;
     } catch (error) {
-      throw new CredentialsError(
+      throw credentialsError(
         `could not get a Google ID token for audience ${audience}: ${(error as Error).message}. ` +
           'On Cloud Run check the service account of this service; locally set ' +
           'GOOGLE_APPLICATION_CREDENTIALS to impersonated or service-account credentials.',
-        Code.Unavailable,
-        undefined,
-        undefined,
         error,
       );
     }
   }
 
-  function token(): Promise<string> {
-    if (cached && cached.expiresAt - Date.now() > REFRESH_BEFORE_EXPIRY_MS) {
-      return Promise.resolve(cached.token);
-    }
-    pending ??= refresh().finally(() => {
-      pending = undefined;
-    });
-    return pending;
-  }
-
-  return (next) => async (request) => {
-    request.header.set('authorization', `Bearer ${await token()}`);
-    return next(request);
+  return {
+    async authorization() {
+      if (cached && cached.expiresAt - Date.now() > REFRESH_BEFORE_EXPIRY_MS) {
+        return `Bearer ${cached.token}`;
+      }
+      pending ??= refresh().finally(() => {
+        pending = undefined;
+      });
+      return `Bearer ${await pending}`;
+    },
   };
 }
 
+async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      work,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function fetchIdToken(audience: string): Promise<string> {
-  const { GoogleAuth } = await import('google-auth-library');
-  const client = await new GoogleAuth().getIdTokenClient(audience);
-  return client.idTokenProvider.fetchIdToken(audience);
+  const { GoogleAuth, gcpMetadata } = await loadGoogleAuthLibrary();
+  try {
+    const client = await new GoogleAuth().getIdTokenClient(audience);
+    return await client.idTokenProvider.fetchIdToken(audience);
+  } catch (error) {
+    // gcp-metadata remembers "no metadata server" for the life of the process; forget it so
+    // the next call can succeed once the metadata server answers again.
+    gcpMetadata.resetIsAvailableCache();
+    throw error;
+  }
 }
 
 /** Reads `exp` from the JWT payload; an unreadable token is treated as already stale. */

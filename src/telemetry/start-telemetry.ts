@@ -24,6 +24,7 @@ import {
   TracerProvider,
 } from '@opentelemetry/sdk-trace';
 import type { Config } from '../config.js';
+import { loadGoogleAuthLibrary } from '../identity/google-auth-library.js';
 import { type GuardedSpanExporter, guardSpanExporter } from './export-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import {
@@ -197,7 +198,7 @@ type GoogleHeaders = {
 
 /** The Telemetry API wants a fresh OAuth token on every export: an async headers factory. */
 async function googleAuthHeaders(projectId: () => string): Promise<GoogleHeaders> {
-  const { GoogleAuth } = await import('google-auth-library');
+  const { GoogleAuth } = await loadGoogleAuthLibrary();
   const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
   return {
     async headers() {

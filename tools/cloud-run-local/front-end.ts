@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import { createSecureServer, type ServerHttp2Session } from 'node:http2';
 import type { AddressInfo } from 'node:net';
@@ -55,7 +56,8 @@ export async function startFrontEnd(options: FrontEndOptions): Promise<FrontEnd>
       ? createH2cUpstream(upstreamUrl)
       : createHttp1Upstream(upstreamUrl);
   const tls = await createSelfSignedCertificate({
-    commonName: 'localhost',
+    // A distinct subject per front end, so one CA file can trust several of them.
+    commonName: `cloud-run-local front end ${randomUUID().slice(0, 8)}`,
     subjectAltNames: ['DNS:localhost', 'IP:127.0.0.1'],
   });
   let verifier: IdTokenVerifier | undefined;

@@ -108,6 +108,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     stops.push(() => api.stop());
     const apiFrontEnd = await startFrontEnd({ upstream: api.url, upstreamProtocol: 'http1' });
     stops.push(() => apiFrontEnd.close());
+    // One CA file that trusts both front ends, for curl --cacert and test clients.
+    await writeFile(caFile, `${backendFrontEnd.caCertPem}\n${apiFrontEnd.caCertPem}`);
 
     return {
       apiUrl: apiFrontEnd.url,

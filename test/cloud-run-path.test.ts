@@ -1,0 +1,207 @@
+import { readFile } from 'node:fs/promises';
+import { connect } from 'node:http2';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type LocalStack, startLocalStack } from '../tools/local-stack/index.ts';
+import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { type RoleProcess, startRole } from './helpers/roles.js';
+import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
+
+/*
+ * The production path on this machine: the api mints Google ID tokens from a local metadata
+ * server and calls the backend over TLS through a front end that checks them and rewrites
+ * trace headers the way Google's front end does.
+ */
+describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
+  let receiver: OtlpReceiver;
+  let stack: LocalStack;
+  const roles: RoleProcess[] = [];
+  let ca: string;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    stack = await startLocalStack({
+      cloud: true,
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '100' },
+      async startRole(role, env) {
+        const started = await startRole(role, { env });
+        roles.push(started);
+        return started;
+      },
+    });
+    ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+  });
+  afterAll(async () => {
+    await stack?.stop();
+    await receiver?.close();
+  });
+
+  const apiRole = () => roles.find((role) => role.child.spawnargs && role.logs().some((l) => l.role === 'api'));
+
+  /** POST /greet through the api's front end (HTTPS, HTTP/1.1 upstream) with the test CA. */
+  async function greetThroughFrontEnd(headers: Record<string, string>, body: object) {
+    const session = connect(stack.apiUrl, { ca });
+    try {
+      const request = session.request({
+        ':method': 'POST',
+        ':path': '/greet',
+        'content-type': 'application/json',
+        ...headers,
+      });
+      request.end(JSON.stringify(body));
+      const chunks: Buffer[] = [];
+      const status = await new Promise<number>((resolve, reject) => {
+        request.on('response', (h) => resolve(Number(h[':status'])));
+        request.on('error', reject);
+      });
+      for await (const chunk of request) chunks.push(chunk as Buffer);
+      return { status, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> };
+    } finally {
+      session.close();
+    }
+  }
+
+  it('keeps one trace with the right parents although the front end rewrites the parent', async () => {
+    const parent = newTraceParent();
+    const response = await greetThroughFrontEnd({ traceparent: parent.header }, { name: 'Cloud' });
+    expect(response).toEqual({ status: 200, body: { reply: 'Hello Cloud!!' } });
+
+    const { server, client, backend } = await waitForGreetTrace(receiver, parent.traceId);
+    expect(client.parentSpanId).toBe(server.spanId);
+    // The backend's front end replaced the parent id with its own span; we still point at ours
+    // and keep the front end's span as a link.
+    const rewrite = stack.cloud?.backendFrontEnd.lastRewrite();
+    expect(rewrite?.spanId).toBeDefined();
+    expect(rewrite?.outgoing).not.toContain(client.spanId);
+    expect(backend.parentSpanId).toBe(client.spanId);
+    expect(backend.links).toEqual([
+      expect.objectContaining({
+        traceId: parent.traceId,
+        spanId: rewrite?.spanId,
+        attributes: { 'cloud_run.front_end_span': true },
+      }),
+    ]);
+    expect(server.attributes['url.scheme']).toBe('https');
+    expect(backend.attributes['caller.service_account']).toBe(stack.cloud?.apiServiceAccount);
+  });
+
+  it('fetches the ID token once for many calls', async () => {
+    const before = stack.cloud?.metadata.idTokenRequests() ?? 0;
+    for (let i = 0; i < 5; i++) {
+      expect((await greetThroughFrontEnd({}, { name: `n${i}` })).status).toBe(200);
+    }
+    expect(stack.cloud?.metadata.idTokenRequests()).toBe(before);
+  });
+
+  describe('the backend refuses callers without a valid token', () => {
+    const call = async (token: string | undefined) => {
+      const sessionManager = new Http2SessionManager(stack.backendUrl, {}, { ca });
+      const client = createClient(
+        BackendService,
+        createGrpcTransport({ baseUrl: stack.backendUrl, sessionManager }),
+      );
+      try {
+        await client.greet({ name: 'x' }, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+        return 'OK';
+      } catch (error) {
+        return Code[ConnectError.from(error).code];
+      } finally {
+        sessionManager.abort();
+      }
+    };
+    const metadata = () => {
+      if (!stack.cloud) throw new Error('cloud mode');
+      return stack.cloud.metadata;
+    };
+    const audience = () => stack.cloud?.backendFrontEnd.audience ?? '';
+
+    it.each([
+      ['no token', () => undefined, 'Unauthenticated'],
+      ['a token for another audience', () => metadata().mintIdToken('https://other.example'), 'Unauthenticated'],
+      [
+        'an expired token',
+        () => metadata().mintIdToken(audience(), { issuedAt: Math.floor(Date.now() / 1000) - 7200, expiresInSeconds: 3600 }),
+        'Unauthenticated',
+      ],
+      [
+        'a caller that is not allowed',
+        () => metadata().mintIdToken(audience(), { email: 'intruder@other.iam.gserviceaccount.com' }),
+        'PermissionDenied',
+      ],
+      ['a valid token from the api service account', () => metadata().mintIdToken(audience()), 'OK'],
+    ])('%s → %s', async (_case, token, expected) => {
+      expect(await call(token())).toBe(expected);
+    });
+  });
+
+  it('checks tokens in the backend itself when called around the front end', async () => {
+    const sessionManager = new Http2SessionManager(stack.backendDirectUrl);
+    const client = createClient(BackendService, createGrpcTransport({ baseUrl: stack.backendDirectUrl, sessionManager }));
+    try {
+      const error = await client.greet({ name: 'sneaky' }).catch((e: unknown) => ConnectError.from(e));
+      expect((error as ConnectError).code).toBe(Code.Unauthenticated);
+      const other = stack.cloud?.metadata.mintIdToken(stack.cloud.backendFrontEnd.audience, {
+        email: 'intruder@other.iam.gserviceaccount.com',
+      });
+      const denied = await client
+        .greet({ name: 'sneaky' }, { headers: { authorization: `Bearer ${other}` } })
+        .catch((e: unknown) => ConnectError.from(e));
+      expect((denied as ConnectError).code).toBe(Code.PermissionDenied);
+    } finally {
+      sessionManager.abort();
+    }
+  });
+
+  it('never writes tokens to the logs', async () => {
+    const token = stack.cloud?.metadata.mintIdToken(stack.cloud.backendFrontEnd.audience) ?? '';
+    const signature = token.split('.')[2] ?? 'missing';
+    for (const role of roles) {
+      expect(JSON.stringify(role.logs())).not.toContain(signature.slice(0, 20));
+      expect(JSON.stringify(role.logs())).not.toMatch(/eyJ[\w-]+\.eyJ[\w-]+\.[\w-]+/);
+    }
+    expect(apiRole()).toBeDefined();
+  });
+});
+
+describe('token source failures', () => {
+  it('answers 503 saying what to check while the metadata server is down, and recovers', async () => {
+    const receiver = await startOtlpReceiver();
+    const roles: RoleProcess[] = [];
+    const stack = await startLocalStack({
+      cloud: true,
+      env: { OTEL_SDK_DISABLED: 'true', BACKEND_TIMEOUT_MS: '1500' },
+      async startRole(role, env) {
+        const started = await startRole(role, { env });
+        roles.push(started);
+        return started;
+      },
+    });
+    try {
+      const ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+      const greet = async () => {
+        const session = connect(stack.apiUrl, { ca });
+        try {
+          const request = session.request({ ':method': 'POST', ':path': '/greet', 'content-type': 'application/json' });
+          request.end('{"name":"Meta"}');
+          const status = await new Promise<number>((resolve) => request.on('response', (h) => resolve(Number(h[':status']))));
+          let text = '';
+          for await (const chunk of request) text += chunk;
+          return { status, body: JSON.parse(text) as { detail?: string } };
+        } finally {
+          session.close();
+        }
+      };
+      stack.cloud?.metadata.setDown(true);
+      const failed = await greet();
+      expect(failed.status).toBe(503);
+      expect(failed.body.detail).toContain('ID token');
+      stack.cloud?.metadata.setDown(false);
+      expect((await greet()).status).toBe(200);
+    } finally {
+      await stack.stop();
+      await receiver.close();
+    }
+  });
+});
