@@ -1,0 +1,105 @@
+import { describe, expect, it } from 'vitest';
+import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { freePort } from './helpers/free-port.js';
+import { startRole } from './helpers/roles.js';
+import { newTraceParent } from './helpers/traces.js';
+
+async function greet(url: string, headers: Record<string, string> = {}): Promise<number> {
+  const response = await fetch(`${url}/greet`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: '{"name":"Export"}',
+  });
+  await response.arrayBuffer();
+  return response.status;
+}
+
+describe('span export', () => {
+  it('loses no span on SIGTERM: everything sent before the signal reaches the receiver', async () => {
+    const receiver = await startOtlpReceiver();
+    // A long batch delay: only the shutdown flush can deliver these spans.
+    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_BSP_SCHEDULE_DELAY: '60000' };
+    const backend = await startRole('backend', { env });
+    const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    try {
+      const requests = 20;
+      const statuses = await Promise.all(Array.from({ length: requests }, () => greet(api.url)));
+      expect(statuses.every((status) => status === 200)).toBe(true);
+      expect(receiver.spans()).toHaveLength(0);
+      expect(await api.stop('SIGTERM')).toBe(0);
+      expect(await backend.stop('SIGTERM')).toBe(0);
+      const spans = receiver.spans();
+      expect(spans.filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-api')).toHaveLength(requests);
+      expect(spans.filter((s) => s.kind === 'CLIENT')).toHaveLength(requests);
+      expect(spans.filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-backend')).toHaveLength(
+        requests,
+      );
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
+    }
+  });
+
+  it('flushes at the end of each request in request mode (Cloud Run request-based billing)', async () => {
+    const receiver = await startOtlpReceiver();
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_BSP_SCHEDULE_DELAY: '60000',
+      TELEMETRY_EXPORT_MODE: 'request',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    };
+    const backend = await startRole('backend', { env });
+    const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    try {
+      const parent = newTraceParent();
+      expect(await greet(api.url, { traceparent: parent.header })).toBe(200);
+      // Both roles flushed before answering, so all three spans are there already.
+      expect(receiver.spans().filter((span) => span.traceId === parent.traceId)).toHaveLength(3);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
+    }
+  });
+
+  it.each(['down', 'forbidden'] as const)(
+    'keeps serving while the endpoint is %s, logs one line, and recovers',
+    async (behaviour) => {
+      const receiver = await startOtlpReceiver();
+      receiver.setBehaviour(behaviour);
+      const env = {
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY: '50',
+        OTEL_EXPORTER_OTLP_TIMEOUT: '500',
+        TELEMETRY_EXPORT_MODE: 'request',
+      };
+      const backend = await startRole('backend', { env });
+      const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+      try {
+        for (let i = 0; i < 30; i++) expect(await greet(api.url)).toBe(200);
+        await expect.poll(() => receiver.requests(), { timeout: 5_000 }).toBeGreaterThan(3);
+        const failures = api.logs().filter((line) => String(line.message).includes('span export'));
+        expect(failures).toHaveLength(1);
+        expect(String(failures[0]?.message)).toContain('failed');
+
+        receiver.setBehaviour('ok');
+        const parent = newTraceParent();
+        expect(await greet(api.url, { traceparent: parent.header })).toBe(200);
+        await receiver.waitForSpans((spans) => spans.some((span) => span.traceId === parent.traceId));
+      } finally {
+        await Promise.all([api.stop(), backend.stop()]);
+        await receiver.close();
+      }
+    },
+  );
+
+  it('keeps serving when nothing listens at the endpoint at all', async () => {
+    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`, OTEL_BSP_SCHEDULE_DELAY: '50' };
+    const backend = await startRole('backend', { env });
+    const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    try {
+      for (let i = 0; i < 20; i++) expect(await greet(api.url)).toBe(200);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+    }
+  });
+});
