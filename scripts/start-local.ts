@@ -11,7 +11,10 @@ const color = process.stdout.isTTY;
 const paint = (code: number, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
 
 const receiver = await startOtlpReceiver({ port: Number(process.env.OTLP_PORT ?? 4318) });
-const printer = createTraceTreePrinter({ color, write: (text) => process.stdout.write(`${text}\n`) });
+const printer = createTraceTreePrinter({
+  color,
+  write: (text) => process.stdout.write(`${text}\n`),
+});
 receiver.onSpans(printer.add);
 
 const children = new Set<ReturnType<typeof spawn>>();

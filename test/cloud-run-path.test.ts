@@ -3,9 +3,9 @@ import { connect } from 'node:http2';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { type LocalStack, startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
-import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -38,7 +38,8 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
     await receiver?.close();
   });
 
-  const apiRole = () => roles.find((role) => role.child.spawnargs && role.logs().some((l) => l.role === 'api'));
+  const apiRole = () =>
+    roles.find((role) => role.child.spawnargs && role.logs().some((l) => l.role === 'api'));
 
   /** POST /greet through the api's front end (HTTPS, HTTP/1.1 upstream) with the test CA. */
   async function greetThroughFrontEnd(headers: Record<string, string>, body: object) {
@@ -57,7 +58,10 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
         request.on('error', reject);
       });
       for await (const chunk of request) chunks.push(chunk as Buffer);
-      return { status, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown> };
+      return {
+        status,
+        body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
+      };
     } finally {
       session.close();
     }
@@ -103,7 +107,10 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
         createGrpcTransport({ baseUrl: stack.backendUrl, sessionManager }),
       );
       try {
-        await client.greet({ name: 'x' }, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+        await client.greet(
+          { name: 'x' },
+          token ? { headers: { authorization: `Bearer ${token}` } } : {},
+        );
         return 'OK';
       } catch (error) {
         return Code[ConnectError.from(error).code];
@@ -119,18 +126,31 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
 
     it.each([
       ['no token', () => undefined, 'Unauthenticated'],
-      ['a token for another audience', () => metadata().mintIdToken('https://other.example'), 'Unauthenticated'],
+      [
+        'a token for another audience',
+        () => metadata().mintIdToken('https://other.example'),
+        'Unauthenticated',
+      ],
       [
         'an expired token',
-        () => metadata().mintIdToken(audience(), { issuedAt: Math.floor(Date.now() / 1000) - 7200, expiresInSeconds: 3600 }),
+        () =>
+          metadata().mintIdToken(audience(), {
+            issuedAt: Math.floor(Date.now() / 1000) - 7200,
+            expiresInSeconds: 3600,
+          }),
         'Unauthenticated',
       ],
       [
         'a caller that is not allowed',
-        () => metadata().mintIdToken(audience(), { email: 'intruder@other.iam.gserviceaccount.com' }),
+        () =>
+          metadata().mintIdToken(audience(), { email: 'intruder@other.iam.gserviceaccount.com' }),
         'PermissionDenied',
       ],
-      ['a valid token from the api service account', () => metadata().mintIdToken(audience()), 'OK'],
+      [
+        'a valid token from the api service account',
+        () => metadata().mintIdToken(audience()),
+        'OK',
+      ],
     ])('%s → %s', async (_case, token, expected) => {
       expect(await call(token())).toBe(expected);
     });
@@ -138,9 +158,14 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
 
   it('checks tokens in the backend itself when called around the front end', async () => {
     const sessionManager = new Http2SessionManager(stack.backendDirectUrl);
-    const client = createClient(BackendService, createGrpcTransport({ baseUrl: stack.backendDirectUrl, sessionManager }));
+    const client = createClient(
+      BackendService,
+      createGrpcTransport({ baseUrl: stack.backendDirectUrl, sessionManager }),
+    );
     try {
-      const error = await client.greet({ name: 'sneaky' }).catch((e: unknown) => ConnectError.from(e));
+      const error = await client
+        .greet({ name: 'sneaky' })
+        .catch((e: unknown) => ConnectError.from(e));
       expect((error as ConnectError).code).toBe(Code.Unauthenticated);
       const other = stack.cloud?.metadata.mintIdToken(stack.cloud.backendFrontEnd.audience, {
         email: 'intruder@other.iam.gserviceaccount.com',
@@ -183,9 +208,15 @@ describe('token source failures', () => {
       const greet = async () => {
         const session = connect(stack.apiUrl, { ca });
         try {
-          const request = session.request({ ':method': 'POST', ':path': '/greet', 'content-type': 'application/json' });
+          const request = session.request({
+            ':method': 'POST',
+            ':path': '/greet',
+            'content-type': 'application/json',
+          });
           request.end('{"name":"Meta"}');
-          const status = await new Promise<number>((resolve) => request.on('response', (h) => resolve(Number(h[':status']))));
+          const status = await new Promise<number>((resolve) =>
+            request.on('response', (h) => resolve(Number(h[':status']))),
+          );
           let text = '';
           for await (const chunk of request) text += chunk;
           return { status, body: JSON.parse(text) as { detail?: string } };

@@ -29,11 +29,15 @@ describe('span export', () => {
       expect(await api.stop('SIGTERM')).toBe(0);
       expect(await backend.stop('SIGTERM')).toBe(0);
       const spans = receiver.spans();
-      expect(spans.filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-api')).toHaveLength(requests);
+      expect(
+        spans.filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-api'),
+      ).toHaveLength(requests);
       expect(spans.filter((s) => s.kind === 'CLIENT')).toHaveLength(requests);
-      expect(spans.filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-backend')).toHaveLength(
-        requests,
-      );
+      expect(
+        spans.filter(
+          (s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-backend',
+        ),
+      ).toHaveLength(requests);
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
       await receiver.close();
@@ -84,7 +88,9 @@ describe('span export', () => {
         receiver.setBehaviour('ok');
         const parent = newTraceParent();
         expect(await greet(api.url, { traceparent: parent.header })).toBe(200);
-        await receiver.waitForSpans((spans) => spans.some((span) => span.traceId === parent.traceId));
+        await receiver.waitForSpans((spans) =>
+          spans.some((span) => span.traceId === parent.traceId),
+        );
       } finally {
         await Promise.all([api.stop(), backend.stop()]);
         await receiver.close();
@@ -93,7 +99,10 @@ describe('span export', () => {
   );
 
   it('keeps serving when nothing listens at the endpoint at all', async () => {
-    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`, OTEL_BSP_SCHEDULE_DELAY: '50' };
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`,
+      OTEL_BSP_SCHEDULE_DELAY: '50',
+    };
     const backend = await startRole('backend', { env });
     const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
     try {

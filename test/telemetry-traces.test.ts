@@ -33,7 +33,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
 
   it('links api SERVER → api CLIENT → backend SERVER under the caller’s traceparent', async () => {
     const parent = newTraceParent();
-    const response = await greet({ name: 'David' }, { traceparent: parent.header, 'user-agent': 'trace-test/1' });
+    const response = await greet(
+      { name: 'David' },
+      { traceparent: parent.header, 'user-agent': 'trace-test/1' },
+    );
     expect(response.status).toBe(200);
     const { server, client, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
 
@@ -86,7 +89,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
 
   it('continues a trace that arrives only as x-cloud-trace-context', async () => {
     const { traceId } = newTraceParent();
-    const response = await greet({ name: 'Legacy' }, { 'x-cloud-trace-context': `${traceId}/12345678901234567890;o=1` });
+    const response = await greet(
+      { name: 'Legacy' },
+      { 'x-cloud-trace-context': `${traceId}/12345678901234567890;o=1` },
+    );
     expect(response.status).toBe(200);
     const { server } = await waitForGreetTrace(receiver, traceId);
     expect(server.parentSpanId).toBe(BigInt('12345678901234567890').toString(16).padStart(16, '0'));
@@ -112,7 +118,12 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     const response = await greet({ name: 'Junk' }, junk);
     expect(response.status).toBe(200);
     const spans = await receiver.waitForSpans((all) =>
-      all.some((span) => !before.has(span.traceId) && span.name === 'POST /greet' && span.attributes['url.path'] === '/greet'),
+      all.some(
+        (span) =>
+          !before.has(span.traceId) &&
+          span.name === 'POST /greet' &&
+          span.attributes['url.path'] === '/greet',
+      ),
     );
     const root = spans.find((span) => !before.has(span.traceId) && span.name === 'POST /greet');
     expect(root?.parentSpanId).toBeUndefined();
@@ -120,7 +131,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
 
   it('marks all three spans ERROR on the withError path, with the exception recorded', async () => {
     const parent = newTraceParent();
-    const response = await greet({ name: 'David', withError: true }, { traceparent: parent.header });
+    const response = await greet(
+      { name: 'David', withError: true },
+      { traceparent: parent.header },
+    );
     expect(response.status).toBe(500);
     const { server, client, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
     for (const span of [server, client, rpc]) {
@@ -139,7 +153,9 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     const parent = newTraceParent();
     const response = await greet({ name: '' }, { traceparent: parent.header });
     expect(response.status).toBe(400);
-    const spans = await receiver.waitForSpans((all) => all.some((span) => span.traceId === parent.traceId));
+    const spans = await receiver.waitForSpans((all) =>
+      all.some((span) => span.traceId === parent.traceId),
+    );
     const mine = spans.filter((span) => span.traceId === parent.traceId);
     expect(mine).toHaveLength(1);
     expect(mine[0]?.status.code).toBe('UNSET');
@@ -168,8 +184,8 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         .logs()
         .find(
           (line) =>
-            line['logging.googleapis.com/trace'] === `projects/test-project/traces/${parent.traceId}` &&
-            line.httpRequest !== undefined,
+            line['logging.googleapis.com/trace'] ===
+              `projects/test-project/traces/${parent.traceId}` && line.httpRequest !== undefined,
         );
     const apiLine = accessLine(api);
     expect(apiLine).toMatchObject({
@@ -192,9 +208,13 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       ['greeter-backend', 'rpc.server.call.duration'],
     ] as const) {
       await expect
-        .poll(() => receiver.metrics().find((m) => m.name === name && m.resource['service.name'] === role), {
-          timeout: 10_000,
-        })
+        .poll(
+          () =>
+            receiver.metrics().find((m) => m.name === name && m.resource['service.name'] === role),
+          {
+            timeout: 10_000,
+          },
+        )
         .toMatchObject({ unit: 's', resource: { 'service.namespace': 'greeter' } });
     }
   });
@@ -223,10 +243,16 @@ describe('retries', () => {
       const spans = await receiver.waitForSpans((all) =>
         all.some((span) => span.traceId === parent.traceId && span.kind === 'SERVER'),
       );
-      const server = spans.find((span) => span.traceId === parent.traceId && span.kind === 'SERVER');
-      const attempts = spans.filter((span) => span.traceId === parent.traceId && span.kind === 'CLIENT');
+      const server = spans.find(
+        (span) => span.traceId === parent.traceId && span.kind === 'SERVER',
+      );
+      const attempts = spans.filter(
+        (span) => span.traceId === parent.traceId && span.kind === 'CLIENT',
+      );
       expect(attempts.length).toBeGreaterThanOrEqual(2);
-      expect(attempts.map((span) => span.attributes['rpc.attempt'])).toEqual(attempts.map((_, i) => i + 1));
+      expect(attempts.map((span) => span.attributes['rpc.attempt'])).toEqual(
+        attempts.map((_, i) => i + 1),
+      );
       for (const attempt of attempts) {
         expect(attempt.parentSpanId).toBe(server?.spanId);
         expect(attempt.attributes['rpc.status_code']).toBe('UNAVAILABLE');

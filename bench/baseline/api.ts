@@ -60,7 +60,8 @@ function callGreet(request: GreetRequest): Promise<string> {
     let grpcMessage = '';
     const readStatus = (headers: Record<string, unknown>) => {
       if (headers['grpc-status'] !== undefined) grpcStatus = String(headers['grpc-status']);
-      if (headers['grpc-message'] !== undefined) grpcMessage = decodeURIComponent(String(headers['grpc-message']));
+      if (headers['grpc-message'] !== undefined)
+        grpcMessage = decodeURIComponent(String(headers['grpc-message']));
     };
     stream.on('response', readStatus);
     stream.on('trailers', readStatus);
@@ -76,7 +77,9 @@ function callGreet(request: GreetRequest): Promise<string> {
           reject(new CallError(502, (error as Error).message));
         }
       } else {
-        reject(new CallError(grpcStatus === '3' ? 400 : 500, grpcMessage || `gRPC status ${grpcStatus}`));
+        reject(
+          new CallError(grpcStatus === '3' ? 400 : 500, grpcMessage || `gRPC status ${grpcStatus}`),
+        );
       }
     });
     stream.end(grpcFrame(encodeGreetRequest(request)));
@@ -137,7 +140,8 @@ async function handle(request: IncomingMessage, response: ServerResponse): Promi
 const server = createServer((request, response) => {
   handle(request, response).catch((error: unknown) => {
     const status = error instanceof CallError ? error.status : 500;
-    if (!response.headersSent) send(response, status, { title: String((error as Error).message), status });
+    if (!response.headersSent)
+      send(response, status, { title: String((error as Error).message), status });
   });
 });
 server.keepAliveTimeout = 65_000;
@@ -146,7 +150,9 @@ const port = Number(process.env.PORT ?? 0);
 const host = process.env.HOST ?? '127.0.0.1';
 server.listen(port, host, () => {
   const address = server.address() as AddressInfo;
-  process.stdout.write(`${JSON.stringify({ message: 'baseline api listening', port: address.port })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ message: 'baseline api listening', port: address.port })}\n`,
+  );
 });
 
 const stop = () => {

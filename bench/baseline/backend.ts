@@ -17,7 +17,12 @@ import {
 const GRPC = { OK: '0', INVALID_ARGUMENT: '3', UNIMPLEMENTED: '12', INTERNAL: '13' } as const;
 const MAX_BODY_BYTES = 4 * 1024 * 1024;
 
-function finish(stream: ServerHttp2Stream, status: string, message?: Buffer, detail?: string): void {
+function finish(
+  stream: ServerHttp2Stream,
+  status: string,
+  message?: Buffer,
+  detail?: string,
+): void {
   if (stream.destroyed) return;
   stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
   stream.once('wantTrailers', () =>
@@ -63,7 +68,8 @@ server.on('stream', (stream, headers) => {
     if (size <= MAX_BODY_BYTES) chunks.push(chunk);
   });
   stream.on('end', () => {
-    if (size > MAX_BODY_BYTES) finish(stream, GRPC.INVALID_ARGUMENT, undefined, 'message too large');
+    if (size > MAX_BODY_BYTES)
+      finish(stream, GRPC.INVALID_ARGUMENT, undefined, 'message too large');
     else greet(stream, chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks));
   });
 });
@@ -72,7 +78,9 @@ const port = Number(process.env.PORT ?? 0);
 const host = process.env.HOST ?? '127.0.0.1';
 server.listen(port, host, () => {
   const address = server.address() as AddressInfo;
-  process.stdout.write(`${JSON.stringify({ message: 'baseline backend listening', port: address.port })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ message: 'baseline backend listening', port: address.port })}\n`,
+  );
 });
 
 const stop = () => {

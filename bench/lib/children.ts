@@ -43,7 +43,8 @@ export function startChild(options: StartOptions): Child {
     stdio: ['ignore', options.stdout, 'pipe'],
     ...(options.cwd ? { cwd: options.cwd } : {}),
   });
-  if (child.pid === undefined) throw new Error(`could not start ${options.name}: ${command} not found?`);
+  if (child.pid === undefined)
+    throw new Error(`could not start ${options.name}: ${command} not found?`);
   const lines: string[] = [];
   const lineListeners = new Set<(line: string) => void>();
   const collect = (stream: NodeJS.ReadableStream | null, isStdout: boolean) => {
@@ -86,7 +87,11 @@ export function startChild(options: StartOptions): Child {
       new Promise((resolve, reject) => {
         const timer = setTimeout(() => {
           done();
-          reject(new Error(`${options.name} wrote no line containing "${text}" within ${timeoutMs} ms:\n${handle.tail()}`));
+          reject(
+            new Error(
+              `${options.name} wrote no line containing "${text}" within ${timeoutMs} ms:\n${handle.tail()}`,
+            ),
+          );
         }, timeoutMs);
         const listener = (line: string) => {
           if (!line.includes(text)) return;
@@ -100,7 +105,11 @@ export function startChild(options: StartOptions): Child {
         lineListeners.add(listener);
         void exited.then((code) => {
           done();
-          reject(new Error(`${options.name} exited (${code}) before writing "${text}":\n${handle.tail()}`));
+          reject(
+            new Error(
+              `${options.name} exited (${code}) before writing "${text}":\n${handle.tail()}`,
+            ),
+          );
         });
       }),
   };

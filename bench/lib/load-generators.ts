@@ -48,7 +48,9 @@ export function parseWrkReport(report: string): WrkResult {
   const percentile = (p: number) => toMs(new RegExp(`^\\s+${p}%\\s+(\\S+)`, 'm').exec(report)?.[1]);
   const done = /(\d+) requests in ([\d.]+)(\w+),/.exec(report);
   if (!done) throw new Error(`wrk: no "N requests in" line in its report:\n${report}`);
-  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(report);
+  const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(
+    report,
+  );
   const socketErrors = {
     connect: Number(socket?.[1] ?? 0),
     read: Number(socket?.[2] ?? 0),
@@ -68,14 +70,18 @@ export function parseWrkReport(report: string): WrkResult {
       p99: percentile(99),
       max: toMs(/^\s+Latency\s+\S+\s+\S+\s+(\S+)/m.exec(report)?.[1]),
     },
-    errors: non2xx + socketErrors.connect + socketErrors.read + socketErrors.write + socketErrors.timeout,
+    errors:
+      non2xx + socketErrors.connect + socketErrors.read + socketErrors.write + socketErrors.timeout,
     non2xx,
     socketErrors,
   };
 }
 
 export function parseH2loadReport(report: string): H2loadResult {
-  const requests = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(report);
+  const requests =
+    /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(
+      report,
+    );
   if (!requests) throw new Error(`h2load: no "requests:" line in its report:\n${report}`);
   const status = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(report);
   const timing = /time for request:\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)/.exec(report);
@@ -115,8 +121,20 @@ export function writeLoadFiles(directory: string): LoadFiles {
   return { wrkScript, grpcBody };
 }
 
-async function runTool(name: string, command: string, args: string[], cpus: string | undefined): Promise<string> {
-  const child = startChild({ name, command, args, env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cpus, stdout: 'pipe' });
+async function runTool(
+  name: string,
+  command: string,
+  args: string[],
+  cpus: string | undefined,
+): Promise<string> {
+  const child = startChild({
+    name,
+    command,
+    args,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    cpus,
+    stdout: 'pipe',
+  });
   let output = '';
   child.process.stdout?.on('data', (chunk: string) => {
     output += chunk;
@@ -138,7 +156,17 @@ export async function runWrk(options: WrkOptions): Promise<WrkResult> {
   const report = await runTool(
     'wrk',
     'wrk',
-    ['-t1', `-c${options.connections}`, `-d${options.seconds}s`, '--latency', '--timeout', '5s', '-s', options.script, options.url],
+    [
+      '-t1',
+      `-c${options.connections}`,
+      `-d${options.seconds}s`,
+      '--latency',
+      '--timeout',
+      '5s',
+      '-s',
+      options.script,
+      options.url,
+    ],
     options.cpus,
   );
   return parseWrkReport(report);

@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 
 /** Linux `/proc` readings for one process (all its threads). */
 
-const CLOCK_TICKS_PER_SECOND = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+const CLOCK_TICKS_PER_SECOND =
+  Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 
 /** User + system CPU time consumed so far, in milliseconds (10 ms resolution at 100 Hz). */
 export function cpuTimeMs(pid: number): number {
@@ -19,6 +20,7 @@ export type Memory = { rssMiB: number; peakRssMiB: number };
 /** Resident set size now (VmRSS) and its high-water mark since the process started (VmHWM). */
 export function memory(pid: number): Memory {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kib = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? Number.NaN);
   return { rssMiB: kib('VmRSS') / 1024, peakRssMiB: kib('VmHWM') / 1024 };
 }

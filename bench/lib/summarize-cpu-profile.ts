@@ -124,7 +124,12 @@ export function summarizeCpuProfile(path: string, top = 25): ProfileSummary {
     entries
       .sort((a, b) => b.us - a.us)
       .slice(0, top)
-      .map(({ name, where, us }) => ({ name, where, ms: us / 1000, share: busyUs > 0 ? us / busyUs : 0 }));
+      .map(({ name, where, us }) => ({
+        name,
+        where,
+        ms: us / 1000,
+        share: busyUs > 0 ? us / busyUs : 0,
+      }));
   return {
     totalMs: totalUs / 1000,
     idleShare: totalUs > 0 ? idleUs / totalUs : 0,

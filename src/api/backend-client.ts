@@ -4,8 +4,8 @@ import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-no
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
-import { createClientTracingInterceptor, withAttempt } from '../telemetry/rpc-tracing.js';
 import { type IdTokenCredentials, isCredentialsError } from '../identity/id-token-credentials.js';
+import { createClientTracingInterceptor, withAttempt } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 
 /** The original service's policy: only UNAVAILABLE is retried, with full-jitter backoff. */

@@ -1,1 +1,6 @@
-export { type LocalStack, type LocalStackOptions, type RoleStarter, startLocalStack } from './stack.ts';
+export {
+  type LocalStack,
+  type LocalStackOptions,
+  type RoleStarter,
+  startLocalStack,
+} from './stack.ts';

@@ -1,7 +1,12 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type FrontEnd, type MetadataServer, startFrontEnd, startMetadataServer } from '../cloud-run-local/index.ts';
+import {
+  type FrontEnd,
+  type MetadataServer,
+  startFrontEnd,
+  startMetadataServer,
+} from '../cloud-run-local/index.ts';
 
 /** Starts one role (`node dist/entry/main.js`) with extra env; resolves once it listens. */
 export type RoleStarter = (
@@ -115,7 +120,13 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       apiUrl: apiFrontEnd.url,
       backendUrl: backendFrontEnd.url,
       backendDirectUrl,
-      cloud: { metadata, apiFrontEnd, backendFrontEnd, caFile, apiServiceAccount: API_SERVICE_ACCOUNT },
+      cloud: {
+        metadata,
+        apiFrontEnd,
+        backendFrontEnd,
+        caFile,
+        apiServiceAccount: API_SERVICE_ACCOUNT,
+      },
       stop,
     };
   } catch (error) {
