@@ -132,6 +132,12 @@ export async function stopChild(child: Child, graceMs = 5_000): Promise<number |
   return child.exited;
 }
 
+/** SIGKILL at once, for processes whose shutdown is not under test. */
+export function killChild(child: Child): Promise<number | string> {
+  if (!child.hasExited()) child.process.kill('SIGKILL');
+  return child.exited;
+}
+
 export async function stopAllChildren(graceMs = 3_000): Promise<void> {
   await Promise.all([...live].map((child) => stopChild(child, graceMs)));
 }
