@@ -1,9 +1,12 @@
+import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { connect } from 'node:http2';
+import { promisify } from 'node:util';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
 import { type LocalStack, startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { type RoleProcess, startRole } from './helpers/roles.js';
@@ -190,49 +193,97 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
   });
 });
 
-describe('token source failures', () => {
-  it('answers 503 saying what to check while the metadata server is down, and recovers', async () => {
-    const receiver = await startOtlpReceiver();
-    const roles: RoleProcess[] = [];
-    const stack = await startLocalStack({
+describe('the token source', () => {
+  let stack: LocalStack;
+  let ca: string;
+
+  beforeAll(async () => {
+    stack = await startLocalStack({
       cloud: true,
       env: { OTEL_SDK_DISABLED: 'true', BACKEND_TIMEOUT_MS: '1500' },
-      async startRole(role, env) {
-        const started = await startRole(role, { env });
-        roles.push(started);
-        return started;
-      },
+      startRole: (role, env) => startRole(role, { env }),
     });
+    ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+  });
+  afterAll(async () => {
+    await stack?.stop();
+  });
+
+  const metadata = () => {
+    if (!stack.cloud) throw new Error('cloud mode');
+    return stack.cloud.metadata;
+  };
+
+  async function greet(): Promise<{ status: number; body: { detail?: string } }> {
+    const session = connect(stack.apiUrl, { ca });
     try {
-      const ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
-      const greet = async () => {
-        const session = connect(stack.apiUrl, { ca });
-        try {
-          const request = session.request({
-            ':method': 'POST',
-            ':path': '/greet',
-            'content-type': 'application/json',
-          });
-          request.end('{"name":"Meta"}');
-          const status = await new Promise<number>((resolve) =>
-            request.on('response', (h) => resolve(Number(h[':status']))),
-          );
-          let text = '';
-          for await (const chunk of request) text += chunk;
-          return { status, body: JSON.parse(text) as { detail?: string } };
-        } finally {
-          session.close();
-        }
-      };
-      stack.cloud?.metadata.setDown(true);
-      const failed = await greet();
-      expect(failed.status).toBe(503);
-      expect(failed.body.detail).toContain('ID token');
-      stack.cloud?.metadata.setDown(false);
-      expect((await greet()).status).toBe(200);
+      const request = session.request({
+        ':method': 'POST',
+        ':path': '/greet',
+        'content-type': 'application/json',
+      });
+      request.end('{"name":"Meta"}');
+      const status = await new Promise<number>((resolve) =>
+        request.on('response', (h) => resolve(Number(h[':status']))),
+      );
+      let text = '';
+      for await (const chunk of request) text += chunk;
+      return { status, body: JSON.parse(text) as { detail?: string } };
     } finally {
-      await stack.stop();
-      await receiver.close();
+      session.close();
     }
+  }
+
+  it('is asked again once the cached token nears expiry, not before', async () => {
+    // Tokens are refreshed five minutes before they expire: one that lives 302 s is due in 2 s.
+    metadata().setIdTokenLifetimeSeconds(302);
+    const first = metadata().idTokenRequests();
+    expect((await greet()).status).toBe(200);
+    expect((await greet()).status).toBe(200);
+    expect(metadata().idTokenRequests()).toBe(first + 1);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect((await greet()).status).toBe(200);
+    expect(metadata().idTokenRequests()).toBe(first + 2);
+    metadata().setIdTokenLifetimeSeconds(3600);
+  });
+
+  it('answers 503 saying what to check while the metadata server is down, and recovers', async () => {
+    // Short-lived tokens from now on, and wait until the cached one is due for refresh, so the
+    // next calls must ask the metadata server.
+    metadata().setIdTokenLifetimeSeconds(1);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect((await greet()).status).toBe(200);
+    metadata().setDown(true);
+    const failed = await greet();
+    expect(failed.status).toBe(503);
+    expect(failed.body.detail).toContain('ID token');
+    expect(failed.body.detail).not.toContain('localhost');
+    metadata().setDown(false);
+    metadata().setIdTokenLifetimeSeconds(3600);
+    expect((await greet()).status).toBe(200);
+  });
+
+  it('is not needed for health checks and reflection, even with the token check on', async () => {
+    const sessionManager = new Http2SessionManager(stack.backendDirectUrl);
+    try {
+      const health = createClient(
+        Health,
+        createGrpcTransport({ baseUrl: stack.backendDirectUrl, sessionManager }),
+      );
+      const { status } = await health.check({ service: '' });
+      expect(status).toBe(HealthCheckResponse_ServingStatus.SERVING);
+    } finally {
+      sessionManager.abort();
+    }
+    const { stdout } = await promisify(execFile)('npx', [
+      'buf',
+      'curl',
+      '--protocol',
+      'grpc',
+      '--http2-prior-knowledge',
+      '--list-services',
+      stack.backendDirectUrl,
+    ]);
+    expect(stdout).toContain('backend_service.v1.BackendService');
   });
 });

@@ -32,28 +32,25 @@ export function createResource(config: Config): Resource {
     [ATTR_DEPLOYMENT_ENVIRONMENT_NAME]: config.DEPLOYMENT_ENVIRONMENT,
   });
   const detectors: ResourceDetector[] = [envDetector];
-  // Off Google Cloud the detector would probe 169.254.169.254; only ask where a metadata server is.
-  if (config.onCloudRun || process.env.GCE_METADATA_HOST) detectors.push(lazyGcpDetector());
+  // Only on Cloud Run: elsewhere the detector would probe 169.254.169.254 for nothing.
+  if (config.onCloudRun) detectors.push(lazyGcpDetector());
   return ours.merge(detectResources({ detectors }));
 }
 
+/** The GCP detector, loaded and run in the background; its attributes resolve later. */
 function lazyGcpDetector(): ResourceDetector {
   const detected = import('@opentelemetry/resource-detector-gcp').then(({ gcpDetector }) =>
     gcpDetector.detect(),
   );
+  // What the detector reports on Cloud Run.
   const names = [
     'cloud.provider',
     'cloud.platform',
     'cloud.account.id',
     'cloud.region',
-    'cloud.availability_zone',
     'faas.name',
     'faas.version',
     'faas.instance',
-    'host.id',
-    'host.name',
-    'host.type',
-    'k8s.cluster.name',
   ];
   return {
     detect(): DetectedResource {

@@ -96,7 +96,7 @@ export async function startTelemetry(
   );
 
   const auth = config.onCloudRun ? await googleAuthHeaders(() => projectId) : undefined;
-  if (config.onCloudRun && !config.GOOGLE_CLOUD_PROJECT && auth) {
+  if (auth && !config.GOOGLE_CLOUD_PROJECT) {
     auth.projectId().then(
       (id) => {
         projectId = id;
@@ -198,14 +198,14 @@ type GoogleHeaders = {
 
 /** The Telemetry API wants a fresh OAuth token on every export: an async headers factory. */
 async function googleAuthHeaders(projectId: () => string): Promise<GoogleHeaders> {
-  const { GoogleAuth } = await loadGoogleAuthLibrary();
+  const { GoogleAuth, gcpMetadata } = await loadGoogleAuthLibrary();
   const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
   return {
     async headers() {
       const headers = Object.fromEntries((await auth.getRequestHeaders()).entries());
       return { 'x-goog-user-project': projectId(), ...headers };
     },
-    projectId: () => auth.getProjectId(),
+    projectId: () => gcpMetadata.project('project-id') as Promise<string>,
   };
 }
 

@@ -45,6 +45,8 @@ export interface MetadataServer {
   setDown(down: boolean): void;
   /** Delay every metadata answer by this many milliseconds. */
   setDelayMs(ms: number): void;
+  /** Lifetime of the ID tokens the identity endpoint issues from now on (default 3600 s). */
+  setIdTokenLifetimeSeconds(seconds: number): void;
   close(): Promise<void>;
 }
 
@@ -71,6 +73,7 @@ export async function startMetadataServer(
   let down = false;
   let delayMs = 0;
   let idTokenRequests = 0;
+  let idTokenLifetimeSeconds = 3600;
 
   const metadata = (path: string, query: URLSearchParams): Reply | undefined => {
     const fixed = values[path];
@@ -95,7 +98,7 @@ export async function startMetadataServer(
           token_type: 'Bearer',
         });
       case 'identity':
-        return identity(issuer, email, query, () => idTokenRequests++);
+        return identity(issuer, email, query, idTokenLifetimeSeconds, () => idTokenRequests++);
       default:
         return undefined;
     }
@@ -154,6 +157,9 @@ export async function startMetadataServer(
     setDown: (value) => {
       down = value;
     },
+    setIdTokenLifetimeSeconds: (seconds) => {
+      idTokenLifetimeSeconds = seconds;
+    },
     setDelayMs: (ms) => {
       delayMs = ms;
     },
@@ -169,12 +175,14 @@ function identity(
   issuer: IdTokenIssuer,
   email: string,
   query: URLSearchParams,
+  expiresInSeconds: number,
   count: () => void,
 ): Reply {
   const audience = query.get('audience');
   if (!audience) return { status: 400, body: 'non-empty audience parameter required\n' };
   count();
-  return text(issuer.issue({ audience, email, includeEmail: query.get('format') === 'full' }));
+  const includeEmail = query.get('format') === 'full';
+  return text(issuer.issue({ audience, email, includeEmail, expiresInSeconds }));
 }
 
 function describeInstance(

@@ -1,0 +1,90 @@
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { type MetadataServer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
+import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { type RoleProcess, startRole } from './helpers/roles.js';
+import { newTraceParent } from './helpers/traces.js';
+
+/*
+ * A role that believes it runs on Cloud Run (K_SERVICE set) beside a local metadata server:
+ * GCP resource detection, the project id for log correlation, and per-request flushing.
+ */
+describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
+  let metadata: MetadataServer;
+  let receiver: OtlpReceiver;
+  let backend: RoleProcess;
+  let sessionManager: Http2SessionManager;
+
+  beforeAll(async () => {
+    metadata = await startMetadataServer({ projectId: 'run-project', region: 'europe-west1' });
+    receiver = await startOtlpReceiver();
+    backend = await startRole('backend', {
+      env: {
+        K_SERVICE: 'greeter-backend',
+        K_REVISION: 'greeter-backend-00007-abc',
+        K_CONFIGURATION: 'greeter-backend',
+        GCE_METADATA_HOST: metadata.host,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY: '60000',
+      },
+    });
+    sessionManager = new Http2SessionManager(backend.url);
+  });
+  afterAll(async () => {
+    sessionManager?.abort();
+    await backend?.stop();
+    await receiver?.close();
+    await metadata?.close();
+  });
+
+  it('labels spans with the GCP resource attributes and flushes before answering', async () => {
+    const client = createClient(
+      BackendService,
+      createGrpcTransport({ baseUrl: backend.url, sessionManager }),
+    );
+    const parent = newTraceParent();
+    await client.greet({ name: 'Run' }, { headers: { traceparent: parent.header } });
+    // The batch delay is a minute: only the per-request flush (default on Cloud Run) delivers it.
+    const spans = await receiver.waitForSpans(
+      (all) => all.some((s) => s.traceId === parent.traceId),
+      {
+        timeoutMs: 5_000,
+      },
+    );
+    const span = spans.find((s) => s.traceId === parent.traceId);
+    expect(span?.resource).toMatchObject({
+      'cloud.provider': 'gcp',
+      'cloud.platform': 'gcp_cloud_run',
+      'cloud.region': 'europe-west1',
+      'faas.name': 'greeter-backend',
+      'faas.version': 'greeter-backend-00007-abc',
+      'service.name': 'greeter-backend',
+    });
+  });
+
+  it('correlates logs with the project read from the metadata server, without noise', async () => {
+    const client = createClient(
+      BackendService,
+      createGrpcTransport({ baseUrl: backend.url, sessionManager }),
+    );
+    const parent = newTraceParent();
+    const error = await client
+      .greet({ name: 'x', withError: true }, { headers: { traceparent: parent.header } })
+      .catch((e: unknown) => ConnectError.from(e));
+    expect((error as ConnectError).code).toBe(Code.Internal);
+    await expect
+      .poll(() =>
+        backend
+          .logs()
+          .find(
+            (line) =>
+              line['logging.googleapis.com/trace'] ===
+              `projects/run-project/traces/${parent.traceId}`,
+          ),
+      )
+      .toMatchObject({ severity: 'ERROR', 'logging.googleapis.com/trace_sampled': true });
+    expect(backend.logs().filter((line) => line.severity === 'WARNING')).toEqual([]);
+  });
+});

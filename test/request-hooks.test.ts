@@ -1,0 +1,77 @@
+import { Writable } from 'node:stream';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { BackendClient } from '../src/api/backend-client.js';
+import { type Api, buildApi } from '../src/api/build-api.js';
+import { parseConfig } from '../src/config.js';
+import { setRequestAttributes } from '../src/telemetry/request-attributes.js';
+import { startTelemetry } from '../src/telemetry/start-telemetry.js';
+import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+
+/** A backend client that answers from memory: this file is about the api's hooks, not the hop. */
+const inMemoryBackend: BackendClient = {
+  greet: async ({ name }) => `Hello ${name}!!`,
+  isServing: async () => true,
+  close: () => {},
+};
+
+describe('request hooks', () => {
+  let receiver: OtlpReceiver;
+  let api: Api;
+  let url: string;
+  const logLines: Record<string, unknown>[] = [];
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
+    process.env.OTEL_BSP_SCHEDULE_DELAY = '50';
+    const config = parseConfig({
+      SERVICE_ROLE: 'api',
+      BACKEND_URL: 'http://127.0.0.1:1',
+      LOG_LEVEL: 'info',
+    });
+    const telemetry = await startTelemetry(config, {
+      logDestination: new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          for (const line of chunk.toString('utf8').split('\n').filter(Boolean))
+            logLines.push(JSON.parse(line));
+          done();
+        },
+      }),
+    });
+    api = await buildApi({
+      telemetry,
+      backend: inMemoryBackend,
+      requestHooks: [
+        () => {
+          throw new Error('hook exploded');
+        },
+        (request) =>
+          setRequestAttributes({ 'app.tenant': String(request.headers['x-tenant'] ?? 'none') }),
+      ],
+    });
+    url = await api.app.listen({ port: 0, host: '127.0.0.1' });
+  });
+  afterAll(async () => {
+    await api?.app.close();
+    await receiver?.close();
+    delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
+    delete process.env.OTEL_BSP_SCHEDULE_DELAY;
+  });
+
+  it('logs a throwing hook, serves the request, and still runs the hooks after it', async () => {
+    const response = await fetch(`${url}/greet`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'x-tenant': 'acme' },
+      body: '{"name":"Hooked"}',
+    });
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ reply: 'Hello Hooked!!' });
+    const spans = await receiver.waitForSpans((all) =>
+      all.some((span) => span.name === 'POST /greet'),
+    );
+    expect(spans.find((span) => span.name === 'POST /greet')?.attributes['app.tenant']).toBe(
+      'acme',
+    );
+    expect(logLines.some((line) => String(line.message).includes('hook threw'))).toBe(true);
+  });
+});
