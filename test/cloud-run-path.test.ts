@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { connect } from 'node:http2';
 import { promisify } from 'node:util';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -9,6 +8,7 @@ import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb
 import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
 import { type LocalStack, startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { postGreetTls } from './helpers/http.js';
 import { type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -44,31 +44,8 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
   const apiRole = () =>
     roles.find((role) => role.child.spawnargs && role.logs().some((l) => l.role === 'api'));
 
-  /** POST /greet through the api's front end (HTTPS, HTTP/1.1 upstream) with the test CA. */
-  async function greetThroughFrontEnd(headers: Record<string, string>, body: object) {
-    const session = connect(stack.apiUrl, { ca });
-    try {
-      const request = session.request({
-        ':method': 'POST',
-        ':path': '/greet',
-        'content-type': 'application/json',
-        ...headers,
-      });
-      request.end(JSON.stringify(body));
-      const chunks: Buffer[] = [];
-      const status = await new Promise<number>((resolve, reject) => {
-        request.on('response', (h) => resolve(Number(h[':status'])));
-        request.on('error', reject);
-      });
-      for await (const chunk of request) chunks.push(chunk as Buffer);
-      return {
-        status,
-        body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>,
-      };
-    } finally {
-      session.close();
-    }
-  }
+  const greetThroughFrontEnd = (headers: Record<string, string>, body: object) =>
+    postGreetTls(stack.apiUrl, ca, body, headers);
 
   it('keeps one trace with the right parents although the front end rewrites the parent', async () => {
     const parent = newTraceParent();
@@ -214,25 +191,7 @@ describe('the token source', () => {
     return stack.cloud.metadata;
   };
 
-  async function greet(): Promise<{ status: number; body: { detail?: string } }> {
-    const session = connect(stack.apiUrl, { ca });
-    try {
-      const request = session.request({
-        ':method': 'POST',
-        ':path': '/greet',
-        'content-type': 'application/json',
-      });
-      request.end('{"name":"Meta"}');
-      const status = await new Promise<number>((resolve) =>
-        request.on('response', (h) => resolve(Number(h[':status']))),
-      );
-      let text = '';
-      for await (const chunk of request) text += chunk;
-      return { status, body: JSON.parse(text) as { detail?: string } };
-    } finally {
-      session.close();
-    }
-  }
+  const greet = () => postGreetTls(stack.apiUrl, ca, { name: 'Meta' });
 
   it('is asked again once the cached token nears expiry, not before', async () => {
     // Tokens are refreshed five minutes before they expire: one that lives 302 s is due in 2 s.

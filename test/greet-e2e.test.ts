@@ -14,6 +14,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { freePort } from './helpers/free-port.js';
+import { postGreet } from './helpers/http.js';
 import { type RoleProcess, runToExit, startRole } from './helpers/roles.js';
 
 const run = promisify(execFile);
@@ -33,11 +34,7 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
   });
 
   const greet = (body: unknown, headers: Record<string, string> = {}) =>
-    fetch(`${api.url}/greet`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...headers },
-      body: JSON.stringify(body),
-    });
+    postGreet(api.url, body, headers);
 
   it('answers POST /greet with the backend greeting', async () => {
     const response = await greet({ name: 'David', withError: false });
@@ -203,11 +200,7 @@ describe('backend failures seen through the api role', () => {
     });
     try {
       const started = Date.now();
-      const response = await fetch(`${api.url}/greet`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: '{"name":"David"}',
-      });
+      const response = await postGreet(api.url);
       expect(response.status).toBe(503);
       expect(response.headers.get('retry-after')).toBe('1');
       const body = (await response.json()) as { detail: string; code: string };
@@ -231,11 +224,7 @@ describe('backend failures seen through the api role', () => {
     });
     try {
       const started = Date.now();
-      const response = await fetch(`${api.url}/greet`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: '{"name":"David"}',
-      });
+      const response = await postGreet(api.url);
       expect(response.status).toBe(504);
       expect(((await response.json()) as { code: string }).code).toBe('deadline_exceeded');
       expect(Date.now() - started).toBeLessThan(1_500);

@@ -1,15 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
+import { postGreet } from './helpers/http.js';
 import { startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 async function greet(url: string, headers: Record<string, string> = {}): Promise<number> {
-  const response = await fetch(`${url}/greet`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json', ...headers },
-    body: '{"name":"Export"}',
-  });
+  const response = await postGreet(url, { name: 'Export' }, headers);
   await response.arrayBuffer();
   return response.status;
 }

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { postGreet } from './helpers/http.js';
 import { type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -25,11 +26,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   });
 
   const greet = (body: unknown, headers: Record<string, string> = {}) =>
-    fetch(`${api.url}/greet`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', ...headers },
-      body: JSON.stringify(body),
-    });
+    postGreet(api.url, body, headers);
 
   it('links api SERVER → api CLIENT → backend SERVER under the caller’s traceparent', async () => {
     const parent = newTraceParent();
@@ -234,11 +231,7 @@ describe('retries', () => {
     });
     try {
       const parent = newTraceParent();
-      const response = await fetch(`${api.url}/greet`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', traceparent: parent.header },
-        body: '{"name":"Retry"}',
-      });
+      const response = await postGreet(api.url, { name: 'Retry' }, { traceparent: parent.header });
       expect(response.status).toBe(503);
       const spans = await receiver.waitForSpans((all) =>
         all.some((span) => span.traceId === parent.traceId && span.kind === 'SERVER'),

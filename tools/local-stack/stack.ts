@@ -7,6 +7,7 @@ import {
   startFrontEnd,
   startMetadataServer,
 } from '../cloud-run-local/index.ts';
+import { freePort } from './free-port.ts';
 
 /** Starts one role (`node dist/entry/main.js`) with extra env; resolves once it listens. */
 export type RoleStarter = (
@@ -133,16 +134,4 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     await stop();
     throw error;
   }
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === 'object' && address ? address.port : 0));
-    });
-  });
 }

@@ -1,0 +1,42 @@
+import { connect } from 'node:http2';
+
+/** POST /greet with a JSON body (objects are serialised; strings are sent as they are). */
+export function postGreet(
+  baseUrl: string,
+  body: unknown = { name: 'David' },
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`${baseUrl}/greet`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+/** POST /greet over HTTPS (HTTP/2) trusting `ca`: for the local Cloud Run front ends. */
+export async function postGreetTls(
+  baseUrl: string,
+  ca: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; body: Record<string, unknown> }> {
+  const session = connect(baseUrl, { ca });
+  try {
+    const request = session.request({
+      ':method': 'POST',
+      ':path': '/greet',
+      'content-type': 'application/json',
+      ...headers,
+    });
+    request.end(JSON.stringify(body));
+    const status = await new Promise<number>((resolve, reject) => {
+      request.on('response', (responseHeaders) => resolve(Number(responseHeaders[':status'])));
+      request.on('error', reject);
+    });
+    let text = '';
+    for await (const chunk of request) text += chunk;
+    return { status, body: JSON.parse(text) as Record<string, unknown> };
+  } finally {
+    session.close();
+  }
+}
