@@ -16,6 +16,24 @@ const milliseconds = (max: number) =>
     .min(1)
     .max(max, { error: `must be at most ${max} ms` });
 
+/** 0 turns the check off. */
+const millisecondsOrOff = (max: number) =>
+  z.coerce
+    .number({ error: 'must be a number of milliseconds (0 turns it off)' })
+    .int()
+    .min(0)
+    .max(max, { error: `must be at most ${max} ms` });
+
+/** The api's HTTP server limits and load shedding; see docs/reliability.md. */
+export const API_LIMIT_DEFAULTS = Object.freeze({
+  HTTP_HEADERS_TIMEOUT_MS: 10_000,
+  HTTP_REQUEST_TIMEOUT_MS: 30_000,
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 200,
+  OVERLOAD_SAMPLE_INTERVAL_MS: 1_000,
+});
+
+export type ApiLimits = Readonly<Record<keyof typeof API_LIMIT_DEFAULTS, number>>;
+
 const httpUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
   .transform((value) => new URL(value));
@@ -43,6 +61,21 @@ const EnvSchema = z.object({
   BACKEND_AUDIENCE: z.url({ error: 'must be a URL (the backend service URL)' }).optional(),
   BACKEND_TIMEOUT_MS: milliseconds(300_000).default(5_000),
   BACKEND_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(5),
+  HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(
+    API_LIMIT_DEFAULTS.HTTP_HEADERS_TIMEOUT_MS,
+  ),
+  HTTP_REQUEST_TIMEOUT_MS: milliseconds(300_000).default(
+    API_LIMIT_DEFAULTS.HTTP_REQUEST_TIMEOUT_MS,
+  ),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: millisecondsOrOff(60_000).default(
+    API_LIMIT_DEFAULTS.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
+  ),
+  OVERLOAD_SAMPLE_INTERVAL_MS: z.coerce
+    .number({ error: 'must be a number of milliseconds' })
+    .int()
+    .min(10, { error: 'must be at least 10 ms (the event-loop delay resolution)' })
+    .max(60_000, { error: 'must be at most 60000 ms' })
+    .default(API_LIMIT_DEFAULTS.OVERLOAD_SAMPLE_INTERVAL_MS),
   GRPC_REFLECTION: flag.default(true),
   GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
   AUTH_VERIFY_TOKENS: flag.default(false),
@@ -108,6 +141,12 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   ) {
     problems.push(
       'AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)',
+    );
+  }
+  if (result.success && result.data.HTTP_HEADERS_TIMEOUT_MS > result.data.HTTP_REQUEST_TIMEOUT_MS) {
+    const { HTTP_HEADERS_TIMEOUT_MS: headers, HTTP_REQUEST_TIMEOUT_MS: request } = result.data;
+    problems.push(
+      `HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS (got ${headers} > ${request})`,
     );
   }
   if (!result.success || problems.length > 0) throw new ConfigError(problems);

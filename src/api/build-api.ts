@@ -4,6 +4,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyRequest,
+  type HTTPMethods,
   LogController,
 } from 'fastify';
 import {
@@ -13,6 +14,7 @@ import {
   validatorCompiler,
 } from 'fastify-type-provider-zod';
 import packageJson from '../../package.json' with { type: 'json' };
+import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
 import {
@@ -22,7 +24,8 @@ import {
 } from '../telemetry/request-attributes.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
-import { sendProblem } from './error-handler.js';
+import { createClientErrorHandler, sendProblem } from './error-handler.js';
+import { hardenApi } from './harden-api.js';
 import { enduserFromHeader } from './request-hooks.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
@@ -33,6 +36,8 @@ export type ApiDeps = {
   backend: BackendClient;
   /** Run at the start of every traced request, inside its span; see README "Telemetry". */
   requestHooks?: readonly RequestHook<FastifyRequest>[];
+  /** Timeouts and load shedding; `Config` carries them (HTTP_*_TIMEOUT_MS, OVERLOAD_*). */
+  limits?: ApiLimits;
 };
 
 export type Api = {
@@ -43,7 +48,12 @@ export type Api = {
 
 /** The public role: REST on Fastify, not yet listening. */
 export async function buildApi(deps: ApiDeps): Promise<Api> {
-  const { telemetry, backend, requestHooks = [enduserFromHeader('x-user-id')] } = deps;
+  const {
+    telemetry,
+    backend,
+    requestHooks = [enduserFromHeader('x-user-id')],
+    limits = API_LIMIT_DEFAULTS,
+  } = deps;
   const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, (url) =>
     UNTRACED_PATHS.some(
       (path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`),
@@ -59,12 +69,15 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: false,
     forceCloseConnections: false,
-    requestTimeout: 30_000,
-    keepAliveTimeout: 65_000,
+    clientErrorHandler: createClientErrorHandler(telemetry.logger as FastifyBaseLogger),
     routerOptions: { maxParamLength: 200 },
+    // A URL that cannot be decoded (`/greet%zz`) is rejected before routing: problem body too.
+    frameworkErrors: (error, request, reply) => sendProblem(error, request, reply),
   });
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
+  // JSON only: a text/plain body is 415 like any other type, not a confusing 400.
+  app.removeContentTypeParser('text/plain');
 
   app.addHook('onRequest', async (request, reply) => {
     if (draining) reply.header('connection', 'close');
@@ -86,15 +99,23 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
   );
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
-      Object.assign(new Error(`No route ${request.method} ${request.url.split('?', 1)[0]}`), {
-        statusCode: 404,
-      }),
-      request,
-      reply,
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?', 1)[0] ?? '/';
+    const allowed = allowedMethods(app, path);
+    if (allowed.length === 0) {
+      return sendProblem(
+        Object.assign(new Error(`No route ${request.method} ${path}`), { statusCode: 404 }),
+        request,
+        reply,
+      );
+    }
+    reply.header('allow', allowed.join(', '));
+    const message = `${path} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
+    return sendProblem(Object.assign(new Error(message), { statusCode: 405 }), request, reply);
+  });
+
+  // After the tracing hook, so refused requests still get their span named; before the routes.
+  await hardenApi(app, limits);
 
   await app.register(fastifySwagger, {
     openapi: {
@@ -109,7 +130,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     transform: jsonSchemaTransform,
     transformObject: jsonSchemaTransformObject,
   });
-  await app.register(fastifySwaggerUi, { routePrefix: '/docs' });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: true });
   app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
 
   await app.register(healthRoutes, { backend, isDraining: () => draining });
@@ -121,4 +142,15 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       draining = true;
     },
   };
+}
+
+/** The methods that have a route for `path`: a 404 for those is really a 405. */
+function allowedMethods(app: FastifyInstance, path: string): string[] {
+  return app.supportedMethods.filter((method) => {
+    try {
+      return app.findRoute({ method: method as HTTPMethods, url: path }) !== null;
+    } catch {
+      return false;
+    }
+  });
 }

@@ -1,6 +1,15 @@
+import { type ServerResponse, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { trace } from '@opentelemetry/api';
-import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
+import type {
+  ConnectionError,
+  FastifyBaseLogger,
+  FastifyError,
+  FastifyReply,
+  FastifyRequest,
+} from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
@@ -20,6 +29,17 @@ const SAFE_DETAIL: Partial<Record<Code, string>> = {
 
 const RETRY_AFTER_SECONDS = '1';
 
+/** The `code` of the error the api sends when it sheds load (see `overloadedError`). */
+const OVERLOADED = 'API_OVERLOADED';
+
+/** The request was refused because the process is past capacity; answered 503 + Retry-After. */
+export function overloadedError(): Error {
+  return Object.assign(new Error('The api is over capacity'), {
+    code: OVERLOADED,
+    statusCode: 503,
+  });
+}
+
 /** Every error becomes RFC 9457 problem details; stack traces and causes stay in the logs. */
 export function sendProblem(
   error: FastifyError | Error,
@@ -31,12 +51,20 @@ export function sendProblem(
   if (traceId) body.traceId = traceId;
   body.instance = request.url.split('?', 1)[0];
   if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
-  if (body.status >= 500) request.log.error({ error }, `request failed: ${body.detail}`);
+  // Shedding is the process protecting itself, not a fault to investigate per request.
+  if (isOverloaded(error)) request.log.warn(`request shed: ${body.detail}`);
+  else if (body.status >= 500) request.log.error({ error }, `request failed: ${body.detail}`);
   else request.log.info({ problem: body.detail }, 'request rejected');
   return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
 function toProblem(error: FastifyError | Error): ProblemDetails {
+  if (isOverloaded(error)) {
+    return problem(
+      503,
+      'The api is over capacity. Retry after the number of seconds in the Retry-After header.',
+    );
+  }
   if (hasZodFastifySchemaValidationErrors(error)) {
     const errors = error.validation.map((issue) => ({
       field: [error.validationContext, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
@@ -61,4 +89,69 @@ function toProblem(error: FastifyError | Error): ProblemDetails {
     return problem(statusCode, error.message);
   }
   return problem(500, 'The server failed to answer. The failure was logged with this trace id.');
+}
+
+function isOverloaded(error: FastifyError | Error): boolean {
+  return (error as FastifyError).code === OVERLOADED;
+}
+
+/** What Node's HTTP parser rejects before Fastify routes it, by Node's error code. */
+const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
+  ERR_HTTP_REQUEST_TIMEOUT: {
+    status: 408,
+    detail: 'The request did not arrive in time. Send the headers and the body without pausing.',
+  },
+  HPE_HEADER_OVERFLOW: {
+    status: 431,
+    detail: 'The request line and headers are too large: at most 16 KiB in total.',
+  },
+};
+
+/**
+ * A Fastify `clientErrorHandler`: malformed HTTP, oversized headers and slow clients get a problem
+ * body too, then the connection is closed (the stream cannot be trusted after a parse error).
+ */
+export function createClientErrorHandler(logger: FastifyBaseLogger) {
+  return (error: ConnectionError, socket: Socket): void => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    const { status, detail } = CLIENT_ERRORS[error.code] ?? {
+      status: 400,
+      detail: 'The request is not valid HTTP/1.1.',
+    };
+    // Debug only: scanners and slow clients would otherwise flood the logs.
+    logger.debug({ code: error.code }, `connection rejected with ${status}`);
+    writeProblemAndClose(socket, status, detail);
+  };
+}
+
+/** For requests Node answers before Fastify sees them: a whole response, then the socket closes. */
+export function writeProblemAndClose(socket: Duplex, status: number, detail: string): void {
+  if (socket.writable) {
+    const body = rawProblemBody(status, detail);
+    socket.write(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n${Object.entries(rawProblemHeaders(body))
+        .map(([name, value]) => `${name}: ${value}\r\n`)
+        .join('')}\r\n${body}`,
+    );
+  }
+  socket.destroy();
+}
+
+/** For Node's `checkExpectation` event and the like, where a raw response exists. */
+export function endWithProblem(response: ServerResponse, status: number, detail: string): void {
+  const body = rawProblemBody(status, detail);
+  response.writeHead(status, rawProblemHeaders(body)).end(body);
+}
+
+function rawProblemBody(status: number, detail: string): string {
+  return JSON.stringify({ ...problem(status, detail), title: STATUS_CODES[status] ?? 'Error' });
+}
+
+function rawProblemHeaders(body: string): Record<string, string> {
+  return {
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': String(Buffer.byteLength(body)),
+    'x-content-type-options': 'nosniff',
+    connection: 'close',
+  };
 }

@@ -18,7 +18,7 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
       ? { credentials: createIdTokenCredentials(target.audience) }
       : {}),
   });
-  const { app, startDraining } = await buildApi({ telemetry, backend });
+  const { app, startDraining } = await buildApi({ telemetry, backend, limits: config });
   const address = await app.listen({ port: config.PORT, host: config.HOST });
   logListening(
     telemetry.logger,

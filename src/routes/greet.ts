@@ -7,6 +7,11 @@ import type { RouteDeps } from './route-deps.js';
 const GreetBody = z
   .strictObject({
     name: z.string().superRefine((raw, ctx) => {
+      // JSON can carry lone surrogates (`"\ud800"`), which protobuf would turn into U+FFFD.
+      if (!raw.isWellFormed()) {
+        ctx.addIssue({ code: 'custom', message: 'name must be well-formed Unicode' });
+        return;
+      }
       const check = checkName(raw);
       if (!check.ok) ctx.addIssue({ code: 'custom', message: check.problem });
     }),
@@ -16,6 +21,9 @@ const GreetBody = z
       .meta({ description: 'Makes the backend fail on purpose, to show a failed trace.' }),
   })
   .meta({ id: 'GreetRequest', description: 'Unknown fields are rejected.' });
+
+/** No parameters: a query string is rejected like an unknown body field, not silently ignored. */
+const GreetQuery = z.strictObject({});
 
 const GreetReply = z.object({ reply: z.string() }).meta({ id: 'GreetReply' });
 
@@ -28,10 +36,13 @@ export const greetRoute: FastifyPluginAsyncZod<RouteDeps> = async (app, { backen
         operationId: 'greet',
         tags: ['greeting'],
         summary: 'Greet someone through the private backend',
+        querystring: GreetQuery,
         body: GreetBody,
         response: {
           200: GreetReply,
           400: ProblemDetailsSchema,
+          413: ProblemDetailsSchema,
+          415: ProblemDetailsSchema,
           500: ProblemDetailsSchema,
           503: ProblemDetailsSchema,
           504: ProblemDetailsSchema,

@@ -22,4 +22,7 @@ export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (
   });
 };
 
-export const UNTRACED_PATHS = ['/healthz', '/readyz', '/docs', '/favicon.ico'];
+/** Answered even when the api sheds load: a refused liveness probe would restart a busy instance. */
+export const PROBE_PATHS = ['/healthz', '/readyz'];
+
+export const UNTRACED_PATHS = [...PROBE_PATHS, '/docs', '/favicon.ico'];

@@ -1,0 +1,80 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import fastifyHelmet from '@fastify/helmet';
+import fastifyUnderPressure from '@fastify/under-pressure';
+import type { FastifyInstance } from 'fastify';
+import type { ApiLimits } from '../config.js';
+import { PROBE_PATHS } from '../routes/index.js';
+import {
+  endWithProblem,
+  overloadedError,
+  sendProblem,
+  writeProblemAndClose,
+} from './error-handler.js';
+
+/** Idle time of a kept-alive connection: longer than common load balancers' (60 s). */
+const KEEP_ALIVE_TIMEOUT_MS = 65_000;
+
+/**
+ * What the public edge needs against hostile or excessive traffic: server timeouts, security
+ * headers, a problem body for what Node answers by itself, and load shedding. Register it after
+ * the tracing hook (refused requests keep their span name) and before the routes.
+ */
+export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promise<void> {
+  configureServer(app.server, limits);
+  await app.register(fastifyHelmet, {
+    // Responses are JSON: nothing in them may load, run, frame or submit anything. The /docs
+    // page replaces this with swagger-ui's own policy (its `staticCSP` option).
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: {
+        defaultSrc: ["'none'"],
+        baseUri: ["'none'"],
+        formAction: ["'none'"],
+        frameAncestors: ["'none'"],
+      },
+    },
+    frameguard: { action: 'deny' },
+  });
+  app.addHook('onRequest', async (request) => {
+    // RFC 9112 §3.2. Node's own check is off (configureServer): it answers with an empty body.
+    if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
+      throw Object.assign(new Error('An HTTP/1.1 request needs a Host header'), {
+        statusCode: 400,
+      });
+    }
+  });
+  await app.register(fastifyUnderPressure, {
+    maxEventLoopDelay: limits.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
+    sampleInterval: limits.OVERLOAD_SAMPLE_INTERVAL_MS,
+    pressureHandler(request, reply) {
+      // Returning without sending lets the request through.
+      if (PROBE_PATHS.includes(request.routeOptions.url ?? '')) return;
+      sendProblem(overloadedError(), request, reply);
+    },
+  });
+}
+
+/** Fastify applies its timeout options only to servers it creates; ours comes from serverFactory. */
+function configureServer(server: Server, limits: ApiLimits): void {
+  server.headersTimeout = limits.HTTP_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = limits.HTTP_REQUEST_TIMEOUT_MS;
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Two createServer options that Node reads from the instance; @types/node does not declare them.
+  const options = server as Server & {
+    connectionsCheckingInterval: number;
+    requireHostHeader: boolean;
+  };
+  // How often Node enforces the two timeouts above: 30 s by default, too coarse for a 10 s limit.
+  options.connectionsCheckingInterval = Math.min(
+    1_000,
+    Math.ceil(limits.HTTP_HEADERS_TIMEOUT_MS / 4),
+  );
+  options.requireHostHeader = false;
+  server.on('connect', (_request: IncomingMessage, socket: Duplex) =>
+    writeProblemAndClose(socket, 400, 'CONNECT is not supported: this server is not a proxy.'),
+  );
+  server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) =>
+    endWithProblem(response, 417, 'Only "Expect: 100-continue" is supported.'),
+  );
+}
