@@ -1,6 +1,11 @@
+import { constants, type Http2Session } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
-import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
+import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
+import {
+  createGrpcTransport,
+  type GrpcTransportOptions,
+  Http2SessionManager,
+} from '@connectrpc/connect-node';
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
@@ -12,6 +17,8 @@ import type { Telemetry } from '../telemetry/start-telemetry.js';
 export const RETRY_POLICY = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
 
 const READINESS_TIMEOUT_MS = 1_000;
+/** A retry is not started with less of the deadline left than this. */
+const MIN_ATTEMPT_MS = 50;
 
 export type GreetInput = { name: string; withError: boolean };
 
@@ -30,12 +37,13 @@ export type BackendClientDeps = {
 
 /** Created once per process: one HTTP/2 session to the backend, reused by every call. */
 export function createBackendClient(target: BackendTarget, deps: BackendClientDeps): BackendClient {
-  const sessionManager = new Http2SessionManager(target.url, {
+  const manager = new Http2SessionManager(target.url, {
     // Google's front end closes idle connections; a ping keeps ours honest between bursts.
     pingIntervalMs: 30_000,
     pingIdleConnection: false,
     idleConnectionTimeoutMs: 5 * 60_000,
   });
+  const sessionManager = withClosedSessionsHandled(manager);
   const tracing = createClientTracingInterceptor(
     deps.telemetry.tracer,
     deps.telemetry.meter,
@@ -44,7 +52,11 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
   const baseUrl = target.url.toString();
   const backend = createClient(
     BackendService,
-    createGrpcTransport({ baseUrl, sessionManager, interceptors: [tracing] }),
+    createGrpcTransport({
+      baseUrl,
+      sessionManager,
+      interceptors: [tracing, transportFailuresAsUnavailable],
+    }),
   );
   const health = createClient(Health, createGrpcTransport({ baseUrl, sessionManager }));
   const headers = async (): Promise<Record<string, string> | undefined> =>
@@ -77,7 +89,8 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
             RETRY_POLICY.initialBackoffMs * 2 ** (attempt - 1),
           );
           const delay = Math.random() * backoff;
-          if (Date.now() + delay >= deadline) throw error;
+          // An attempt left with a few milliseconds could only time out: report why we retried.
+          if (Date.now() + delay + MIN_ATTEMPT_MS >= deadline) throw error;
           await sleep(delay, undefined, signal ? { signal } : {});
         }
       }
@@ -95,7 +108,103 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
       }
     },
     close() {
-      sessionManager.abort();
+      manager.abort();
     },
   };
+}
+
+type SessionManager = NonNullable<GrpcTransportOptions['sessionManager']>;
+
+/** Our code for a stream the backend closed without answering (see below). */
+const CLOSED_WITHOUT_ANSWER = 'ERR_BACKEND_CLOSED_STREAM';
+
+/**
+ * Two connect-node gaps when the backend (or a load balancer in front of it) closes the HTTP/2
+ * connection, both seen in test/reliability-faults.test.ts:
+ * - connect-es #1768: after a GOAWAY on an idle connection the manager destroys the session
+ *   with an error that Node emits only once the socket has closed; if a new request made the
+ *   manager move on meanwhile, nobody listens and the error crashes the process. Every session
+ *   that carries a request gets a listener of its own, so a late error is dropped (the manager
+ *   has already replaced the connection).
+ * - When the far side drops the session under open streams, Node closes them with NO_ERROR and
+ *   no response; connect-node then waits for an answer until the deadline (or forever without
+ *   one). Such a stream is failed at once instead, so the call is retried or answered 503.
+ */
+function withClosedSessionsHandled(manager: Http2SessionManager): SessionManager {
+  const handled = new WeakSet<Http2Session>();
+  const ignore = () => {};
+  return {
+    get authority() {
+      return manager.authority;
+    },
+    async request(method, path, headers, options) {
+      const stream = await manager.request(method, path, headers, options);
+      const { session } = stream;
+      if (session && !handled.has(session)) {
+        handled.add(session);
+        session.on('error', ignore);
+      }
+      let answered = false;
+      stream.once('response', () => {
+        answered = true;
+      });
+      stream.once('close', () => {
+        if (answered || stream.rstCode !== constants.NGHTTP2_NO_ERROR) return;
+        if (stream.listenerCount('error') === 0) return;
+        const error = new Error('the backend closed the connection before answering');
+        stream.emit('error', Object.assign(error, { code: CLOSED_WITHOUT_ANSWER }));
+      });
+      return stream;
+    },
+    notifyResponseByteRead: (stream) => manager.notifyResponseByteRead(stream),
+  };
+}
+
+/** Node error codes that mean the connection to the backend broke under a call. */
+const CONNECTION_LOST = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'ERR_HTTP2_INVALID_STREAM',
+  CLOSED_WITHOUT_ANSWER,
+]);
+
+/**
+ * connect-node reports a connection lost under a call as ABORTED (ECONNRESET) or CANCELED (the
+ * far side's RST_STREAM CANCEL), and a stream the server refused unprocessed (REFUSED_STREAM,
+ * e.g. racing its GOAWAY) as INTERNAL. gRPC calls all of them UNAVAILABLE, the one code we
+ * retry and answer with 503. Statuses the backend sent, and our own cancellations, stay.
+ */
+const transportFailuresAsUnavailable: Interceptor = (next) => async (request) => {
+  try {
+    return await next(request);
+  } catch (thrown) {
+    const error = ConnectError.from(thrown);
+    if (error.isWireError || error.code === Code.Unavailable || request.signal.aborted) {
+      throw thrown;
+    }
+    const failure =
+      error.code === Code.Canceled ? 'stream reset by the backend' : transportFailure(error);
+    if (!failure) throw thrown;
+    throw new ConnectError(
+      `connection to the backend failed: ${failure}`,
+      Code.Unavailable,
+      undefined,
+      undefined,
+      error,
+    );
+  }
+};
+
+function transportFailure(error: ConnectError): string | undefined {
+  let cause: unknown = error;
+  for (let depth = 0; depth < 8 && cause instanceof Error; depth++) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code !== undefined && CONNECTION_LOST.has(code)) return code;
+    // Node names the reset code only in the message of ERR_HTTP2_STREAM_ERROR.
+    if (code === 'ERR_HTTP2_STREAM_ERROR' && cause.message.includes('NGHTTP2_REFUSED_STREAM')) {
+      return 'REFUSED_STREAM';
+    }
+    cause = cause.cause;
+  }
+  return undefined;
 }

@@ -1,5 +1,6 @@
 import { createServer, type Http2Server, type Http2Session } from 'node:http2';
-import type { Interceptor } from '@connectrpc/connect';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { HandlerContext, Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
@@ -11,21 +12,31 @@ import {
 } from '../rpc/index.js';
 import { createServerTracingInterceptor } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
+import { capDeadline } from './deadline-cap.js';
+import { releaseUnreadRequest } from './release-unread-request.js';
+import { answerUnknownMethod } from './unknown-method.js';
 
 /** gRPC's default message size limit; larger messages get RESOURCE_EXHAUSTED. */
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+/** How long probes and load balancers see NOT_SERVING before connections are told to go away. */
+const DRAIN_NOTICE_MS = 500;
 
 export type BackendDeps = {
   telemetry: Telemetry;
-  /** Run after tracing, e.g. the ID-token check. */
+  /** Run after tracing, e.g. recording the verified caller. */
   interceptors?: Interceptor[];
+  /** Run on the headers before the body is read, e.g. the ID-token check. */
+  requestGate?: (context: HandlerContext) => Promise<void>;
 };
 
 export type Backend = {
   /** Not yet listening: the caller listens (cleartext HTTP/2, h2c). */
   server: Http2Server;
   health: HealthStatus;
-  /** Reports NOT_SERVING, sends GOAWAY, lets in-flight RPCs finish; resolves when all are closed. */
+  /**
+   * Reports NOT_SERVING while still serving for a short notice, then sends GOAWAY, lets
+   * in-flight RPCs finish and stops listening; resolves when every connection has closed.
+   */
   drain(): Promise<void>;
   /** Ends every remaining session at once. */
   destroy(): void;
@@ -48,10 +59,17 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       ),
       ...(deps.interceptors ?? []),
     ],
+    ...(deps.requestGate ? { requestGate: deps.requestGate } : {}),
+    // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
     readMaxBytes: MAX_MESSAGE_BYTES,
+    fallback: answerUnknownMethod,
   });
-  const server = createServer(handler);
+  const server = createServer((request, response) => {
+    capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
+    releaseUnreadRequest(request);
+    handler(request, response);
+  });
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {
     sessions.add(session);
@@ -61,8 +79,9 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   return {
     server,
     health,
-    drain() {
+    async drain() {
       health.shutdown();
+      await sleep(DRAIN_NOTICE_MS);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
       return closed;

@@ -7,9 +7,12 @@ import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { logListening, stopOnSignals } from './lifecycle.js';
 
 export async function startBackend(config: Config, telemetry: Telemetry): Promise<void> {
+  const tokens = config.AUTH_VERIFY_TOKENS
+    ? createTokenVerifier(config, telemetry.logger)
+    : undefined;
   const backend = buildBackend(config, {
     telemetry,
-    interceptors: config.AUTH_VERIFY_TOKENS ? [createTokenVerifier(config)] : [],
+    ...(tokens ? { requestGate: tokens.requestGate, interceptors: [tokens.recordCaller] } : {}),
   });
   await new Promise<void>((resolve, reject) => {
     backend.server.once('error', reject);

@@ -5,6 +5,10 @@ import { loadGoogleAuthLibrary } from './google-auth-library.js';
 const REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
 /** A token source that does not answer in this time is reported as down. */
 const FETCH_TIMEOUT_MS = 3_000;
+/** Below this much remaining lifetime a token is not sent: it could expire on the wire. */
+const STILL_USABLE_MS = 60_000;
+/** After a failed refresh, calls use the token in hand this long before asking again. */
+const QUIET_AFTER_FAILURE_MS = 10_000;
 
 export type IdTokenCredentials = {
   /** The `authorization` header value; throws a credentials error (see isCredentialsError). */
@@ -34,9 +38,12 @@ export type IdTokenSource = (audience: string) => Promise<string>;
 /**
  * Google ID tokens for calling a private Cloud Run service, minted by google-auth-library (the
  * metadata server on Cloud Run; a service-account key or impersonated credentials locally).
- * Cached per audience and refreshed before expiry; a failure is retried by the next call with a
- * fresh client, because google-auth-library remembers a failed metadata-server probe. Fetched
- * before the RPC starts, so a slow token source is not mistaken for a slow backend.
+ * Cached per audience and refreshed from five minutes before expiry. If the refresh fails while
+ * the token in hand still has a minute or more, that token is sent (and the source left alone
+ * for 10 s), so a token source that is down or slow for a while fails no call. A failure is
+ * retried by a later call with a fresh client, because google-auth-library remembers a failed
+ * metadata-server probe. Fetched before the RPC starts, so a slow token source is not mistaken
+ * for a slow backend.
  */
 export function createIdTokenCredentials(
   audience: string,
@@ -60,15 +67,28 @@ export function createIdTokenCredentials(
     }
   }
 
+  const refreshOnce = (): Promise<string> => {
+    pending ??= refresh().finally(() => {
+      pending = undefined;
+    });
+    return pending;
+  };
+  let quietUntil = 0;
+
   return {
     async authorization() {
-      if (cached && cached.expiresAt - Date.now() > REFRESH_BEFORE_EXPIRY_MS) {
-        return `Bearer ${cached.token}`;
+      const left = cached ? cached.expiresAt - Date.now() : 0;
+      if (cached && left > REFRESH_BEFORE_EXPIRY_MS) return `Bearer ${cached.token}`;
+      const usable = cached && left > STILL_USABLE_MS ? cached.token : undefined;
+      if (usable && Date.now() < quietUntil) return `Bearer ${usable}`;
+      try {
+        return `Bearer ${await refreshOnce()}`;
+      } catch (error) {
+        // The token source is down or slow, but the token in hand is still good for a while.
+        if (!usable) throw error;
+        quietUntil = Date.now() + QUIET_AFTER_FAILURE_MS;
+        return `Bearer ${usable}`;
       }
-      pending ??= refresh().finally(() => {
-        pending = undefined;
-      });
-      return `Bearer ${await pending}`;
     },
   };
 }

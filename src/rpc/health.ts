@@ -133,6 +133,8 @@ async function* watch(
       });
       wake = undefined;
     }
+    // The caller's deadline (or cancel) ended the stream: say so, as gRPC servers do.
+    throw ConnectError.from(signal.reason);
   } finally {
     unsubscribe();
     signal.removeEventListener('abort', notify);

@@ -2,7 +2,10 @@ import type { ExportResult } from '@opentelemetry/core';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from './logger.js';
 
-export type GuardedSpanExporter = SpanExporter & { readonly healthy: boolean };
+export type GuardedSpanExporter = SpanExporter & {
+  /** Whether exports currently succeed within `promptMs`: only then is it worth waiting for one. */
+  isPrompt(promptMs: number): boolean;
+};
 
 /**
  * Keeps export trouble out of requests and out of the logs' way: one line when exports start
@@ -15,12 +18,20 @@ export function guardSpanExporter(
 ): GuardedSpanExporter {
   let healthy = true;
   let lostSpans = 0;
+  let lastDurationMs = 0;
+  const inFlight = new Set<number>();
   return {
-    get healthy() {
-      return healthy;
+    isPrompt(promptMs) {
+      const now = performance.now();
+      const oldest = Math.min(...inFlight);
+      return healthy && lastDurationMs <= promptMs && !(now - oldest > promptMs);
     },
     export(spans: ReadableSpan[], done: (result: ExportResult) => void) {
+      const startedAt = performance.now();
+      inFlight.add(startedAt);
       inner.export(spans, (result) => {
+        inFlight.delete(startedAt);
+        lastDurationMs = performance.now() - startedAt;
         if (result.code === 0) {
           if (!healthy) {
             logger.warn(

@@ -42,7 +42,8 @@ import { createResource } from './resource.js';
 import { createServerSpans, type ServerSpans } from './server-span.js';
 
 const TELEMETRY_API = 'https://telemetry.googleapis.com';
-const REQUEST_FLUSH_CAP_MS = 2_000;
+/** The longest a response waits for its spans' export in request mode. */
+const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
 
 export type Telemetry = {
@@ -144,9 +145,10 @@ export async function startTelemetry(
   const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
   const afterRequest = flushPerRequest
     ? () => {
-        // A failing endpoint must not slow requests: flush without waiting while it is down.
+        // A down or slow endpoint must not slow requests: while exports fail or take longer
+        // than the cap, the flush starts but the response does not wait for it.
         const flushing = within(tracerProvider?.forceFlush(), REQUEST_FLUSH_CAP_MS);
-        return otlp?.healthy === false ? Promise.resolve() : flushing;
+        return otlp && !otlp.isPrompt(REQUEST_FLUSH_CAP_MS) ? Promise.resolve() : flushing;
       }
     : () => Promise.resolve();
 

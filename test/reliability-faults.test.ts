@@ -1,0 +1,758 @@
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { Agent, request as httpRequest } from 'node:http';
+import { connect, createServer, type Http2Server, type Http2Session } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { connectNodeAdapter, createGrpcTransport } from '@connectrpc/connect-node';
+import { afterEach, describe, expect, it } from 'vitest';
+import { instanceNodeOptions } from '../scripts/soak/node-options.ts';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
+import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
+import { startLocalStack } from '../tools/local-stack/index.ts';
+import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { freePort } from './helpers/free-port.js';
+import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
+
+/*
+ * Faults around the two roles, with real processes from the production build and real sockets:
+ * the backend down, killed, slow or closing its HTTP/2 connections; the telemetry endpoint and
+ * the token source failing; SIGTERM under load. What each case proves is listed in
+ * docs/reliability.md.
+ */
+
+/** Everything a test starts, stopped after it whatever happens. */
+const cleanups: (() => Promise<unknown> | unknown)[] = [];
+afterEach(async () => {
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+});
+async function role(name: 'api' | 'backend', env: Record<string, string>): Promise<RoleProcess> {
+  const started = await startRole(name, { env });
+  cleanups.push(() => started.stop('SIGKILL'));
+  return started;
+}
+async function receiver(): Promise<OtlpReceiver> {
+  const started = await startOtlpReceiver();
+  cleanups.push(() => started.close());
+  return started;
+}
+
+type Answer = { status: number; retryAfter: string | null; code: string | undefined; ms: number };
+
+async function greet(apiUrl: string, headers: Record<string, string> = {}): Promise<Answer> {
+  const started = performance.now();
+  const response = await fetch(`${apiUrl}/greet`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: '{"name":"Fault"}',
+  });
+  const body = (await response.json()) as { code?: string };
+  return {
+    status: response.status,
+    retryAfter: response.headers.get('retry-after'),
+    code: body.code,
+    ms: performance.now() - started,
+  };
+}
+
+/** `total` POST /greet calls, `concurrency` at a time; every answer. */
+async function hammer(apiUrl: string, total: number, concurrency: number): Promise<Answer[]> {
+  const answers: Answer[] = [];
+  let issued = 0;
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (issued++ < total) answers.push(await greet(apiUrl));
+    }),
+  );
+  return answers;
+}
+
+function countBy<T>(items: readonly T[], key: (item: T) => string): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const item of items) counts[key(item)] = (counts[key(item)] ?? 0) + 1;
+  return counts;
+}
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] ?? Number.NaN;
+}
+
+/** Resident set size of a process, from /proc/<pid>/status, in MiB. */
+function rssMiB(pid: number | undefined): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1]) / 1024;
+}
+
+/*
+ * Memory. A measured role runs as on a 512 MiB Cloud Run instance (the image's NODE_OPTIONS and
+ * the heap limit Node derives from the container's memory; without it V8 sizes its heap from
+ * this machine's memory and lets RSS grow by 150-200 MiB before it collects). It is the
+ * production build started through a wrapper that adds one thing: on SIGUSR2 it runs a full GC
+ * and logs the live heap. Both are checked: the live heap tightly, RSS (which also holds
+ * sockets and HTTP/2 sessions) more loosely.
+ */
+const MAIN_URL = new URL('../dist/entry/main.js', import.meta.url).href;
+const MEASURED_MAIN = `import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+setFlagsFromString('--expose-gc');
+const gc = runInNewContext('gc');
+process.on('SIGUSR2', () => {
+  gc();
+  const line = { message: 'live heap', bytes: process.memoryUsage().heapUsed };
+  process.stdout.write(JSON.stringify(line) + String.fromCharCode(10));
+});
+await import(${JSON.stringify(MAIN_URL)});
+`;
+async function measuredRole(name: 'api' | 'backend', env: Record<string, string>) {
+  const dir = await mkdtemp(join(tmpdir(), 'measured-role-'));
+  cleanups.push(() => rm(dir, { recursive: true, force: true }));
+  const main = join(dir, 'measured-main.mjs');
+  await writeFile(main, MEASURED_MAIN);
+  const started = await startRole(name, {
+    env: { NODE_OPTIONS: instanceNodeOptions(512), ...env },
+    main,
+  });
+  cleanups.push(() => started.stop('SIGKILL'));
+  return started;
+}
+
+/** Live JS heap after a full GC, in MiB, of a role started with measuredRole. */
+async function liveHeapMiB(measured: RoleProcess): Promise<number> {
+  const heapLines = () => measured.logs().filter((line) => line.message === 'live heap');
+  const before = heapLines().length;
+  measured.child.kill('SIGUSR2');
+  const line = await eventually(() => {
+    const lines = heapLines();
+    expect(lines.length).toBeGreaterThan(before);
+    return lines[lines.length - 1];
+  });
+  return Number(line?.bytes) / 1024 / 1024;
+}
+
+type MemorySamples = { heap: number; rss: number };
+async function sampleMemory(measured: RoleProcess): Promise<MemorySamples> {
+  return { heap: await liveHeapMiB(measured), rss: rssMiB(measured.child.pid) };
+}
+
+/**
+ * Tolerances between two samples 1,500 calls apart: the live heap may grow by 4 MiB (a leak of
+ * 3 KiB a call would exceed it), RSS by 32 MiB (a socket or HTTP/2 session kept per call would
+ * exceed it).
+ */
+function expectNoLeak(first: MemorySamples, last: MemorySamples): void {
+  const report = `live heap ${first.heap.toFixed(1)} -> ${last.heap.toFixed(1)} MiB, RSS ${first.rss.toFixed(0)} -> ${last.rss.toFixed(0)} MiB`;
+  expect(last.heap - first.heap, report).toBeLessThan(4);
+  expect(last.rss - first.rss, report).toBeLessThan(32);
+}
+
+type FakeBackend = {
+  url: string;
+  port: number;
+  sessions: Set<Http2Session>;
+  calls(): number;
+  /** Calls whose handler saw its signal abort, by the abort's Connect code. */
+  aborted(): Record<string, number>;
+  close(): Promise<void>;
+};
+
+/**
+ * A test-only BackendService on h2c whose Greet takes `delayMs` (unless the call is cancelled),
+ * and that hands out its HTTP/2 sessions so a test can GOAWAY or close them.
+ */
+async function startFakeBackend(delayMs: number): Promise<FakeBackend> {
+  let calls = 0;
+  const aborted: Record<string, number> = {};
+  const handler = connectNodeAdapter({
+    routes: (router) =>
+      router.service(BackendService, {
+        async greet(request, context) {
+          calls += 1;
+          await new Promise<void>((resolve) => {
+            const timer = setTimeout(resolve, delayMs);
+            context.signal.addEventListener('abort', () => {
+              const code = Code[ConnectError.from(context.signal.reason).code];
+              aborted[code] = (aborted[code] ?? 0) + 1;
+              clearTimeout(timer);
+              resolve();
+            });
+          });
+          return { reply: `Hello ${request.name}!!` };
+        },
+      }),
+  });
+  const server: Http2Server = createServer(handler);
+  const sessions = new Set<Http2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('error', () => {});
+    session.once('close', () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  const fake: FakeBackend = {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    sessions,
+    calls: () => calls,
+    aborted: () => ({ ...aborted }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const session of sessions) session.destroy();
+        server.close(() => resolve());
+      }),
+  };
+  cleanups.push(() => fake.close());
+  return fake;
+}
+
+describe('backend down', () => {
+  it('at start: 503 with Retry-After well within the deadline, /readyz 503, flat memory, recovery on the same port', async () => {
+    const backendPort = await freePort();
+    const api = await measuredRole('api', {
+      BACKEND_URL: `http://127.0.0.1:${backendPort}`,
+      BACKEND_TIMEOUT_MS: '1000',
+    });
+
+    const first = await greet(api.url);
+    expect(first).toMatchObject({ status: 503, retryAfter: '1', code: 'unavailable' });
+    expect(first.ms).toBeLessThan(1_000 + 500);
+    const readiness = await fetch(`${api.url}/readyz`);
+    expect(readiness.status).toBe(503);
+    expect(readiness.headers.get('retry-after')).toBe('1');
+    expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+
+    // Memory across the outage: after a warm-up of 600 failing calls, then after 1,500 more.
+    const warmUp = await hammer(api.url, 600, 100);
+    const afterWarmUp = await sampleMemory(api);
+    const more = await hammer(api.url, 1_500, 100);
+    const afterMore = await sampleMemory(api);
+    // 503 each; under this overload (100 at once on two shared cores) an attempt can still run
+    // into the deadline, which is a 504. Nothing else, and nothing slower than the deadline.
+    const outage = [...warmUp, ...more];
+    expect(Object.keys(countBy(outage, (a) => String(a.status)))).toSatisfy((statuses: string[]) =>
+      statuses.every((status) => status === '503' || status === '504'),
+    );
+    expect(outage.filter((a) => a.status === 503).length).toBeGreaterThan(0.99 * outage.length);
+    expect(Math.max(...outage.map((a) => a.ms))).toBeLessThan(1_000 + 1_500);
+    expectNoLeak(afterWarmUp, afterMore);
+
+    // The backend comes up on the same port: the api recovers by itself.
+    await role('backend', { PORT: String(backendPort) });
+    const recovered = await eventually(async () => {
+      const answer = await greet(api.url);
+      expect(answer.status).toBe(200);
+      return answer;
+    }, 5_000);
+    expect(recovered.status).toBe(200);
+    expect((await fetch(`${api.url}/readyz`)).status).toBe(200);
+    expect(api.child.exitCode).toBeNull();
+  }, 120_000);
+
+  it('killed mid-load (SIGKILL) and restarted: only 200 or 503, no hang, recovery without restarting the api', async () => {
+    const backendPort = await freePort();
+    let backend = await role('backend', { PORT: String(backendPort) });
+    const api = await role('api', {
+      BACKEND_URL: backend.url,
+      BACKEND_TIMEOUT_MS: '2000',
+    });
+    const answers: Answer[] = [];
+    let stop = false;
+    const load = Promise.all(
+      Array.from({ length: 16 }, async () => {
+        while (!stop) answers.push(await greet(api.url));
+      }),
+    );
+    await eventually(() => expect(answers.length).toBeGreaterThan(100));
+    backend.child.kill('SIGKILL');
+    await backend.exited;
+    const killedAt = answers.length;
+    await eventually(() =>
+      expect(answers.slice(killedAt).some((a) => a.status === 503)).toBe(true),
+    );
+    backend = await role('backend', { PORT: String(backendPort) });
+    const restartedAt = answers.length;
+    await eventually(() =>
+      expect(answers.slice(restartedAt).filter((a) => a.status === 200).length).toBeGreaterThan(50),
+    );
+    stop = true;
+    await load;
+
+    expect(countBy(answers, (a) => String(a.status))).toEqual({
+      200: expect.any(Number),
+      503: expect.any(Number),
+    });
+    expect(answers.filter((a) => a.status === 503).every((a) => a.retryAfter === '1')).toBe(true);
+    expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(2_000 + 1_000);
+    expect(api.child.exitCode).toBeNull();
+  }, 60_000);
+});
+
+describe('backend slower than the deadline', () => {
+  it('answers 504 within the deadline plus a small margin, and the backend sees the cancellation', async () => {
+    const slow = await startFakeBackend(10_000);
+    const api = await role('api', { BACKEND_URL: slow.url, BACKEND_TIMEOUT_MS: '500' });
+    const answers = await Promise.all(Array.from({ length: 5 }, () => greet(api.url)));
+    for (const answer of answers) {
+      expect(answer).toMatchObject({ status: 504, code: 'deadline_exceeded' });
+      expect(answer.ms).toBeGreaterThanOrEqual(450);
+      expect(answer.ms).toBeLessThan(500 + 700);
+    }
+    expect(slow.calls()).toBe(5);
+    // Each handler's signal aborts: the api's RST_STREAM CANCEL at its deadline, or Connect's
+    // own timer from the grpc-timeout the api sent, whichever lands first.
+    await eventually(() => {
+      const aborted = Object.values(slow.aborted()).reduce((sum, n) => sum + n, 0);
+      expect(aborted).toBe(5);
+    }, 2_000);
+  });
+});
+
+describe('the backend connection closed by the far side (GOAWAY, as Google load balancers do)', () => {
+  type Closing = 'goaway' | 'close' | 'destroy';
+  const closeAll = (backend: FakeBackend, how: Closing) => {
+    for (const session of backend.sessions) {
+      if (how === 'goaway') session.goaway();
+      else if (how === 'close') session.close();
+      else session.destroy();
+    }
+  };
+
+  it.each([
+    ['goaway', false],
+    ['goaway', true],
+    ['close', false],
+    ['close', true],
+    ['destroy', false],
+    ['destroy', true],
+  ] as const)(
+    '%s while busy=%s: no crash, no hang, every call answered 200',
+    async (how, busy) => {
+      // connect-es #1768 crashed the process within a few rounds of this; a session destroyed
+      // under open streams left them waiting for the whole deadline.
+      const backend = await startFakeBackend(busy ? 200 : 0);
+      const api = await role('api', { BACKEND_URL: backend.url, BACKEND_TIMEOUT_MS: '3000' });
+      const answers: Answer[] = [];
+      for (let round = 0; round < (busy ? 15 : 25); round++) {
+        answers.push(await greet(api.url));
+        const calls = backend.calls();
+        const inFlight = busy ? Array.from({ length: 5 }, () => greet(api.url)) : [];
+        // Busy: close while the five calls are inside the backend's handler.
+        if (busy) await eventually(() => expect(backend.calls()).toBe(calls + 5));
+        closeAll(backend, how);
+        const burst = Array.from({ length: 10 }, () => greet(api.url));
+        answers.push(...(await Promise.all([...inFlight, ...burst])));
+        expect(api.child.exitCode).toBeNull();
+      }
+      expect(countBy(answers, (a) => String(a.status))).toEqual({ 200: answers.length });
+      expect(Math.max(...answers.map((a) => a.ms))).toBeLessThan(2_500);
+      expect(api.stderr()).not.toContain('GOAWAY');
+      expect((await greet(api.url)).status).toBe(200);
+    },
+    60_000,
+  );
+});
+
+describe('telemetry endpoint failing', () => {
+  type Mode = 'batch' | 'request';
+  /** Latencies of sequential calls after a warm-up, with both roles exporting to `endpoint`. */
+  async function measure(mode: Mode, endpoint: OtlpReceiver, calls = 40) {
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+      OTEL_EXPORTER_OTLP_TIMEOUT: '1000',
+      TELEMETRY_EXPORT_MODE: mode,
+    };
+    const backend = await role('backend', env);
+    const api = await measuredRole('api', {
+      ...env,
+      BACKEND_URL: backend.url,
+      // Load shedding (reliability-public.test.ts) off: these runs count on every answer.
+      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    });
+    for (let i = 0; i < 10; i++) await greet(api.url);
+    const answers: Answer[] = [];
+    for (let i = 0; i < calls; i++) answers.push(await greet(api.url));
+    return { api, backend, answers, median: median(answers.map((a) => a.ms)) };
+  }
+  /** The healthy run each failing run is compared with, measured once per mode. */
+  const healthy = new Map<Mode, Promise<number>>();
+  const healthyMedian = (mode: Mode) => {
+    let measured = healthy.get(mode);
+    if (!measured) {
+      measured = (async () => {
+        const endpoint = await startOtlpReceiver();
+        try {
+          const run = await measure(mode, endpoint);
+          await Promise.all([run.api.stop('SIGKILL'), run.backend.stop('SIGKILL')]);
+          return run.median;
+        } finally {
+          await endpoint.close();
+        }
+      })();
+      healthy.set(mode, measured);
+    }
+    return measured;
+  };
+  /** Not a benchmark: a generous factor over the healthy median on a shared machine. */
+  const withinNoise = async (mode: Mode, observed: number) => {
+    const baseline = await healthyMedian(mode);
+    expect(observed).toBeLessThan(Math.max(3 * baseline, baseline + 20));
+  };
+  const exportLines = (process: RoleProcess) =>
+    process.logs().filter((line) => String(line.message).includes('span export'));
+
+  it.each(['down', 'slow', 'forbidden'] as const)(
+    'batch mode, endpoint %s: same answers, latency within noise of a healthy run, one log line',
+    async (behaviour) => {
+      const failing = await receiver();
+      failing.setBehaviour(behaviour, 3_000);
+      const broken = await measure('batch', failing);
+      expect(countBy(broken.answers, (a) => String(a.status))).toEqual({ 200: 40 });
+      await withinNoise('batch', broken.median);
+
+      if (behaviour === 'down') {
+        // Memory: the span queue is bounded (2048 spans, overflow dropped).
+        const warmUp = await hammer(broken.api.url, 600, 32);
+        const afterWarmUp = await sampleMemory(broken.api);
+        const more = await hammer(broken.api.url, 1_500, 32);
+        const afterMore = await sampleMemory(broken.api);
+        expect(countBy([...warmUp, ...more], (a) => String(a.status))).toEqual({ 200: 2_100 });
+        expectNoLeak(afterWarmUp, afterMore);
+      }
+
+      for (const process of [broken.api, broken.backend]) {
+        await eventually(() => expect(exportLines(process).length).toBeGreaterThan(0), 5_000);
+        expect(exportLines(process)).toHaveLength(1);
+      }
+      expect(broken.api.stderr()).toBe('');
+    },
+    60_000,
+  );
+
+  it.each(['down', 'forbidden'] as const)(
+    'request mode (flush before answering), endpoint %s: once the first export failed, latency within noise',
+    async (behaviour) => {
+      const failing = await receiver();
+      failing.setBehaviour(behaviour);
+      const broken = await measure('request', failing);
+      expect(countBy(broken.answers, (a) => String(a.status))).toEqual({ 200: 40 });
+      expect(exportLines(broken.api)).toHaveLength(1);
+      await withinNoise('request', broken.median);
+    },
+    60_000,
+  );
+
+  // In request mode the first request may wait for the slow export (up to the 1 s cap); once
+  // an export is known to be slow, responses stop waiting for it.
+  it('request mode, endpoint slow (answers after 3 s): latency within noise', async () => {
+    const slow = await receiver();
+    slow.setBehaviour('slow', 3_000);
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: slow.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+      TELEMETRY_EXPORT_MODE: 'request',
+    };
+    const backend = await role('backend', env);
+    const api = await role('api', { ...env, BACKEND_URL: backend.url });
+    const answers: Answer[] = [];
+    for (let i = 0; i < 2; i++) answers.push(await greet(api.url));
+    await withinNoise('request', Math.min(...answers.map((a) => a.ms)));
+  }, 60_000);
+});
+
+describe('token source (metadata server) failing, cloud mode', () => {
+  it('no token yet: a slow source is cut at 3 s with a 503 saying what to check; then recovery', async () => {
+    const stack = await startLocalStack({
+      cloud: true,
+      env: { OTEL_SDK_DISABLED: 'true' },
+      startRole: (name, env) => role(name, env),
+    });
+    cleanups.push(() => stack.stop());
+    const metadata = stack.cloud?.metadata;
+    if (!metadata) throw new Error('cloud mode has a metadata server');
+    const ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+    const greetThroughFrontEnd = async () => {
+      const started = performance.now();
+      const session = connect(stack.apiUrl, { ca });
+      try {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': '/greet',
+          'content-type': 'application/json',
+        });
+        stream.end('{"name":"Meta"}');
+        const status = await new Promise<number>((resolve, reject) => {
+          stream.on('response', (headers) => resolve(Number(headers[':status'])));
+          stream.on('error', reject);
+        });
+        let text = '';
+        for await (const chunk of stream) text += chunk;
+        const body = JSON.parse(text) as { detail?: string };
+        return { status, detail: body.detail ?? '', ms: performance.now() - started };
+      } finally {
+        session.close();
+      }
+    };
+
+    metadata.setDelayMs(5_000);
+    const slow = await greetThroughFrontEnd();
+    expect(slow.status).toBe(503);
+    expect(slow.detail).toContain('ID token');
+    expect(slow.ms).toBeGreaterThanOrEqual(2_900);
+    expect(slow.ms).toBeLessThan(3_000 + 1_500);
+
+    // Recovery, with tokens that live 4 minutes: inside the 5-minute refresh window from the
+    // start, so every call wants a fresh one, and usable for 3 more minutes.
+    metadata.setDelayMs(0);
+    metadata.setIdTokenLifetimeSeconds(240);
+    expect((await greetThroughFrontEnd()).status).toBe(200);
+    const fetched = metadata.idTokenRequests();
+
+    // The source turns slow: the call that finds the token due waits for it up to the 3 s cap,
+    // then goes on with the token in hand (4 minutes left); the source is then left alone for
+    // 10 s, so the next calls do not wait at all.
+    metadata.setDelayMs(5_000);
+    const due = await greetThroughFrontEnd();
+    expect(due.status).toBe(200);
+    expect(due.ms).toBeGreaterThanOrEqual(2_900);
+    expect(due.ms).toBeLessThan(3_000 + 1_500);
+    // Down as well: still served with the token in hand, at once.
+    metadata.setDelayMs(0);
+    metadata.setDown(true);
+    for (let i = 0; i < 3; i++) {
+      const answer = await greetThroughFrontEnd();
+      expect(answer.status).toBe(200);
+      expect(answer.ms).toBeLessThan(1_000);
+    }
+    expect(metadata.idTokenRequests()).toBe(fetched);
+    // Back up: a fresh token is fetched once the quiet 10 s are over.
+    metadata.setDown(false);
+    await eventually(async () => {
+      expect((await greetThroughFrontEnd()).status).toBe(200);
+      expect(metadata.idTokenRequests()).toBeGreaterThan(fetched);
+    }, 15_000);
+  }, 60_000);
+
+  it('sends the token in hand while the source fails, asks again after 10 s, fails clearly with none usable', async () => {
+    const now = () => Math.floor(Date.now() / 1000);
+    const jwt = (expiresInSeconds: number) =>
+      `e30.${Buffer.from(JSON.stringify({ exp: now() + expiresInSeconds })).toString('base64url')}.sig`;
+    const down = () => Promise.reject(new Error('metadata server down'));
+
+    // 240 s left: due for refresh (from 5 minutes before expiry) but still usable.
+    let answer: () => Promise<string> = async () => jwt(240);
+    let fetches = 0;
+    const credentials = createIdTokenCredentials('https://backend.example', () => {
+      fetches += 1;
+      return answer();
+    });
+    const token = await credentials.authorization();
+    expect(fetches).toBe(1);
+    answer = down;
+    expect(await credentials.authorization()).toBe(token);
+    expect(fetches).toBe(2);
+    // Quiet for 10 s after a failure: the token in hand, without asking.
+    expect(await credentials.authorization()).toBe(token);
+    expect(fetches).toBe(2);
+
+    // 30 s left is not usable (it could expire on the wire): the call fails, saying what to do.
+    let first = true;
+    const nearlyExpired = createIdTokenCredentials('https://backend.example', () => {
+      if (!first) return down();
+      first = false;
+      return Promise.resolve(jwt(30));
+    });
+    await nearlyExpired.authorization();
+    await expect(nearlyExpired.authorization()).rejects.toThrow(
+      /could not get a Google ID token .* On Cloud Run check the service account/,
+    );
+  });
+});
+
+type Outcome = {
+  startedAt: number;
+  traceId: string;
+  status?: number;
+  retryAfter?: string | undefined;
+  error?: string;
+};
+
+/**
+ * Steady load from `concurrency` keep-alive clients (node:http Agent), each request with its
+ * own sampled trace id, until `stop()`.
+ */
+function keepAliveLoad(port: number, concurrency: number) {
+  const agent = new Agent({ keepAlive: true, maxSockets: concurrency });
+  const outcomes: Outcome[] = [];
+  let stopped = false;
+  const one = () =>
+    new Promise<Outcome>((resolve) => {
+      const traceId = randomBytes(16).toString('hex');
+      const outcome: Outcome = { startedAt: performance.now(), traceId };
+      const request = httpRequest(
+        {
+          agent,
+          host: '127.0.0.1',
+          port,
+          method: 'POST',
+          path: '/greet',
+          headers: {
+            'content-type': 'application/json',
+            traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01`,
+          },
+        },
+        (response) => {
+          response.resume();
+          response.on('end', () =>
+            resolve({
+              ...outcome,
+              status: response.statusCode ?? 0,
+              retryAfter: response.headers['retry-after'],
+            }),
+          );
+          response.on('error', (error: NodeJS.ErrnoException) =>
+            resolve({ ...outcome, error: `response ${error.code ?? error.message}` }),
+          );
+        },
+      );
+      request.on('error', (error: NodeJS.ErrnoException) =>
+        resolve({ ...outcome, error: error.code ?? error.message }),
+      );
+      request.end('{"name":"Drain"}');
+    });
+  const loops = Array.from({ length: concurrency }, async () => {
+    while (!stopped) {
+      const outcome = await one();
+      outcomes.push(outcome);
+      if (outcome.error) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  });
+  return {
+    outcomes,
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+      agent.destroy();
+      return outcomes;
+    },
+  };
+}
+
+/** 200, or 503 with Retry-After: what a client can act on. */
+function isCleanAnswer(outcome: Outcome): boolean {
+  return outcome.status === 200 || (outcome.status === 503 && outcome.retryAfter === '1');
+}
+
+/** Trace ids of the requests a role answered: its access lines. */
+function answeredTraceIds(process: RoleProcess): Set<string> {
+  const ids = new Set<string>();
+  for (const line of process.logs()) {
+    const trace = line['logging.googleapis.com/trace'];
+    if (line.httpRequest && typeof trace === 'string') ids.add(trace.split('/').pop() ?? '');
+  }
+  return ids;
+}
+
+describe('SIGTERM under load', () => {
+  it('api: stops accepting, finishes in-flight requests, 503 to probes, flushes, exits 0 within 10 s, loses nothing it accepted', async () => {
+    const spans = await receiver();
+    // Only the shutdown flush can deliver these spans.
+    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: spans.url, OTEL_BSP_SCHEDULE_DELAY: '60000' };
+    const backend = await role('backend', env);
+    // Load shedding (reliability-public.test.ts) off: this counts on every answer being 200.
+    const api = await role('api', {
+      ...env,
+      BACKEND_URL: backend.url,
+      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    });
+    const load = keepAliveLoad(api.port, 32);
+    await eventually(() => expect(load.outcomes.length).toBeGreaterThan(200));
+
+    const signalledAt = performance.now();
+    api.child.kill('SIGTERM');
+    await eventually(() => expect(JSON.stringify(api.logs())).toContain('SIGTERM received'));
+    const probes = await Promise.all([fetch(`${api.url}/healthz`), fetch(`${api.url}/readyz`)]);
+    const exitCode = await api.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+    const outcomes = await load.stop();
+
+    expect(exitCode).toBe(0);
+    expect(stoppedAfter).toBeLessThan(10_000);
+    expect(probes.map((probe) => probe.status)).toEqual([503, 503]);
+
+    const answered = answeredTraceIds(api);
+    const before = outcomes.filter((o) => o.startedAt < signalledAt);
+    expect(before.length).toBeGreaterThan(200);
+    // Every request in flight or sent before the signal was answered, and answered 200.
+    expect(countBy(before, (o) => String(o.status ?? o.error))).toEqual({ 200: before.length });
+    // After it: answers are 200, and the only failures are connections the process never
+    // accepted (refused, or reset in the listen backlog when it stopped listening).
+    const failed = outcomes.filter((o) => o.error);
+    expect(outcomes.filter((o) => o.status !== undefined && !isCleanAnswer(o))).toEqual([]);
+    expect(failed.filter((o) => answered.has(o.traceId))).toEqual([]);
+    expect(new Set(failed.map((o) => o.error))).toSatisfy((codes: Set<string>) =>
+      [...codes].every((code) => code === 'ECONNREFUSED' || code === 'ECONNRESET'),
+    );
+    // Flushed on the way out: a SERVER span for every answered request.
+    const exported = new Set(
+      spans
+        .spans()
+        .filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-api')
+        .map((s) => s.traceId),
+    );
+    const ok = outcomes.filter((o) => o.status === 200).map((o) => o.traceId);
+    expect(ok.filter((id) => !exported.has(id))).toEqual([]);
+  }, 60_000);
+
+  it('backend: NOT_SERVING to probes, in-flight calls finish, the api answers 200 or 503, flushes, exits 0 within 10 s', async () => {
+    const spans = await receiver();
+    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: spans.url, OTEL_BSP_SCHEDULE_DELAY: '60000' };
+    const backend = await role('backend', env);
+    const api = await role('api', {
+      ...env,
+      BACKEND_URL: backend.url,
+      BACKEND_TIMEOUT_MS: '2000',
+      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
+    });
+    const load = keepAliveLoad(api.port, 32);
+    await eventually(() => expect(load.outcomes.length).toBeGreaterThan(200));
+
+    const signalledAt = performance.now();
+    backend.child.kill('SIGTERM');
+    await eventually(() => expect(JSON.stringify(backend.logs())).toContain('SIGTERM received'));
+    const probe = createClient(Health, createGrpcTransport({ baseUrl: backend.url }));
+    const { status } = await probe.check({ service: '' });
+    const exitCode = await backend.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+    // The api answers 503 for the backend that is gone; let a few of those come in.
+    await eventually(() =>
+      expect(load.outcomes.filter((o) => o.status === 503).length).toBeGreaterThan(5),
+    );
+    const outcomes = await load.stop();
+
+    expect(status).toBe(HealthCheckResponse_ServingStatus.NOT_SERVING);
+    expect(exitCode).toBe(0);
+    expect(stoppedAfter).toBeLessThan(10_000);
+    expect(countBy(outcomes, (o) => String(o.status ?? o.error))).toEqual({
+      200: expect.any(Number),
+      503: expect.any(Number),
+    });
+    expect(outcomes.filter((o) => o.status === 503).every((o) => o.retryAfter === '1')).toBe(true);
+    const before = outcomes.filter((o) => o.startedAt < signalledAt);
+    expect(countBy(before, (o) => String(o.status ?? o.error))).toEqual({ 200: before.length });
+    // Every call the backend answered reached the receiver before it exited.
+    const exported = new Set(
+      spans
+        .spans()
+        .filter((s) => s.kind === 'SERVER' && s.resource['service.name'] === 'greeter-backend')
+        .map((s) => s.traceId),
+    );
+    expect([...answeredTraceIds(backend)].filter((id) => !exported.has(id))).toEqual([]);
+    expect(api.child.exitCode).toBeNull();
+  }, 60_000);
+});
