@@ -2,6 +2,7 @@
 // printed as a tree. `npm run start:cloud` puts them behind local Cloud Run front ends.
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { startLocalStack } from '../tools/local-stack/index.ts';
 import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 
@@ -40,16 +41,10 @@ const stack = await startLocalStack({
     const ready = new Promise<string>((resolve) => {
       listening = resolve;
     });
-    let pending = '';
-    child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-      pending += chunk;
-      const lines = pending.split('\n');
-      pending = lines.pop() ?? '';
-      for (const line of lines) {
-        process.stdout.write(`${tag} ${line}\n`);
-        const match = /listening on (http:\/\/[\d.:]+)/.exec(line);
-        if (match?.[1]) listening?.(match[1]);
-      }
+    createInterface({ input: child.stdout }).on('line', (line) => {
+      process.stdout.write(`${tag} ${line}\n`);
+      const match = /listening on (http:\/\/[\d.:]+)/.exec(line);
+      if (match?.[1]) listening?.(match[1]);
     });
     const exited = once(child, 'exit');
     const url = await Promise.race([

@@ -1,8 +1,9 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 export type SoakRole = {
@@ -46,7 +47,7 @@ export async function startSoakRole(
   const dir = await mkdtemp(join(tmpdir(), 'soak-'));
   const main = join(dir, 'measured-main.mjs');
   await writeFile(main, MEASURED_MAIN);
-  const child: ChildProcess = spawn(process.execPath, [main], {
+  const child = spawn(process.execPath, [main], {
     cwd: fileURLToPath(new URL('../..', import.meta.url)),
     env: {
       PATH: process.env.PATH ?? '',
@@ -66,30 +67,24 @@ export async function startSoakRole(
   const ready = new Promise<string>((resolve) => {
     listening = resolve;
   });
-  let pending = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    pending += chunk;
-    const lines = pending.split('\n');
-    pending = lines.pop() ?? '';
-    for (const line of lines) {
-      let parsed: { severity?: string; message?: string; bytes?: number };
-      try {
-        parsed = JSON.parse(line) as typeof parsed;
-      } catch {
-        notable.push(line.slice(0, 300));
-        continue;
-      }
-      if (parsed.message === 'live heap') {
-        heapWaiters.shift()?.(Number(parsed.bytes));
-        continue;
-      }
-      const severity = parsed.severity ?? 'UNKNOWN';
-      severities[severity] = (severities[severity] ?? 0) + 1;
-      if (severity !== 'INFO') notable.push(line.slice(0, 300));
-      if (notable.length > 20) notable.shift();
-      const match = /listening on (http:\/\/[\d.:]+)/.exec(parsed.message ?? '');
-      if (match?.[1]) listening?.(match[1]);
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    let parsed: { severity?: string; message?: string; bytes?: number };
+    try {
+      parsed = JSON.parse(line) as typeof parsed;
+    } catch {
+      notable.push(line.slice(0, 300));
+      return;
     }
+    if (parsed.message === 'live heap') {
+      heapWaiters.shift()?.(Number(parsed.bytes));
+      return;
+    }
+    const severity = parsed.severity ?? 'UNKNOWN';
+    severities[severity] = (severities[severity] ?? 0) + 1;
+    if (severity !== 'INFO') notable.push(line.slice(0, 300));
+    if (notable.length > 20) notable.shift();
+    const match = /listening on (http:\/\/[\d.:]+)/.exec(parsed.message ?? '');
+    if (match?.[1]) listening?.(match[1]);
   });
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr += chunk;

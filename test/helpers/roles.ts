@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import { freePort } from './free-port.js';
 
 export type RoleProcess = {
@@ -60,18 +61,12 @@ export async function startRole(
   });
   const lines: Record<string, unknown>[] = [];
   let stderr = '';
-  let buffered = '';
-  child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
-    buffered += chunk;
-    const parts = buffered.split('\n');
-    buffered = parts.pop() ?? '';
-    for (const line of parts) {
-      if (!line.trim()) continue;
-      try {
-        lines.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        lines.push({ raw: line });
-      }
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    if (!line.trim()) return;
+    try {
+      lines.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      lines.push({ raw: line });
     }
   });
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
