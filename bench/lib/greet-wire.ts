@@ -1,3 +1,5 @@
+import { fields, WIRE_LEN, WIRE_VARINT } from './protobuf-fields.ts';
+
 /*
  * The Greet wire contract by hand (proto/backend_service/v1/backend_service.proto), for the
  * framework-free baseline and the bench's own clients:
@@ -9,9 +11,6 @@
 export const GREET_PATH = '/backend_service.v1.BackendService/Greet';
 
 export type GreetRequest = { name: string; withError: boolean };
-
-const WIRE_VARINT = 0;
-const WIRE_LEN = 2;
 
 function varint(value: number): number[] {
   const bytes: number[] = [];
@@ -37,47 +36,6 @@ export function encodeGreetRequest(request: GreetRequest): Buffer {
 
 export function encodeGreetResponse(reply: string): Buffer {
   return stringField(2, reply);
-}
-
-type Field = { field: number; varint?: number; bytes?: Buffer };
-
-function* fields(message: Buffer): Generator<Field> {
-  let at = 0;
-  const readVarint = (): number => {
-    let value = 0;
-    let shift = 0;
-    for (;;) {
-      const byte = message[at++];
-      if (byte === undefined) throw new Error('protobuf: truncated varint');
-      value += (byte & 0x7f) * 2 ** shift;
-      if (byte < 0x80) return value;
-      shift += 7;
-    }
-  };
-  while (at < message.length) {
-    const key = readVarint();
-    const field = Math.floor(key / 8);
-    switch (key & 7) {
-      case WIRE_VARINT:
-        yield { field, varint: readVarint() };
-        break;
-      case WIRE_LEN: {
-        const length = readVarint();
-        if (at + length > message.length) throw new Error('protobuf: truncated field');
-        yield { field, bytes: message.subarray(at, at + length) };
-        at += length;
-        break;
-      }
-      case 1:
-        at += 8;
-        break;
-      case 5:
-        at += 4;
-        break;
-      default:
-        throw new Error(`protobuf: unsupported wire type in key ${key}`);
-    }
-  }
 }
 
 export function decodeGreetRequest(message: Buffer): GreetRequest {

@@ -24,16 +24,23 @@ export function httpCall(url: string, method: 'GET' | 'POST', body?: string): Pr
         method,
         agent: false,
         timeout: PROBE_TIMEOUT_MS,
-        headers: body === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
+        headers:
+          body === undefined
+            ? {}
+            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) },
       },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }),
+        );
         res.on('error', reject);
       },
     );
-    req.on('timeout', () => req.destroy(new Error(`no answer from ${url} within ${PROBE_TIMEOUT_MS} ms`)));
+    req.on('timeout', () =>
+      req.destroy(new Error(`no answer from ${url} within ${PROBE_TIMEOUT_MS} ms`)),
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -56,7 +63,9 @@ export function grpcGreet(baseUrl: string, name: string): Promise<string> {
       reject(error);
     };
     session.on('error', fail);
-    session.setTimeout(PROBE_TIMEOUT_MS, () => fail(new Error(`no gRPC answer from ${baseUrl} within ${PROBE_TIMEOUT_MS} ms`)));
+    session.setTimeout(PROBE_TIMEOUT_MS, () =>
+      fail(new Error(`no gRPC answer from ${baseUrl} within ${PROBE_TIMEOUT_MS} ms`)),
+    );
     const stream = session.request({
       ':method': 'POST',
       ':path': GREET_PATH,
@@ -77,7 +86,9 @@ export function grpcGreet(baseUrl: string, name: string): Promise<string> {
     stream.on('close', () => {
       session.close();
       if (status !== '0') {
-        reject(new Error(`gRPC Greet: status ${status ?? 'missing'} ${decodeURIComponent(message)}`));
+        reject(
+          new Error(`gRPC Greet: status ${status ?? 'missing'} ${decodeURIComponent(message)}`),
+        );
         return;
       }
       try {
@@ -117,7 +128,9 @@ export async function untilFirstSuccess(
     const failure = options.failed?.();
     if (failure) throw new Error(failure);
     if (performance.now() > deadline) {
-      throw new Error(`no successful response within ${options.timeoutMs} ms; last error: ${String(lastError)}`);
+      throw new Error(
+        `no successful response within ${options.timeoutMs} ms; last error: ${String(lastError)}`,
+      );
     }
     await sleep(options.intervalMs);
   }

@@ -77,12 +77,21 @@ function shortFile(file: string): string {
   return src >= 0 ? file.slice(src) : file;
 }
 
-export function summarizeCpuProfile(path: string, top = 25): ProfileSummary {
+/** `skipMs`: ignore the samples of the first milliseconds (start-up and warm-up). */
+export function summarizeCpuProfile(
+  path: string,
+  options: { top?: number; skipMs?: number } = {},
+): ProfileSummary {
+  const { top = 25, skipMs = 0 } = options;
   const profile = JSON.parse(readFileSync(path, 'utf8')) as CpuProfile;
   const byId = new Map(profile.nodes.map((node) => [node.id, node]));
   const selfUs = new Map<number, number>();
+  let elapsedUs = 0;
   profile.samples.forEach((id, index) => {
-    selfUs.set(id, (selfUs.get(id) ?? 0) + (profile.timeDeltas[index] ?? 0));
+    const delta = profile.timeDeltas[index] ?? 0;
+    elapsedUs += delta;
+    if (elapsedUs < skipMs * 1000) return;
+    selfUs.set(id, (selfUs.get(id) ?? 0) + delta);
   });
   const mapFrame = createSourceMapper();
   const functions = new Map<string, { name: string; where: string; us: number }>();

@@ -20,7 +20,9 @@ const host = process.env.HOST ?? '127.0.0.1';
 const kind = process.env.SERVER;
 
 const announce = (listening: number) =>
-  process.stdout.write(`${JSON.stringify({ message: `connect-${kind} backend listening`, port: listening })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ message: `connect-${kind} backend listening`, port: listening })}\n`,
+  );
 
 let close: () => Promise<void>;
 if (kind === 'node') {

@@ -1,0 +1,160 @@
+import type { ColdStartCase } from './cold-start.ts';
+import type { PairConfig } from './end-to-end.ts';
+import type { BenchBuild } from './servers.ts';
+import type { SpanSink } from './span-sinks.ts';
+
+/** The configurations under test: how each process is started, by name. */
+
+export type Telemetry = 'off' | 'default' | 'export';
+
+/** What every product process shares: the build it runs, where it exports, the image's flags. */
+export type Product = { entry: string; sink: SpanSink; shippedNodeOptions: string | undefined };
+
+/** The product's log level under load: the default, so each request writes its access line. */
+export const LOG_LEVEL = 'info';
+
+export function productEnv(
+  product: Product,
+  telemetry: Telemetry,
+  configId: string,
+): Record<string, string> {
+  const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL };
+  if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
+  if (telemetry === 'export') {
+    Object.assign(env, {
+      OTEL_TRACES_SAMPLER: 'always_on',
+      OTEL_EXPORTER_OTLP_ENDPOINT: product.sink.url,
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
+      // Lets the sink count spans per configuration.
+      OTEL_RESOURCE_ATTRIBUTES: `bench.config=${configId}`,
+    });
+  }
+  return env;
+}
+
+type ProductPairOptions = {
+  id: string;
+  label: string;
+  telemetry: Telemetry;
+  /** Default: the Dockerfile's. */
+  nodeOptions?: string | undefined;
+};
+
+export function productPair(product: Product, options: ProductPairOptions): PairConfig {
+  const role = {
+    script: product.entry,
+    env: productEnv(product, options.telemetry, options.id),
+    nodeOptions: 'nodeOptions' in options ? options.nodeOptions : product.shippedNodeOptions,
+  };
+  return { id: options.id, label: options.label, api: role, backend: role };
+}
+
+export function baselinePair(bundles: BenchBuild): PairConfig {
+  return {
+    id: 'baseline',
+    label: 'framework-free baseline (node:http + node:http2)',
+    api: { script: bundles['baseline-api'], env: {} },
+    backend: { script: bundles['baseline-backend'], env: {} },
+  };
+}
+
+/** Another NODE_OPTIONS for the exported configuration; undefined: V8's own defaults. */
+export type MemoryVariant = { id: string; nodeOptions: string | undefined };
+
+/**
+ * Baseline, the three telemetry settings with the Dockerfile's NODE_OPTIONS, and the exported
+ * setting again with each memory variant that differs from the Dockerfile's.
+ */
+export function endToEndConfigs(
+  product: Product,
+  bundles: BenchBuild,
+  memoryVariants: readonly MemoryVariant[],
+): PairConfig[] {
+  const configs = [
+    baselinePair(bundles),
+    productPair(product, { id: 'off', label: 'product, telemetry off', telemetry: 'off' }),
+    productPair(product, {
+      id: 'default',
+      label: 'product, telemetry on (default sampler, no exporter)',
+      telemetry: 'default',
+    }),
+    productPair(product, {
+      id: 'export',
+      label: 'product, 100% sampled + OTLP export',
+      telemetry: 'export',
+    }),
+  ];
+  for (const variant of memoryVariants) {
+    if (variant.nodeOptions === product.shippedNodeOptions) continue;
+    configs.push(
+      productPair(product, {
+        id: `export-${variant.id}`,
+        label: `product, 100% sampled + OTLP export, ${variant.nodeOptions ?? 'V8 defaults (no NODE_OPTIONS)'}`,
+        telemetry: 'export',
+        nodeOptions: variant.nodeOptions,
+      }),
+    );
+  }
+  return configs;
+}
+
+/**
+ * Each role as the image starts it with the full telemetry SDK (OTLP traces and metrics), again
+ * with a filled compile cache, and the framework-free servers as the floor.
+ */
+export function coldStartCases(
+  product: Product,
+  bundles: BenchBuild,
+  backendUrl: string,
+  compileCache: string,
+): ColdStartCase[] {
+  const env = productEnv(product, 'export', 'cold-start');
+  const cached = { ...env, NODE_COMPILE_CACHE: compileCache };
+  const common = { script: product.entry, nodeOptions: product.shippedNodeOptions };
+  const full = 'full telemetry SDK (OTLP traces + metrics)';
+  return [
+    {
+      id: 'backend',
+      label: `backend role, ${full}`,
+      spec: { ...common, name: 'backend', role: 'backend', env },
+    },
+    {
+      id: 'api',
+      label: `api role, ${full}`,
+      spec: { ...common, name: 'api', role: 'api', env, backendUrl },
+    },
+    {
+      id: 'backend-cache',
+      label: 'backend role, same, with NODE_COMPILE_CACHE filled',
+      spec: { ...common, name: 'backend', role: 'backend', env: cached },
+      primingRuns: 1,
+    },
+    {
+      id: 'api-cache',
+      label: 'api role, same, with NODE_COMPILE_CACHE filled',
+      spec: { ...common, name: 'api', role: 'api', env: cached, backendUrl },
+      primingRuns: 1,
+    },
+    {
+      id: 'baseline-backend',
+      label: 'framework-free backend (floor: Node start + node:http2)',
+      spec: {
+        name: 'baseline backend',
+        role: 'backend',
+        script: bundles['baseline-backend'],
+        env: {},
+      },
+    },
+    {
+      id: 'baseline-api',
+      label: 'framework-free api (floor: Node start + node:http)',
+      spec: {
+        name: 'baseline api',
+        role: 'api',
+        script: bundles['baseline-api'],
+        env: {},
+        backendUrl,
+      },
+    },
+  ];
+}
