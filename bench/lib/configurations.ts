@@ -58,8 +58,13 @@ export function baselinePair(bundles: BenchBuild): PairConfig {
   };
 }
 
-/** Another NODE_OPTIONS for the exported configuration; undefined: V8's own defaults. */
-export type MemoryVariant = { id: string; nodeOptions: string | undefined };
+/** The exported configuration with other NODE_OPTIONS, derived from the Dockerfile's. */
+export type MemoryVariant = {
+  id: string;
+  label: string;
+  /** undefined: V8's own defaults. */
+  nodeOptions: (shipped: string | undefined) => string | undefined;
+};
 
 /**
  * Baseline, the three telemetry settings with the Dockerfile's NODE_OPTIONS, and the exported
@@ -85,13 +90,14 @@ export function endToEndConfigs(
     }),
   ];
   for (const variant of memoryVariants) {
-    if (variant.nodeOptions === product.shippedNodeOptions) continue;
+    const nodeOptions = variant.nodeOptions(product.shippedNodeOptions);
+    if (nodeOptions === product.shippedNodeOptions) continue;
     configs.push(
       productPair(product, {
         id: `export-${variant.id}`,
-        label: `product, 100% sampled + OTLP export, ${variant.nodeOptions ?? 'V8 defaults (no NODE_OPTIONS)'}`,
+        label: `product, 100% sampled + OTLP export, ${variant.label}`,
         telemetry: 'export',
-        nodeOptions: variant.nodeOptions,
+        nodeOptions,
       }),
     );
   }
