@@ -1,6 +1,6 @@
 import { type Browser, chromium } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type RoleProcess, startRole } from './helpers/roles.js';
+import { type RoleProcess, startRoles } from './helpers/roles.js';
 
 describe('the API docs page in a real browser', () => {
   let backend: RoleProcess;
@@ -8,8 +8,7 @@ describe('the API docs page in a real browser', () => {
   let browser: Browser;
 
   beforeAll(async () => {
-    backend = await startRole('backend');
-    api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+    ({ backend, api } = await startRoles());
     browser = await chromium.launch({
       executablePath: '/usr/bin/chromium',
       args: [

@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { freePort } from './helpers/free-port.js';
 import { postGreet } from './helpers/http.js';
-import { type RoleProcess, runToExit, startRole } from './helpers/roles.js';
+import { type RoleProcess, runToExit, startRole, startRoles } from './helpers/roles.js';
 
 const run = promisify(execFile);
 
@@ -25,8 +25,7 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
   const sessions: Http2SessionManager[] = [];
 
   beforeAll(async () => {
-    backend = await startRole('backend');
-    api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+    ({ backend, api } = await startRoles());
   });
   afterAll(async () => {
     for (const session of sessions) session.abort();

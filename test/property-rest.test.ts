@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { postGreet } from './helpers/http.js';
-import { type RoleProcess, startRole } from './helpers/roles.js';
+import { type RoleProcess, startRoles } from './helpers/roles.js';
 
 /*
  * POST /greet against its contract, with generated bodies, on one real api + backend pair:
@@ -142,8 +142,7 @@ describe('POST /greet over generated bodies (fast-check)', () => {
   let api: RoleProcess;
 
   beforeAll(async () => {
-    backend = await startRole('backend');
-    api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+    ({ backend, api } = await startRoles());
   });
   afterAll(async () => {
     await Promise.all([api?.stop(), backend?.stop()]);

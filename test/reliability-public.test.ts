@@ -2,7 +2,7 @@ import { connect } from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BODY_LIMIT_BYTES } from '../src/api/build-api.js';
 import { freePort } from './helpers/free-port.js';
-import { eventually, type RoleProcess, runToExit, startRole } from './helpers/roles.js';
+import { eventually, type RoleProcess, runToExit, startRole, startRoles } from './helpers/roles.js';
 
 /*
  * The public role under hostile input, as real processes from the production build: every bad
@@ -23,8 +23,7 @@ let backend: RoleProcess;
 let api: RoleProcess;
 
 beforeAll(async () => {
-  backend = await startRole('backend');
-  api = await startRole('api', { env: { BACKEND_URL: backend.url } });
+  ({ backend, api } = await startRoles());
 });
 afterAll(async () => {
   await Promise.all([api?.stop(), backend?.stop()]);

@@ -134,3 +134,12 @@ export async function eventually<T>(check: () => T | Promise<T>, timeoutMs = 10_
     }
   }
 }
+
+/** The backend, then the api pointed at it: the pair most end-to-end tests start from. */
+export async function startRoles(
+  env: Record<string, string> = {},
+): Promise<{ backend: RoleProcess; api: RoleProcess }> {
+  const backend = await startRole('backend', { env });
+  const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+  return { backend, api };
+}
