@@ -10,10 +10,13 @@ const run = promisify(execFile);
 
 /*
  * No Docker engine runs here, so this does what the Dockerfile's runtime stage does: production
- * dependencies alone beside the build, then both roles from `node dist/entry/main.js`.
+ * dependencies alone beside the build, the compile cache filled by starting both roles once, then
+ * both roles from `node dist/entry/main.js` with that cache.
  */
 describe('the production image, assembled the way the Dockerfile does it', () => {
   let dir: string;
+  let compileCache: string;
+  let warmed: { stdout: string };
   let backend: RoleProcess | undefined;
   let api: RoleProcess | undefined;
 
@@ -26,6 +29,13 @@ describe('the production image, assembled the way the Dockerfile does it', () =>
       timeout: 240_000,
     });
     await cp('dist', join(dir, 'dist'), { recursive: true });
+    await cp('scripts/warm-compile-cache.mjs', join(dir, 'scripts/warm-compile-cache.mjs'));
+    compileCache = join(dir, '.compile-cache');
+    warmed = await run(process.execPath, ['scripts/warm-compile-cache.mjs'], {
+      cwd: dir,
+      env: { ...process.env, NODE_ENV: 'production', NODE_COMPILE_CACHE: compileCache },
+      timeout: 60_000,
+    });
   }, 300_000);
 
   afterAll(async () => {
@@ -42,10 +52,20 @@ describe('the production image, assembled the way the Dockerfile does it', () =>
     }
   });
 
-  it('starts both roles with node dist/entry/main.js and serves a greeting', async () => {
+  it('starts both roles with node dist/entry/main.js, compiled from the cache, and serves a greeting', async () => {
+    expect(warmed.stdout).toMatch(/compile cache in .*: \d+ entries/);
     const main = join(dir, 'dist/entry/main.js');
-    backend = await startRole('backend', { main, cwd: dir });
-    api = await startRole('api', { main, cwd: dir, env: { BACKEND_URL: backend.url } });
+    const env = { NODE_COMPILE_CACHE: compileCache, NODE_DEBUG_NATIVE: 'COMPILE_CACHE' };
+    backend = await startRole('backend', { main, cwd: dir, env });
+    api = await startRole('api', { main, cwd: dir, env: { ...env, BACKEND_URL: backend.url } });
+    for (const [role, started] of [
+      ['backend', backend],
+      ['api', api],
+    ] as const) {
+      const accepted = started.stderr().match(/V8 code cache for ESM \S+ was accepted/g) ?? [];
+      expect(accepted.join('\n'), role).toContain('dist/entry/main.js');
+      expect(accepted.join('\n'), role).toContain(`dist/start-${role}-`);
+    }
     const response = await fetch(`${api.url}/greet`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
@@ -59,7 +79,8 @@ describe('the production image, assembled the way the Dockerfile does it', () =>
     const dockerfile = await readFile('Dockerfile', 'utf8');
     expect(dockerfile.match(/^FROM node:24-slim AS \w+/gm)).toHaveLength(2);
     expect(dockerfile).toContain('npm ci --omit=dev');
-    expect(dockerfile).toMatch(/^USER node$/m);
+    expect(dockerfile).toMatch(/^USER node\nRUN node scripts\/warm-compile-cache\.mjs$/m);
+    expect(dockerfile).toMatch(/NODE_COMPILE_CACHE=\/app\/\.compile-cache/);
     expect(dockerfile).toContain('CMD ["node", "dist/entry/main.js"]');
   });
 });

@@ -1,4 +1,4 @@
-import { killChild, stopChild } from './children.ts';
+import { killChild } from './children.ts';
 import { untilFirstSuccess } from './probes.ts';
 import { freePort, readinessProbe, type ServerSpec, spawnServer } from './servers.ts';
 
@@ -10,15 +10,10 @@ export type ColdStartCase = {
   id: string;
   label: string;
   spec: ServerSpec;
-  /** Runs before the measured ones, discarded and stopped gracefully (Node writes its compile cache at exit). */
-  primingRuns?: number;
 };
 
-/**
- * Milliseconds from spawn to the first successful response. Then the process is killed, or
- * stopped with SIGTERM when `graceful`.
- */
-export async function measureColdStart(spec: ServerSpec, graceful = false): Promise<number> {
+/** Milliseconds from spawn to the first successful response. Then the process is killed. */
+export async function measureColdStart(spec: ServerSpec): Promise<number> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const started = performance.now();
@@ -32,7 +27,7 @@ export async function measureColdStart(spec: ServerSpec, graceful = false): Prom
     });
     return answered - started;
   } finally {
-    await (graceful ? stopChild(child) : killChild(child));
+    await killChild(child);
   }
 }
 
@@ -42,9 +37,6 @@ export async function measureColdStarts(
   runs: number,
   onRun?: (id: string, ms: number) => void,
 ): Promise<Record<string, number[]>> {
-  for (const item of cases) {
-    for (let i = 0; i < (item.primingRuns ?? 0); i++) await measureColdStart(item.spec, true);
-  }
   const results: Record<string, number[]> = Object.fromEntries(cases.map((item) => [item.id, []]));
   for (let run = 0; run < runs; run++) {
     for (const item of cases) {

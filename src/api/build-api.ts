@@ -1,19 +1,12 @@
-import fastifySwagger from '@fastify/swagger';
-import fastifySwaggerUi from '@fastify/swagger-ui';
 import Fastify, {
   type FastifyBaseLogger,
   type FastifyInstance,
+  type FastifyReply,
   type FastifyRequest,
   type HTTPMethods,
   LogController,
 } from 'fastify';
-import {
-  jsonSchemaTransform,
-  jsonSchemaTransformObject,
-  serializerCompiler,
-  validatorCompiler,
-} from 'fastify-type-provider-zod';
-import packageJson from '../../package.json' with { type: 'json' };
+import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
@@ -24,6 +17,7 @@ import {
 } from '../telemetry/request-attributes.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
+import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { hardenApi } from './harden-api.js';
 import { enduserFromHeader } from './request-hooks.js';
@@ -117,21 +111,16 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   // After the tracing hook, so refused requests still get their span named; before the routes.
   await hardenApi(app, limits);
 
-  await app.register(fastifySwagger, {
-    openapi: {
-      openapi: '3.1.0',
-      info: {
-        title: 'Greeter API',
-        description:
-          'The public REST role. Every call is traced end to end into the private gRPC backend.',
-        version: packageJson.version,
-      },
-    },
-    transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
-  });
-  await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: true });
-  app.get('/openapi.json', { schema: { hide: true } }, async () => app.swagger());
+  const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
+  const hidden = { schema: { hide: true } };
+  app.get('/openapi.json', hidden, () => docs.document());
+  const serveDocs = async (request: FastifyRequest, reply: FastifyReply) => {
+    const serve = await docs.uiHandler();
+    reply.hijack();
+    serve(request.raw, reply.raw);
+  };
+  app.get('/docs', hidden, serveDocs);
+  app.get('/docs/*', hidden, serveDocs);
 
   await app.register(healthRoutes, { backend, isDraining: () => draining });
   for (const route of routes) await app.register(route, { backend });

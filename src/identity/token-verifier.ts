@@ -6,10 +6,11 @@ import {
   type Interceptor,
 } from '@connectrpc/connect';
 import { trace } from '@opentelemetry/api';
-import { OAuth2Client } from 'google-auth-library';
+import type { OAuth2Client } from 'google-auth-library';
 import type { Config } from '../config.js';
 import { INFRASTRUCTURE_SERVICES } from '../rpc/index.js';
 import type { Logger } from '../telemetry/logger.js';
+import { loadGoogleAuthLibrary } from './google-auth-library.js';
 
 const GOOGLE_ISSUERS = ['https://accounts.google.com', 'accounts.google.com'];
 const CERTS_MAX_AGE_MS = 60 * 60_000;
@@ -47,7 +48,10 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
   const audience = config.AUTH_AUDIENCE;
   if (!audience) throw new Error('AUTH_AUDIENCE is required when AUTH_VERIFY_TOKENS=true');
   const allowed = config.AUTH_ALLOWED_CALLERS ? new Set(config.AUTH_ALLOWED_CALLERS) : undefined;
-  const client = new OAuth2Client();
+  // Loaded with the first token to check, off the start-up path.
+  let client: Promise<OAuth2Client> | undefined;
+  const oauthClient = () =>
+    (client ??= loadGoogleAuthLibrary().then(({ OAuth2Client }) => new OAuth2Client()));
   const certs = createCertsCache(config.AUTH_CERTS_URL);
 
   async function verify(authorization: string | null): Promise<VerifiedCaller> {
@@ -73,7 +77,7 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
     }
     let payload: { email?: string; sub?: string } | undefined;
     try {
-      const ticket = await client.verifySignedJwtWithCertsAsync(
+      const ticket = await (await oauthClient()).verifySignedJwtWithCertsAsync(
         match[1],
         signingCerts,
         audience,

@@ -1,0 +1,84 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import {
+  jsonSchemaTransform,
+  jsonSchemaTransformObject,
+  serializerCompiler,
+  validatorCompiler,
+} from 'fastify-type-provider-zod';
+import packageJson from '../../package.json' with { type: 'json' };
+import { routes } from '../routes/index.js';
+import type { RouteDeps } from '../routes/route-deps.js';
+import { sendProblem } from './error-handler.js';
+
+export type ApiDocs = {
+  /** The OpenAPI 3.1 document of `routes`. */
+  document(): Promise<unknown>;
+  /** Swagger UI and its assets: a Node request handler for the paths under /docs. */
+  uiHandler(): Promise<(request: IncomingMessage, response: ServerResponse) => void>;
+};
+
+/**
+ * The OpenAPI document and Swagger UI, built on first use in an instance of their own that never
+ * listens. Loading @fastify/swagger-ui (and @fastify/static, glob, yaml) costs about 45 ms of
+ * start-up, paid by every cold start; the docs are read by people, rarely, and can wait for it.
+ */
+export function createApiDocs(logger: FastifyBaseLogger, deps: RouteDeps): ApiDocs {
+  let built: Promise<FastifyInstance> | undefined;
+  const docsApp = () => {
+    built ??= buildDocsApp(logger, deps).catch((error: unknown) => {
+      built = undefined;
+      throw error;
+    });
+    return built;
+  };
+  return {
+    async document() {
+      return (await docsApp()).swagger();
+    },
+    async uiHandler() {
+      const app = await docsApp();
+      return (request, response) => app.routing(request, response);
+    },
+  };
+}
+
+async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise<FastifyInstance> {
+  const [{ default: fastifySwagger }, { default: fastifySwaggerUi }] = await Promise.all([
+    import('@fastify/swagger'),
+    import('@fastify/swagger-ui'),
+  ]);
+  const app = Fastify({ loggerInstance: logger, routerOptions: { maxParamLength: 200 } });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  app.setErrorHandler((error, request, reply) =>
+    sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
+  );
+  app.setNotFoundHandler((request, reply) =>
+    sendProblem(
+      Object.assign(new Error(`No route ${request.method} ${request.url.split('?', 1)[0]}`), {
+        statusCode: 404,
+      }),
+      request,
+      reply,
+    ),
+  );
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Greeter API',
+        description:
+          'The public REST role. Every call is traced end to end into the private gRPC backend.',
+        version: packageJson.version,
+      },
+    },
+    transform: jsonSchemaTransform,
+    transformObject: jsonSchemaTransformObject,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: true });
+  // Registered for their schemas only: this instance serves nothing but /docs.
+  for (const route of routes) await app.register(route, deps);
+  await app.ready();
+  return app;
+}
