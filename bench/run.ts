@@ -74,7 +74,11 @@ const withFlag = (shipped: string | undefined, flag: string) =>
 
 const MEMORY_VARIANTS: MemoryVariant[] = [
   { id: 'v8', label: 'V8 defaults (no NODE_OPTIONS)', nodeOptions: () => undefined },
-  { id: 'semi16', label: '--max-semi-space-size=16', nodeOptions: () => '--max-semi-space-size=16' },
+  {
+    id: 'semi16',
+    label: '--max-semi-space-size=16',
+    nodeOptions: () => '--max-semi-space-size=16',
+  },
   {
     // Node sizes its heap from a container's memory limit: about 256 MiB of old space on a
     // 512 MiB Cloud Run instance (deploy.sh's default), which changes how V8 collects.

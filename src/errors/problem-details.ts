@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** RFC 9457 problem details: the one shape of every REST error body. */
 export const ProblemDetailsSchema = z

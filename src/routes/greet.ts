@@ -1,5 +1,5 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
-import { z } from 'zod';
+import * as z from 'zod';
 import { checkName } from '../domain/greeting.js';
 import { ProblemDetailsSchema } from '../errors/problem-details.js';
 import type { RouteDeps } from './route-deps.js';
