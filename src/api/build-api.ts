@@ -6,7 +6,6 @@ import Fastify, {
   type HTTPMethods,
   LogController,
 } from 'fastify';
-import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
 import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
@@ -21,6 +20,7 @@ import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { hardenApi } from './harden-api.js';
 import { enduserFromHeader } from './request-hooks.js';
+import { zodSchemaController } from './zod-schema-controller.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -65,11 +65,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     forceCloseConnections: false,
     clientErrorHandler: createClientErrorHandler(telemetry.logger as FastifyBaseLogger),
     routerOptions: { maxParamLength: 200 },
+    schemaController: zodSchemaController,
     // A URL that cannot be decoded (`/greet%zz`) is rejected before routing: problem body too.
     frameworkErrors: (error, request, reply) => sendProblem(error, request, reply),
   });
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
   // JSON only: a text/plain body is 415 like any other type, not a confusing 400.
   app.removeContentTypeParser('text/plain');
 

@@ -1,15 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import {
-  jsonSchemaTransform,
-  jsonSchemaTransformObject,
-  serializerCompiler,
-  validatorCompiler,
-} from 'fastify-type-provider-zod';
+import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import packageJson from '../../package.json' with { type: 'json' };
 import { routes } from '../routes/index.js';
 import type { RouteDeps } from '../routes/route-deps.js';
 import { sendProblem } from './error-handler.js';
+import { zodSchemaController } from './zod-schema-controller.js';
 
 export type ApiDocs = {
   /** The OpenAPI 3.1 document of `routes`. */
@@ -48,9 +44,11 @@ async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise
     import('@fastify/swagger'),
     import('@fastify/swagger-ui'),
   ]);
-  const app = Fastify({ loggerInstance: logger, routerOptions: { maxParamLength: 200 } });
-  app.setValidatorCompiler(validatorCompiler);
-  app.setSerializerCompiler(serializerCompiler);
+  const app = Fastify({
+    loggerInstance: logger,
+    routerOptions: { maxParamLength: 200 },
+    schemaController: zodSchemaController,
+  });
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
   );
