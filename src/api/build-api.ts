@@ -4,7 +4,6 @@ import Fastify, {
   type FastifyReply,
   type FastifyRequest,
   type HTTPMethods,
-  LogController,
 } from 'fastify';
 import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
@@ -18,9 +17,9 @@ import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
 import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, sendProblem } from './error-handler.js';
+import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { enduserFromHeader } from './request-hooks.js';
-import { zodSchemaController } from './zod-schema-controller.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -56,16 +55,12 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   let draining = false;
 
   const app = Fastify({
-    loggerInstance: telemetry.logger as FastifyBaseLogger,
-    // One access line per request comes from the server span instead (with its trace ids).
-    logController: new LogController({ disableRequestLogging: true }),
+    ...sharedFastifyOptions(telemetry.logger as FastifyBaseLogger),
     serverFactory: tracing.serverFactory,
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: false,
     forceCloseConnections: false,
     clientErrorHandler: createClientErrorHandler(telemetry.logger as FastifyBaseLogger),
-    routerOptions: { maxParamLength: 200 },
-    schemaController: zodSchemaController,
     // A URL that cannot be decoded (`/greet%zz`) is rejected before routing: problem body too.
     frameworkErrors: (error, request, reply) => sendProblem(error, request, reply),
   });

@@ -5,7 +5,7 @@ import packageJson from '../../package.json' with { type: 'json' };
 import { routes } from '../routes/index.js';
 import type { RouteDeps } from '../routes/route-deps.js';
 import { sendProblem } from './error-handler.js';
-import { zodSchemaController } from './zod-schema-controller.js';
+import { sharedFastifyOptions } from './fastify-options.js';
 
 export type ApiDocs = {
   /** The OpenAPI 3.1 document of `routes`. */
@@ -44,11 +44,7 @@ async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise
     import('@fastify/swagger'),
     import('@fastify/swagger-ui'),
   ]);
-  const app = Fastify({
-    loggerInstance: logger,
-    routerOptions: { maxParamLength: 200 },
-    schemaController: zodSchemaController,
-  });
+  const app = Fastify(sharedFastifyOptions(logger));
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
   );
