@@ -13,6 +13,7 @@ import { instanceNodeOptions } from '../scripts/soak/node-options.ts';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
+import { REQUEST_FLUSH_CAP_MS } from '../src/telemetry/start-telemetry.js';
 import { startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
@@ -447,9 +448,10 @@ describe('telemetry endpoint failing', () => {
     60_000,
   );
 
-  // In request mode the first request may wait for the slow export (up to the 1 s cap); once
-  // an export is known to be slow, responses stop waiting for it.
-  it('request mode, endpoint slow (answers after 3 s): latency within noise', async () => {
+  // In request mode the first answer may wait for the slow export, up to the flush cap; once an
+  // export is known to be slow, answers stop waiting for it. Compared with the cap, not with a
+  // healthy run: the first calls of a fresh process are slower than a warmed-up median.
+  it('request mode, endpoint slow (answers after 3 s): only the first answer waits, and at most the flush cap', async () => {
     const slow = await receiver();
     slow.setBehaviour('slow', 3_000);
     const env = {
@@ -459,9 +461,14 @@ describe('telemetry endpoint failing', () => {
     };
     const backend = await role('backend', env);
     const api = await role('api', { ...env, BACKEND_URL: backend.url });
-    const answers: Answer[] = [];
-    for (let i = 0; i < 2; i++) answers.push(await greet(api.url));
-    await withinNoise('request', Math.min(...answers.map((a) => a.ms)));
+    const first = await greet(api.url);
+    expect(first.status).toBe(200);
+    // Both roles may wait once, one after the other.
+    expect(first.ms).toBeLessThan(2 * REQUEST_FLUSH_CAP_MS + 1_000);
+    const later: Answer[] = [];
+    for (let i = 0; i < 5; i++) later.push(await greet(api.url));
+    expect(countBy(later, (a) => String(a.status))).toEqual({ 200: 5 });
+    expect(Math.max(...later.map((a) => a.ms))).toBeLessThan(REQUEST_FLUSH_CAP_MS / 2);
   }, 60_000);
 });
 

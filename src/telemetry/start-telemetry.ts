@@ -43,7 +43,7 @@ import { createServerSpans, type ServerSpans } from './server-span.js';
 
 const TELEMETRY_API = 'https://telemetry.googleapis.com';
 /** The longest a response waits for its spans' export in request mode. */
-const REQUEST_FLUSH_CAP_MS = 1_000;
+export const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
 
 export type Telemetry = {
