@@ -173,13 +173,15 @@ async function startFakeBackend(delayMs: number): Promise<FakeBackend> {
       router.service(BackendService, {
         async greet(request, context) {
           calls += 1;
-          await new Promise<void>((resolve) => {
+          await new Promise<void>((resolve, reject) => {
             const timer = setTimeout(resolve, delayMs);
             context.signal.addEventListener('abort', () => {
               const code = Code[ConnectError.from(context.signal.reason).code];
               aborted[code] = (aborted[code] ?? 0) + 1;
               clearTimeout(timer);
-              resolve();
+              // As a real handler would: an aborted call ends with its reason, never a reply
+              // (a reply here could beat the caller's own deadline timer and answer 200).
+              reject(context.signal.reason);
             });
           });
           return { reply: `Hello ${request.name}!!` };
