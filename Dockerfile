@@ -11,19 +11,19 @@ COPY src ./src
 RUN npm run build
 
 FROM node:24-slim AS runtime
-# --max-semi-space-size bounds V8's young generation (peak memory under load); the compile cache
-# is filled below, so instances skip most compilation when they start (docs/benchmarks.md).
+# --max-semi-space-size bounds V8's young generation: peak memory under load (docs/benchmarks.md).
 ENV NODE_ENV=production \
-    NODE_OPTIONS="--max-semi-space-size=8" \
-    NODE_COMPILE_CACHE=/app/.compile-cache
+    NODE_OPTIONS="--max-semi-space-size=8"
 WORKDIR /app
 COPY package.json package-lock.json .npmrc ./
 RUN npm ci --omit=dev && npm cache clean --force \
     && install -d -o node -g node .compile-cache
 COPY --from=build /app/dist ./dist
 COPY scripts/warm-compile-cache.mjs ./scripts/
-# As the user that runs the image (Node keys its compile cache by user id). Also a smoke test:
-# the build fails if either role cannot start or serve a greeting.
+# Instances read V8's compiled code from here instead of compiling at every start. It is filled
+# as the user that runs the image (Node keys the cache by user id), by starting both roles once:
+# also a smoke test, the build fails if either role cannot start or serve a greeting.
+ENV NODE_COMPILE_CACHE=/app/.compile-cache
 USER node
 RUN node scripts/warm-compile-cache.mjs
 EXPOSE 8080
