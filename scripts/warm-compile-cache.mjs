@@ -1,23 +1,28 @@
-// Fills NODE_COMPILE_CACHE for the image: starts both roles from dist/, serves one greeting
-// through them, and stops them with SIGTERM, when Node writes the V8 code cache of every module
-// it compiled. Instances started from the image then skip most compilation (docs/benchmarks.md,
-// "Cold start"). Run it as the user the image runs as: Node keys the cache by user id.
+// Fills NODE_COMPILE_CACHE for the image: starts both roles from dist/, sends a greeting through
+// them and reads the API docs, then stops them with SIGTERM, when Node writes the V8 code cache of
+// every module it compiled. Instances started from the image then skip most compilation
+// (docs/benchmarks.md, "Cold start"). Run it as the user the image runs as: Node keys the cache
+// by user id. Fails (exit 1) if either role cannot start or serve, or if no cache was written.
 // Node built-ins only: it runs in the runtime stage, beside dist/ and production dependencies.
 // Usage: NODE_COMPILE_CACHE=dir node scripts/warm-compile-cache.mjs [dist/entry/main.js]
 import { spawn } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const [main = 'dist/entry/main.js'] = process.argv.slice(2);
-const DEADLINE_MS = 30_000;
+const DEADLINE_MS = 60_000;
+const REQUEST_TIMEOUT_MS = 10_000;
 
 const cacheDir = process.env.NODE_COMPILE_CACHE;
 if (!cacheDir) fail('NODE_COMPILE_CACHE is not set: set it to the directory the image ships.');
 
-const deadline = Date.now() + DEADLINE_MS;
 const children = [];
+const watchdog = setTimeout(() => fail(`not done within ${DEADLINE_MS} ms`), DEADLINE_MS);
+for (const signal of ['SIGINT', 'SIGTERM']) process.once(signal, () => fail(`${signal} received`));
+
 // Accepts what the roles export as they stop, so their shutdown does not wait on retries.
 const otlpSink = createHttpServer((request, response) => {
   request.resume().on('end', () => response.end());
@@ -32,20 +37,22 @@ try {
   start('backend', backendPort, otlp);
   start('api', apiPort, { ...otlp, BACKEND_URL: `http://127.0.0.1:${backendPort}` });
   const api = `http://127.0.0.1:${apiPort}`;
-  await untilAnswered(`${api}/healthz`);
-  const greeting = await fetch(`${api}/greet`, {
+  await untilAnswered(`${api}/readyz`);
+  await expectOk(`${api}/greet`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
     body: '{"name":"cache"}',
   });
-  if (greeting.status !== 200)
-    fail(`POST /greet answered ${greeting.status}: ${await greeting.text()}`);
+  await expectOk(`${api}/openapi.json`);
+  await expectOk(`${api}/docs/`);
   await Promise.all(children.map(stop));
-  const entries = readdirSync(cacheDir, { recursive: true }).length;
-  process.stdout.write(`compile cache in ${cacheDir}: ${entries} entries\n`);
+  const files = cachedFiles();
+  if (files === 0) fail(`no compile cache was written under ${cacheDir} for user id ${uid()}`);
+  process.stdout.write(`compile cache in ${cacheDir}: ${files} entries\n`);
 } finally {
   for (const child of children) child.kill('SIGKILL');
   otlpSink.close();
+  clearTimeout(watchdog);
 }
 
 function start(role, port, env) {
@@ -56,6 +63,7 @@ function start(role, port, env) {
       ...env,
       SERVICE_ROLE: role,
       PORT: String(port),
+      HOST: '127.0.0.1',
       LOG_LEVEL: 'warn',
     },
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -74,14 +82,38 @@ async function stop(child) {
   if (code !== 0) fail(`a role exited with ${code} after SIGTERM`);
 }
 
+async function expectOk(url, init = {}) {
+  const response = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+  const body = await response.text();
+  if (response.status !== 200)
+    fail(`${init.method ?? 'GET'} ${url} answered ${response.status}: ${body}`);
+}
+
 async function untilAnswered(url) {
   for (;;) {
     try {
-      if ((await fetch(url)).status === 200) return;
+      const response = await fetch(url, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+      await response.arrayBuffer();
+      if (response.status === 200) return;
     } catch {}
-    if (Date.now() > deadline) fail(`${url} did not answer within ${DEADLINE_MS} ms`);
     await sleep(20);
   }
+}
+
+/** Files in this user's cache directory: Node names it `v<version>-<arch>-<flags hash>-<uid>`. */
+function cachedFiles() {
+  let count = 0;
+  if (!existsSync(cacheDir)) return count;
+  for (const entry of readdirSync(cacheDir, { withFileTypes: true })) {
+    if (entry.isDirectory() && entry.name.endsWith(`-${uid()}`)) {
+      count += readdirSync(join(cacheDir, entry.name)).length;
+    }
+  }
+  return count;
+}
+
+function uid() {
+  return process.getuid?.() ?? 0;
 }
 
 function freePort() {

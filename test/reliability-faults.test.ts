@@ -453,7 +453,7 @@ describe('telemetry endpoint failing', () => {
   // In request mode the first answer may wait for the slow export, up to the flush cap; once an
   // export is known to be slow, answers stop waiting for it. Compared with the cap, not with a
   // healthy run: the first calls of a fresh process are slower than a warmed-up median.
-  it('request mode, endpoint slow (answers after 3 s): only the first answer waits, and at most the flush cap', async () => {
+  it('request mode, endpoint slow (answers after 3 s): only the first answer waits, and at most the flush cap per role', async () => {
     const slow = await receiver();
     slow.setBehaviour('slow', 3_000);
     const env = {
@@ -653,6 +653,18 @@ function keepAliveLoad(port: number, concurrency: number) {
 }
 
 /** 200, or 503 with Retry-After: what a client can act on. */
+/** Response headers of a keep-alive GET, as Node's http client reads them. */
+function responseHeaders(port: number, path: string): Promise<Record<string, unknown>> {
+  const agent = new Agent({ keepAlive: true });
+  return new Promise<Record<string, unknown>>((resolve, reject) => {
+    httpRequest({ port, host: '127.0.0.1', path, agent }, (response) => {
+      response.resume().on('end', () => resolve(response.headers));
+    })
+      .on('error', reject)
+      .end();
+  }).finally(() => agent.destroy());
+}
+
 function isCleanAnswer(outcome: Outcome): boolean {
   return outcome.status === 200 || (outcome.status === 503 && outcome.retryAfter === '1');
 }
@@ -681,11 +693,16 @@ describe('SIGTERM under load', () => {
     });
     const load = keepAliveLoad(api.port, 32);
     await eventually(() => expect(load.outcomes.length).toBeGreaterThan(200));
+    expect((await fetch(`${api.url}/docs/`)).status).toBe(200); // built before the signal
 
     const signalledAt = performance.now();
     api.child.kill('SIGTERM');
     await eventually(() => expect(JSON.stringify(api.logs())).toContain('SIGTERM received'));
-    const probes = await Promise.all([fetch(`${api.url}/healthz`), fetch(`${api.url}/readyz`)]);
+    const [docsHeaders, ...probes] = await Promise.all([
+      responseHeaders(api.port, '/docs/'),
+      fetch(`${api.url}/healthz`),
+      fetch(`${api.url}/readyz`),
+    ]);
     const exitCode = await api.exited;
     const stoppedAfter = performance.now() - signalledAt;
     const outcomes = await load.stop();
@@ -693,6 +710,8 @@ describe('SIGTERM under load', () => {
     expect(exitCode).toBe(0);
     expect(stoppedAfter).toBeLessThan(10_000);
     expect(probes.map((probe) => probe.status)).toEqual([503, 503]);
+    // The docs are served by an instance of their own, and still ask clients to go elsewhere.
+    expect(docsHeaders.connection).toBe('close');
 
     const answered = answeredTraceIds(api);
     const before = outcomes.filter((o) => o.startedAt < signalledAt);

@@ -110,6 +110,10 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   app.get('/openapi.json', hidden, () => docs.document());
   const serveDocs = async (request: FastifyRequest, reply: FastifyReply) => {
     const serve = await docs.uiHandler();
+    // Headers set by this app's hooks (`connection: close` while draining) would be lost.
+    for (const [name, value] of Object.entries(reply.getHeaders())) {
+      if (value !== undefined) reply.raw.setHeader(name, value);
+    }
     reply.hijack();
     serve(request.raw, reply.raw);
   };

@@ -16,7 +16,7 @@ export type ApiDocs = {
 
 /**
  * The OpenAPI document and Swagger UI, built on first use in an instance of their own that never
- * listens. Loading @fastify/swagger-ui (and @fastify/static, glob, yaml) costs about 45 ms of
+ * listens. Loading @fastify/swagger-ui (and @fastify/static, glob, yaml) costs about 40 ms of
  * start-up, paid by every cold start; the docs are read by people, rarely, and can wait for it.
  */
 export function createApiDocs(logger: FastifyBaseLogger, deps: RouteDeps): ApiDocs {

@@ -51,7 +51,13 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
   // Loaded with the first token to check, off the start-up path.
   let client: Promise<OAuth2Client> | undefined;
   const oauthClient = () =>
-    (client ??= loadGoogleAuthLibrary().then(({ OAuth2Client }) => new OAuth2Client()));
+    (client ??= loadGoogleAuthLibrary().then(
+      ({ OAuth2Client }) => new OAuth2Client(),
+      (error: unknown) => {
+        client = undefined;
+        throw error;
+      },
+    ));
   const certs = createCertsCache(config.AUTH_CERTS_URL);
 
   async function verify(authorization: string | null): Promise<VerifiedCaller> {
@@ -75,9 +81,19 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
         Code.Unavailable,
       );
     }
+    let verifier: OAuth2Client;
+    try {
+      verifier = await oauthClient();
+    } catch (error) {
+      // Our failure, not the caller's (as with the certificates above).
+      throw new ConnectError(
+        `cannot check ID tokens right now: ${reasonOf(error)}`,
+        Code.Unavailable,
+      );
+    }
     let payload: { email?: string; sub?: string } | undefined;
     try {
-      const ticket = await (await oauthClient()).verifySignedJwtWithCertsAsync(
+      const ticket = await verifier.verifySignedJwtWithCertsAsync(
         match[1],
         signingCerts,
         audience,
