@@ -2,6 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import packageJson from '../../package.json' with { type: 'json' };
+import { lazy } from '../lazy.js';
 import { routes } from '../routes/index.js';
 import type { RouteDeps } from '../routes/route-deps.js';
 import { sendProblem } from './error-handler.js';
@@ -20,14 +21,7 @@ export type ApiDocs = {
  * start-up, paid by every cold start; the docs are read by people, rarely, and can wait for it.
  */
 export function createApiDocs(logger: FastifyBaseLogger, deps: RouteDeps): ApiDocs {
-  let built: Promise<FastifyInstance> | undefined;
-  const docsApp = () => {
-    built ??= buildDocsApp(logger, deps).catch((error: unknown) => {
-      built = undefined;
-      throw error;
-    });
-    return built;
-  };
+  const docsApp = lazy(() => buildDocsApp(logger, deps));
   return {
     async document() {
       return (await docsApp()).swagger();

@@ -8,6 +8,7 @@ import {
 import { trace } from '@opentelemetry/api';
 import type { OAuth2Client } from 'google-auth-library';
 import type { Config } from '../config.js';
+import { lazy } from '../lazy.js';
 import { INFRASTRUCTURE_SERVICES } from '../rpc/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
@@ -49,15 +50,7 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
   if (!audience) throw new Error('AUTH_AUDIENCE is required when AUTH_VERIFY_TOKENS=true');
   const allowed = config.AUTH_ALLOWED_CALLERS ? new Set(config.AUTH_ALLOWED_CALLERS) : undefined;
   // Loaded with the first token to check, off the start-up path.
-  let client: Promise<OAuth2Client> | undefined;
-  const oauthClient = () =>
-    (client ??= loadGoogleAuthLibrary().then(
-      ({ OAuth2Client }) => new OAuth2Client(),
-      (error: unknown) => {
-        client = undefined;
-        throw error;
-      },
-    ));
+  const oauthClient = lazy(async () => new (await loadGoogleAuthLibrary()).OAuth2Client());
   const certs = createCertsCache(config.AUTH_CERTS_URL);
 
   async function verify(authorization: string | null): Promise<VerifiedCaller> {
