@@ -680,19 +680,27 @@ function answeredTraceIds(process: RoleProcess): Set<string> {
 }
 
 describe('SIGTERM under load', () => {
-  it('api: stops accepting, finishes in-flight requests, 503 to probes, flushes, exits 0 within 10 s, loses nothing it accepted', async () => {
+  /**
+   * Both roles exporting to a receiver only on their shutdown flush, and the api under steady
+   * load, with load shedding (reliability-public.test.ts) off: these count on every answer.
+   */
+  async function underLoad(apiEnv: Record<string, string> = {}) {
     const spans = await receiver();
-    // Only the shutdown flush can deliver these spans.
     const env = { OTEL_EXPORTER_OTLP_ENDPOINT: spans.url, OTEL_BSP_SCHEDULE_DELAY: '60000' };
     const backend = await role('backend', env);
-    // Load shedding (reliability-public.test.ts) off: this counts on every answer being 200.
     const api = await role('api', {
       ...env,
+      ...apiEnv,
       BACKEND_URL: backend.url,
       OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
     });
     const load = keepAliveLoad(api.port, 32);
     await eventually(() => expect(load.outcomes.length).toBeGreaterThan(200));
+    return { spans, backend, api, load };
+  }
+
+  it('api: stops accepting, finishes in-flight requests, 503 to probes, flushes, exits 0 within 10 s, loses nothing it accepted', async () => {
+    const { spans, api, load } = await underLoad();
     expect((await fetch(`${api.url}/docs/`)).status).toBe(200); // built before the signal
 
     const signalledAt = performance.now();
@@ -738,17 +746,7 @@ describe('SIGTERM under load', () => {
   }, 60_000);
 
   it('backend: NOT_SERVING to probes, in-flight calls finish, the api answers 200 or 503, flushes, exits 0 within 10 s', async () => {
-    const spans = await receiver();
-    const env = { OTEL_EXPORTER_OTLP_ENDPOINT: spans.url, OTEL_BSP_SCHEDULE_DELAY: '60000' };
-    const backend = await role('backend', env);
-    const api = await role('api', {
-      ...env,
-      BACKEND_URL: backend.url,
-      BACKEND_TIMEOUT_MS: '2000',
-      OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: '0',
-    });
-    const load = keepAliveLoad(api.port, 32);
-    await eventually(() => expect(load.outcomes.length).toBeGreaterThan(200));
+    const { spans, backend, api, load } = await underLoad({ BACKEND_TIMEOUT_MS: '2000' });
 
     const signalledAt = performance.now();
     backend.child.kill('SIGTERM');
