@@ -1,17 +1,14 @@
-import { constants, type Http2Session } from 'node:http2';
+import type { Http2Session } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
-import {
-  createGrpcTransport,
-  type GrpcTransportOptions,
-  Http2SessionManager,
-} from '@connectrpc/connect-node';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { type GrpcTransportOptions, Http2SessionManager } from '@connectrpc/connect-node';
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
 import { type IdTokenCredentials, isCredentialsError } from '../identity/id-token-credentials.js';
 import { createClientTracingInterceptor, withAttempt } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
+import { createGrpcUnaryTransport } from './grpc-unary-transport.js';
 
 /** The original service's policy: only UNAVAILABLE is retried, with full-jitter backoff. */
 export const RETRY_POLICY = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
@@ -52,13 +49,9 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
   const baseUrl = target.url.toString();
   const backend = createClient(
     BackendService,
-    createGrpcTransport({
-      baseUrl,
-      sessionManager,
-      interceptors: [tracing, transportFailuresAsUnavailable],
-    }),
+    createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: [tracing] }),
   );
-  const health = createClient(Health, createGrpcTransport({ baseUrl, sessionManager }));
+  const health = createClient(Health, createGrpcUnaryTransport({ baseUrl, sessionManager }));
   const headers = async (): Promise<Record<string, string> | undefined> =>
     deps.credentials ? { authorization: await deps.credentials.authorization() } : undefined;
 
@@ -115,20 +108,12 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
 
 type SessionManager = NonNullable<GrpcTransportOptions['sessionManager']>;
 
-/** Our code for a stream the backend closed without answering (see below). */
-const CLOSED_WITHOUT_ANSWER = 'ERR_BACKEND_CLOSED_STREAM';
-
 /**
- * Two connect-node gaps when the backend (or a load balancer in front of it) closes the HTTP/2
- * connection, both seen in test/reliability-faults.test.ts:
- * - connect-es #1768: after a GOAWAY on an idle connection the manager destroys the session
- *   with an error that Node emits only once the socket has closed; if a new request made the
- *   manager move on meanwhile, nobody listens and the error crashes the process. Every session
- *   that carries a request gets a listener of its own, so a late error is dropped (the manager
- *   has already replaced the connection).
- * - When the far side drops the session under open streams, Node closes them with NO_ERROR and
- *   no response; connect-node then waits for an answer until the deadline (or forever without
- *   one). Such a stream is failed at once instead, so the call is retried or answered 503.
+ * connect-es #1768: after a GOAWAY on an idle connection the manager destroys the session with
+ * an error that Node emits only once the socket has closed; if a new request made the manager
+ * move on meanwhile, nobody listens and the error crashes the process. Every session that
+ * carries a request gets a listener of its own, so a late error is dropped (the manager has
+ * already replaced the connection). Seen in test/reliability-faults.test.ts.
  */
 function withClosedSessionsHandled(manager: Http2SessionManager): SessionManager {
   const handled = new WeakSet<Http2Session>();
@@ -144,67 +129,8 @@ function withClosedSessionsHandled(manager: Http2SessionManager): SessionManager
         handled.add(session);
         session.on('error', ignore);
       }
-      let answered = false;
-      stream.once('response', () => {
-        answered = true;
-      });
-      stream.once('close', () => {
-        if (answered || stream.rstCode !== constants.NGHTTP2_NO_ERROR) return;
-        if (stream.listenerCount('error') === 0) return;
-        const error = new Error('the backend closed the connection before answering');
-        stream.emit('error', Object.assign(error, { code: CLOSED_WITHOUT_ANSWER }));
-      });
       return stream;
     },
     notifyResponseByteRead: (stream) => manager.notifyResponseByteRead(stream),
   };
-}
-
-/** Node error codes that mean the connection to the backend broke under a call. */
-const CONNECTION_LOST = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'ERR_HTTP2_INVALID_STREAM',
-  CLOSED_WITHOUT_ANSWER,
-]);
-
-/**
- * connect-node reports a connection lost under a call as ABORTED (ECONNRESET) or CANCELED (the
- * far side's RST_STREAM CANCEL), and a stream the server refused unprocessed (REFUSED_STREAM,
- * e.g. racing its GOAWAY) as INTERNAL. gRPC calls all of them UNAVAILABLE, the one code we
- * retry and answer with 503. Statuses the backend sent, and our own cancellations, stay.
- */
-const transportFailuresAsUnavailable: Interceptor = (next) => async (request) => {
-  try {
-    return await next(request);
-  } catch (thrown) {
-    const error = ConnectError.from(thrown);
-    if (error.isWireError || error.code === Code.Unavailable || request.signal.aborted) {
-      throw thrown;
-    }
-    const failure =
-      error.code === Code.Canceled ? 'stream reset by the backend' : transportFailure(error);
-    if (!failure) throw thrown;
-    throw new ConnectError(
-      `connection to the backend failed: ${failure}`,
-      Code.Unavailable,
-      undefined,
-      undefined,
-      error,
-    );
-  }
-};
-
-function transportFailure(error: ConnectError): string | undefined {
-  let cause: unknown = error;
-  for (let depth = 0; depth < 8 && cause instanceof Error; depth++) {
-    const code = (cause as NodeJS.ErrnoException).code;
-    if (code !== undefined && CONNECTION_LOST.has(code)) return code;
-    // Node names the reset code only in the message of ERR_HTTP2_STREAM_ERROR.
-    if (code === 'ERR_HTTP2_STREAM_ERROR' && cause.message.includes('NGHTTP2_REFUSED_STREAM')) {
-      return 'REFUSED_STREAM';
-    }
-    cause = cause.cause;
-  }
-  return undefined;
 }

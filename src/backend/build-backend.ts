@@ -1,7 +1,7 @@
 import { createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { HandlerContext, Interceptor } from '@connectrpc/connect';
-import { connectNodeAdapter } from '@connectrpc/connect-node';
+import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import {
@@ -13,6 +13,7 @@ import {
 import { createServerTracingInterceptor } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { capDeadline } from './deadline-cap.js';
+import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
 
@@ -27,6 +28,8 @@ export type BackendDeps = {
   interceptors?: Interceptor[];
   /** Run on the headers before the body is read, e.g. the ID-token check. */
   requestGate?: (context: HandlerContext) => Promise<void>;
+  /** Unary gRPC calls skip Connect's streaming pipeline (default true; see the fast path). */
+  unaryFastPath?: boolean;
 };
 
 export type Backend = {
@@ -49,8 +52,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     '': 'NOT_SERVING',
     [BackendService.typeName]: 'NOT_SERVING',
   });
-  const handler = connectNodeAdapter({
-    routes: (router) => registerRpcs(router, { health, reflection: config.GRPC_REFLECTION }),
+  const callOptions = {
     interceptors: [
       createServerTracingInterceptor(
         telemetry.serverSpans,
@@ -63,12 +65,22 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
     readMaxBytes: MAX_MESSAGE_BYTES,
+    acceptCompression: [compressionGzip, compressionBrotli],
+  };
+  const fastPath = deps.unaryFastPath === false ? undefined : createGrpcUnaryFastPath(callOptions);
+  const handler = connectNodeAdapter({
+    ...callOptions,
+    routes: (router) =>
+      registerRpcs(fastPath ? fastPath.learn(router) : router, {
+        health,
+        reflection: config.GRPC_REFLECTION,
+      }),
     fallback: answerUnknownMethod,
   });
   const server = createServer((request, response) => {
     capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
     releaseUnreadRequest(request);
-    handler(request, response);
+    if (!fastPath?.serve(request, response)) handler(request, response);
   });
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {

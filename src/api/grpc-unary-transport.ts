@@ -1,0 +1,397 @@
+import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from 'node:http2';
+import { create, type DescMessage, fromBinary, isMessage, toBinary } from '@bufbuild/protobuf';
+import {
+  Code,
+  ConnectError,
+  createContextValues,
+  type Interceptor,
+  type Transport,
+  type UnaryRequest,
+  type UnaryResponse,
+} from '@connectrpc/connect';
+import { compressedFlag } from '@connectrpc/connect/protocol';
+import { validateResponse, validateTrailer } from '@connectrpc/connect/protocol-grpc';
+import { createGrpcTransport, type GrpcTransportOptions } from '@connectrpc/connect-node';
+
+const ENVELOPE_HEADER_BYTES = 5;
+/** gRPC's default message size limit. */
+const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
+const USER_AGENT = 'cloud-run-observable-services';
+
+type SessionManager = NonNullable<GrpcTransportOptions['sessionManager']>;
+
+export type GrpcUnaryTransportOptions = {
+  baseUrl: string;
+  /** The one HTTP/2 session to the server, shared with other transports. */
+  sessionManager: SessionManager;
+  interceptors?: Interceptor[];
+  readMaxBytes?: number;
+};
+
+/**
+ * A Connect `Transport` that makes unary calls in the gRPC protocol (binary codec) straight on
+ * an HTTP/2 stream: Connect's own transport takes every call through its streaming pipeline,
+ * which costs most of a call's CPU (docs/benchmarks.md). Interceptors, deadlines, cancellation
+ * and the status in trailers behave as in Connect's transport; streaming calls go to it.
+ *
+ * Failures of the connection under a call (reset, refused stream, closed without an answer)
+ * are UNAVAILABLE, as gRPC names them: the one code callers retry.
+ */
+export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Transport {
+  const { sessionManager } = options;
+  const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
+  const { origin, pathname } = new URL(options.baseUrl);
+  const base = `${origin}${pathname.replace(/\/$/, '')}`;
+  let streaming: Transport | undefined;
+
+  function send(req: UnaryRequest): Promise<UnaryResponse> {
+    if (!req.url.startsWith(`${origin}/`)) {
+      const message = `cannot call ${req.url}: the HTTP/2 session is connected to ${origin}`;
+      return Promise.reject(new ConnectError(message, Code.Internal));
+    }
+    const path = req.url.slice(origin.length);
+    const body = envelope(toBinary(req.method.input, req.message));
+    const headers: Record<string, string> = {};
+    req.header.forEach((value, key) => {
+      headers[key] = value;
+    });
+    const { signal } = req;
+    if (signal.aborted) return Promise.reject(cancelled(signal));
+    return new Promise((resolve, reject) => {
+      // The deadline and the caller also bound connecting (and the PING of an idle session).
+      let abandoned = false;
+      const onAbort = () => {
+        abandoned = true;
+        reject(cancelled(signal));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      sessionManager.request('POST', path, headers, {}).then(
+        (stream) => {
+          signal.removeEventListener('abort', onAbort);
+          if (!abandoned) {
+            exchange(stream, req, body).then(resolve, reject);
+            return;
+          }
+          stream.on('error', ignore);
+          if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+        },
+        (reason: unknown) => {
+          signal.removeEventListener('abort', onAbort);
+          if (!abandoned) reject(asTransportFailure(reason));
+        },
+      );
+    });
+  }
+
+  function exchange(
+    stream: ClientHttp2Stream,
+    req: UnaryRequest,
+    body: Uint8Array,
+  ): Promise<UnaryResponse> {
+    return new Promise((resolve, reject) => {
+      // First: the stream may emit an error from now on, even once the call is settled.
+      stream.on('error', (error: NodeJS.ErrnoException) => {
+        // A reset is reported by 'close' with its code.
+        if (error.code !== 'ERR_HTTP2_STREAM_ERROR') settle(asTransportFailure(error));
+      });
+      const onAbort = () => settle(cancelled(req.signal));
+      const chunks: Buffer[] = [];
+      let received = 0;
+      let status = 0;
+      let responseHeaders: IncomingHttpHeaders | undefined;
+      let responseTrailers: IncomingHttpHeaders | undefined;
+      let settled = false;
+      const settle = (error: ConnectError | undefined) => {
+        if (settled) return;
+        settled = true;
+        req.signal.removeEventListener('abort', onAbort);
+        if (error) {
+          if (!stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+          reject(error);
+          return;
+        }
+        try {
+          resolve(
+            unaryResponse(req, status, responseHeaders ?? {}, responseTrailers ?? {}, {
+              chunks,
+              received,
+              readMaxBytes,
+            }),
+          );
+        } catch (thrown) {
+          reject(thrown);
+        }
+      };
+      if (req.signal.aborted) return onAbort();
+      req.signal.addEventListener('abort', onAbort, { once: true });
+      stream.on('response', (headers) => {
+        status = headers[':status'] ?? 0;
+        responseHeaders = headers;
+      });
+      stream.on('data', (chunk: Buffer) => {
+        chunks.push(chunk);
+        received += chunk.length;
+        sessionManager.notifyResponseByteRead(stream);
+        if (received > ENVELOPE_HEADER_BYTES + readMaxBytes)
+          settle(tooLarge(received, readMaxBytes));
+      });
+      stream.on('trailers', (trailers) => {
+        responseTrailers = trailers;
+      });
+      stream.on('close', () => {
+        if (settled) return;
+        const code = stream.rstCode;
+        if (code !== undefined && code !== constants.NGHTTP2_NO_ERROR) {
+          settle(resetByServer(code));
+        } else if (!responseHeaders) {
+          settle(closedWithoutAnswer());
+        } else {
+          settle(undefined);
+        }
+      });
+      stream.end(body);
+    });
+  }
+
+  const call = applyInterceptors(send, options.interceptors ?? []);
+
+  return {
+    async unary(method, signal, timeoutMs, header, input, contextValues) {
+      const deadlineMs = timeoutMs !== undefined && timeoutMs > 0 ? timeoutMs : undefined;
+      const callSignal = linkedSignal(signal, deadlineMs);
+      const requestHeader = new Headers(header);
+      requestHeader.set('content-type', 'application/grpc+proto');
+      if (!requestHeader.has('user-agent')) requestHeader.set('user-agent', USER_AGENT);
+      if (deadlineMs !== undefined) requestHeader.set('grpc-timeout', `${deadlineMs}m`);
+      requestHeader.set('te', 'trailers');
+      let error: ConnectError | undefined;
+      try {
+        return (await call({
+          stream: false,
+          service: method.parent,
+          method,
+          requestMethod: 'POST',
+          url: `${base}/${method.parent.typeName}/${method.name}`,
+          header: requestHeader,
+          contextValues: contextValues ?? createContextValues(),
+          message: normalize(method.input, input),
+          signal: callSignal.signal,
+        })) as UnaryResponse<never, never>;
+      } catch (thrown) {
+        error = callSignal.signal.aborted
+          ? cancelled(callSignal.signal)
+          : ConnectError.from(thrown);
+        throw error;
+      } finally {
+        callSignal.finish(error);
+      }
+    },
+    stream(method, signal, timeoutMs, header, input, contextValues) {
+      streaming ??= createGrpcTransport({
+        baseUrl: options.baseUrl,
+        sessionManager,
+        ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+      });
+      return streaming.stream(method, signal, timeoutMs, header, input, contextValues);
+    },
+  };
+}
+
+type ResponseBody = { chunks: Buffer[]; received: number; readMaxBytes: number };
+
+/** Checks a complete response in the order Connect's gRPC transport does. */
+function unaryResponse(
+  req: UnaryRequest,
+  status: number,
+  nodeHeader: IncomingHttpHeaders,
+  nodeTrailer: IncomingHttpHeaders,
+  body: ResponseBody,
+): UnaryResponse {
+  const header = webHeaders(nodeHeader);
+  const trailer = webHeaders(nodeTrailer);
+  const { headerError } = validateResponse(status, header);
+  const encoding = header.get('grpc-encoding');
+  if (encoding !== null && encoding.toLowerCase() !== 'identity') {
+    throw new ConnectError(`unsupported response encoding "${encoding}"`, Code.Internal, header);
+  }
+  const message = singleMessage(req.method.output, body);
+  validateTrailer(trailer, header);
+  if (message === undefined) {
+    if (headerError) throw headerError;
+    throw new ConnectError(
+      'protocol error: missing output message for unary method',
+      trailer.has('grpc-status') ? Code.Unimplemented : Code.Unknown,
+    );
+  }
+  if (headerError) {
+    throw new ConnectError(
+      'protocol error: received output message for unary method with error status',
+      Code.Unknown,
+    );
+  }
+  return { stream: false, service: req.service, method: req.method, header, message, trailer };
+}
+
+function singleMessage(schema: DescMessage, body: ResponseBody) {
+  if (body.received === 0) return undefined;
+  const all = body.chunks.length === 1 ? (body.chunks[0] as Buffer) : Buffer.concat(body.chunks);
+  if (all.length < ENVELOPE_HEADER_BYTES) throw incompleteEnvelope();
+  const length = all.readUInt32BE(1);
+  if (length > body.readMaxBytes) throw tooLarge(length, body.readMaxBytes);
+  const end = ENVELOPE_HEADER_BYTES + length;
+  if (all.length < end) throw incompleteEnvelope();
+  if (((all[0] ?? 0) & compressedFlag) !== 0) {
+    throw new ConnectError(
+      'received compressed envelope, but do not know how to decompress',
+      Code.Internal,
+    );
+  }
+  let message: ReturnType<typeof fromBinary>;
+  try {
+    message = fromBinary(schema, all.subarray(ENVELOPE_HEADER_BYTES, end));
+  } catch (thrown) {
+    const reason = thrown instanceof Error ? thrown.message : String(thrown);
+    throw new ConnectError(`parse binary: ${reason}`, Code.Internal);
+  }
+  if (all.length > end) {
+    throw new ConnectError(
+      'protocol error: received extra output message for unary method',
+      Code.Unimplemented,
+    );
+  }
+  return message;
+}
+
+function incompleteEnvelope(): ConnectError {
+  return new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
+}
+
+function tooLarge(size: number, readMaxBytes: number): ConnectError {
+  return new ConnectError(
+    `message size ${size} is larger than configured readMaxBytes ${readMaxBytes}`,
+    Code.ResourceExhausted,
+  );
+}
+
+function envelope(message: Uint8Array): Uint8Array {
+  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + message.byteLength);
+  framed.writeUInt8(0, 0);
+  framed.writeUInt32BE(message.byteLength, 1);
+  framed.set(message, ENVELOPE_HEADER_BYTES);
+  return framed;
+}
+
+function normalize<T extends DescMessage>(schema: T, input: unknown) {
+  return isMessage(input, schema) ? input : create(schema, input as never);
+}
+
+function applyInterceptors(
+  send: (req: UnaryRequest) => Promise<UnaryResponse>,
+  interceptors: Interceptor[],
+): (req: UnaryRequest) => Promise<UnaryResponse> {
+  let next = send as Parameters<Interceptor>[0];
+  for (const interceptor of [...interceptors].reverse()) next = interceptor(next);
+  return next as (req: UnaryRequest) => Promise<UnaryResponse>;
+}
+
+/**
+ * The call's signal: aborted by the caller's signal and by the deadline, and, as in Connect's
+ * transports, when the call ends: with its error, or with a shared reason on success (Connect
+ * builds a new DOMException for each call there).
+ */
+function linkedSignal(
+  signal: AbortSignal | undefined,
+  deadlineMs: number | undefined,
+): { signal: AbortSignal; finish(error: ConnectError | undefined): void } {
+  const controller = new AbortController();
+  const onAbort = () => controller.abort(signal?.reason);
+  if (signal?.aborted) onAbort();
+  else signal?.addEventListener('abort', onAbort, { once: true });
+  const timer =
+    deadlineMs === undefined
+      ? undefined
+      : setTimeout(
+          () =>
+            controller.abort(new ConnectError('the operation timed out', Code.DeadlineExceeded)),
+          deadlineMs,
+        );
+  return {
+    signal: controller.signal,
+    finish(error) {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      controller.abort(error ?? CALL_COMPLETED);
+    },
+  };
+}
+
+const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
+
+function cancelled(signal: AbortSignal): ConnectError {
+  return ConnectError.from(signal.reason, Code.Canceled);
+}
+
+function ignore(): void {}
+
+function webHeaders(headers: IncomingHttpHeaders): Headers {
+  const result = new Headers();
+  for (const key in headers) {
+    if (key.charCodeAt(0) === 58 /* ':' */) continue;
+    const value = headers[key];
+    if (typeof value === 'string') result.append(key, value);
+    else if (typeof value === 'number') result.append(key, String(value));
+    else if (Array.isArray(value)) for (const item of value) result.append(key, item);
+  }
+  return result;
+}
+
+/** Node error codes that mean the connection to the server broke under a call. */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'ERR_HTTP2_INVALID_STREAM']);
+
+function asTransportFailure(reason: unknown): ConnectError {
+  const error = ConnectError.from(reason);
+  if (error.code === Code.Unavailable) return error;
+  let cause: unknown = reason;
+  for (let depth = 0; depth < 8 && cause instanceof Error; depth++) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    if (code !== undefined && CONNECTION_LOST.has(code)) {
+      return new ConnectError(
+        `connection to the backend failed: ${code}`,
+        Code.Unavailable,
+        undefined,
+        undefined,
+        reason,
+      );
+    }
+    cause = cause.cause;
+  }
+  return error;
+}
+
+function closedWithoutAnswer(): ConnectError {
+  return new ConnectError(
+    'connection to the backend failed: the backend closed the connection before answering',
+    Code.Unavailable,
+  );
+}
+
+/** RST_STREAM from the server. A refused or cancelled stream was not answered: UNAVAILABLE. */
+function resetByServer(rstCode: number): ConnectError {
+  const name = RESET_NAMES[rstCode] ?? `0x${rstCode.toString(16)}`;
+  const code =
+    rstCode === constants.NGHTTP2_REFUSED_STREAM || rstCode === constants.NGHTTP2_CANCEL
+      ? Code.Unavailable
+      : rstCode === constants.NGHTTP2_ENHANCE_YOUR_CALM
+        ? Code.ResourceExhausted
+        : Code.Internal;
+  return new ConnectError(`connection to the backend failed: stream reset (${name})`, code);
+}
+
+const RESET_NAMES: Readonly<Record<number, string>> = {
+  [constants.NGHTTP2_PROTOCOL_ERROR]: 'PROTOCOL_ERROR',
+  [constants.NGHTTP2_INTERNAL_ERROR]: 'INTERNAL_ERROR',
+  [constants.NGHTTP2_FLOW_CONTROL_ERROR]: 'FLOW_CONTROL_ERROR',
+  [constants.NGHTTP2_REFUSED_STREAM]: 'REFUSED_STREAM',
+  [constants.NGHTTP2_CANCEL]: 'CANCEL',
+  [constants.NGHTTP2_ENHANCE_YOUR_CALM]: 'ENHANCE_YOUR_CALM',
+};

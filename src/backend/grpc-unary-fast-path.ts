@@ -1,0 +1,304 @@
+import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders } from 'node:http2';
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  createHandlerContext,
+  createServiceImplSpec,
+  type HandlerContext,
+  type Interceptor,
+  type MethodImplSpec,
+} from '@connectrpc/connect';
+import {
+  type Compression,
+  compressedFlag,
+  compressionNegotiate,
+  invokeUnaryImplementation,
+} from '@connectrpc/connect/protocol';
+import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
+
+/** Connect's default: smaller messages are not worth compressing. */
+const COMPRESS_MIN_BYTES = 1024;
+const ENVELOPE_HEADER_BYTES = 5;
+const PROTO_CONTENT_TYPE = 'application/grpc+proto';
+
+type UnarySpec = MethodImplSpec & { kind: 'unary' };
+
+export type GrpcUnaryFastPathOptions = {
+  interceptors: Interceptor[];
+  requestGate?: (context: HandlerContext) => Promise<void>;
+  maxTimeoutMs: number;
+  readMaxBytes: number;
+  acceptCompression: Compression[];
+};
+
+export type GrpcUnaryFastPath = {
+  /** Wraps the router the services are registered on, to learn their unary methods. */
+  learn(router: ConnectRouter): ConnectRouter;
+  /**
+   * Serves a unary call in the gRPC protocol with the binary codec; returns false for anything
+   * else (gRPC-Web, Connect, JSON, streaming, unknown paths), which Connect's adapter serves.
+   */
+  serve(request: Http2ServerRequest, response: Http2ServerResponse): boolean;
+};
+
+/**
+ * Connect-ES serves every protocol through one async-iterable pipeline per call, which costs
+ * unary gRPC calls most of their CPU (docs/benchmarks.md). This serves those calls with the
+ * same building blocks (handler context, interceptors, request gate, status trailers) in a
+ * straight line; what the client sees is the same, and test/grpc-unary-fast-path.test.ts
+ * compares both paths byte for byte.
+ */
+export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): GrpcUnaryFastPath {
+  const methods = new Map<string, UnarySpec>();
+
+  async function serveUnary(
+    spec: UnarySpec,
+    request: Http2ServerRequest,
+    response: Http2ServerResponse,
+  ): Promise<void> {
+    const headers = request.headers;
+    const timeout = parseTimeout(headerValue(headers['grpc-timeout']), options.maxTimeoutMs);
+    const context = createHandlerContext({
+      service: spec.method.parent,
+      method: spec.method,
+      protocolName: 'grpc',
+      requestMethod: 'POST',
+      url: `http://${request.authority}${request.url}`,
+      requestHeader: webHeaders(headers),
+      responseHeader: { 'content-type': PROTO_CONTENT_TYPE },
+      responseTrailer: { 'grpc-status': '0' },
+      ...(timeout.timeoutMs === undefined ? {} : { timeoutMs: timeout.timeoutMs }),
+    });
+    const compression = compressionNegotiate(
+      options.acceptCompression,
+      headerValue(headers['grpc-encoding']),
+      headerValue(headers['grpc-accept-encoding']),
+      'grpc-accept-encoding',
+    );
+    if (compression.response)
+      context.responseHeader.set('grpc-encoding', compression.response.name);
+    let body: Uint8Array | undefined;
+    let settled = false;
+    request.once('close', () => {
+      if (!settled) context.abort(cancelledByClient(request.stream.rstCode));
+    });
+    try {
+      if (options.requestGate) await options.requestGate(context);
+      if (compression.error) throw compression.error;
+      if (timeout.error) throw timeout.error;
+      const requestBody = await readBody(request, options.readMaxBytes);
+      const input = await singleMessage(
+        spec,
+        requestBody,
+        options.readMaxBytes,
+        compression.request,
+      );
+      const output = await invokeUnaryImplementation(spec, context, input, options.interceptors);
+      body = await envelope(toBinary(spec.method.output, output), compression.response);
+    } catch (thrown) {
+      setTrailerStatus(
+        context.responseTrailer,
+        thrown instanceof ConnectError
+          ? thrown
+          : new ConnectError('internal error', Code.Internal, undefined, undefined, thrown),
+      );
+    } finally {
+      settled = true;
+      // Connect aborts without a reason here, which builds a new DOMException for each call.
+      context.abort(CALL_COMPLETED);
+    }
+    if (response.stream.destroyed) return;
+    response.writeHead(200, nodeHeaders(context.responseHeader));
+    response.addTrailers(nodeHeaders(context.responseTrailer));
+    if (body) response.end(body);
+    else response.end();
+  }
+
+  return {
+    learn(router) {
+      const learning: ConnectRouter = {
+        get handlers() {
+          return router.handlers;
+        },
+        service(service, implementation, serviceOptions) {
+          // Per-service options (interceptors, limits) stay with Connect's handlers.
+          if (!serviceOptions) {
+            const spec = createServiceImplSpec(service, implementation);
+            for (const method of Object.values(spec.methods)) {
+              if (method.kind === 'unary') {
+                methods.set(`/${service.typeName}/${method.method.name}`, method);
+              }
+            }
+          }
+          router.service(service, implementation, serviceOptions);
+          return learning;
+        },
+        rpc(method, implementation, rpcOptions) {
+          router.rpc(method, implementation, rpcOptions);
+          return learning;
+        },
+      };
+      return learning;
+    },
+    serve(request, response) {
+      if (request.method !== 'POST') return false;
+      const contentType = request.headers['content-type'];
+      if (contentType !== 'application/grpc' && contentType !== PROTO_CONTENT_TYPE) return false;
+      const spec = methods.get(request.url.split('?', 1)[0] ?? '');
+      if (!spec) return false;
+      void serveUnary(spec, request, response);
+      return true;
+    },
+  };
+}
+
+/** The handler context's signal is aborted once the call is answered, as Connect does. */
+const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
+
+function cancelledByClient(rstCode: number): ConnectError {
+  return new ConnectError(`the client cancelled the call (RST_STREAM ${rstCode})`, Code.Canceled);
+}
+
+function parse(spec: UnarySpec, bytes: Uint8Array) {
+  try {
+    return fromBinary(spec.method.input, bytes);
+  } catch (thrown) {
+    const message = thrown instanceof Error ? thrown.message : String(thrown);
+    throw new ConnectError(`parse binary: ${message}`, Code.Internal);
+  }
+}
+
+/**
+ * Reads the request body. A first message declared over the limit is refused as soon as its
+ * envelope header arrives, before the rest is read (as Connect does).
+ */
+function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let received = 0;
+    let checked = false;
+    const done = (error?: ConnectError) => {
+      request.off('data', onData);
+      request.off('end', onEnd);
+      request.off('close', onClose);
+      if (error) reject(error);
+      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received));
+    };
+    const onData = (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+      if (checked || received < ENVELOPE_HEADER_BYTES) return;
+      checked = true;
+      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, received);
+      const declared = head.readUInt32BE(1);
+      if (declared > readMaxBytes) done(tooLarge(declared, readMaxBytes));
+    };
+    const onEnd = () => done();
+    const onClose = () => done(cancelledByClient(request.stream.rstCode));
+    request.on('data', onData);
+    request.once('end', onEnd);
+    request.once('close', onClose);
+  });
+}
+
+type Envelope = { flags: number; data: Uint8Array; end: number };
+
+/** The enveloped message at `offset`, undefined at the end of the body. */
+function envelopeAt(body: Buffer, offset: number, readMaxBytes: number): Envelope | undefined {
+  if (offset === body.length) return undefined;
+  if (body.length - offset < ENVELOPE_HEADER_BYTES) throw incompleteEnvelope();
+  const length = body.readUInt32BE(offset + 1);
+  if (length > readMaxBytes) throw tooLarge(length, readMaxBytes);
+  const end = offset + ENVELOPE_HEADER_BYTES + length;
+  if (end > body.length) throw incompleteEnvelope();
+  return {
+    flags: body[offset] ?? 0,
+    data: body.subarray(offset + ENVELOPE_HEADER_BYTES, end),
+    end,
+  };
+}
+
+/** The body's one message, checked, decompressed and parsed in the order Connect does it. */
+async function singleMessage(
+  spec: UnarySpec,
+  body: Buffer,
+  readMaxBytes: number,
+  compression: Compression | null,
+) {
+  const first = envelopeAt(body, 0, readMaxBytes);
+  if (!first) {
+    throw new ConnectError(
+      'protocol error: missing input message for unary method',
+      Code.Unimplemented,
+    );
+  }
+  let data = first.data;
+  if ((first.flags & compressedFlag) !== 0) {
+    if (!compression) {
+      throw new ConnectError(
+        'received compressed envelope, but do not know how to decompress',
+        Code.Internal,
+      );
+    }
+    data = await compression.decompress(data, readMaxBytes);
+  }
+  const input = parse(spec, data);
+  if (envelopeAt(body, first.end, readMaxBytes)) {
+    throw new ConnectError(
+      'protocol error: received extra input message for unary method',
+      Code.Unimplemented,
+    );
+  }
+  return input;
+}
+
+function incompleteEnvelope(): ConnectError {
+  return new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
+}
+
+function tooLarge(size: number, readMaxBytes: number): ConnectError {
+  return new ConnectError(
+    `message size ${size} is larger than configured readMaxBytes ${readMaxBytes}`,
+    Code.ResourceExhausted,
+  );
+}
+
+async function envelope(message: Uint8Array, compression: Compression | null): Promise<Buffer> {
+  let flags = 0;
+  let data = message;
+  if (compression && message.byteLength >= COMPRESS_MIN_BYTES) {
+    data = await compression.compress(message);
+    flags = compressedFlag;
+  }
+  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + data.byteLength);
+  framed.writeUInt8(flags, 0);
+  framed.writeUInt32BE(data.byteLength, 1);
+  framed.set(data, ENVELOPE_HEADER_BYTES);
+  return framed;
+}
+
+function headerValue(value: string | string[] | undefined): string | null {
+  return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** Node's incoming headers as fetch Headers, pseudo-headers left out (as connect-node does). */
+function webHeaders(headers: IncomingHttpHeaders): Headers {
+  const result = new Headers();
+  for (const key in headers) {
+    if (key.charCodeAt(0) === 58 /* ':' */) continue;
+    const value = headers[key];
+    if (typeof value === 'string') result.append(key, value);
+    else if (Array.isArray(value)) for (const item of value) result.append(key, item);
+  }
+  return result;
+}
+
+function nodeHeaders(headers: Headers): Record<string, string> {
+  const result: Record<string, string> = {};
+  headers.forEach((value, key) => {
+    result[key] = value;
+  });
+  return result;
+}

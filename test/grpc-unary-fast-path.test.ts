@@ -1,0 +1,686 @@
+import { execFile } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import {
+  connect,
+  createServer,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type Http2Session,
+  type IncomingHttpHeaders,
+} from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
+import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
+import {
+  Code,
+  ConnectError,
+  createClient,
+  type HandlerContext,
+  type Interceptor,
+} from '@connectrpc/connect';
+import {
+  compressionBrotli,
+  compressionGzip,
+  connectNodeAdapter,
+  createGrpcTransport,
+  Http2SessionManager,
+} from '@connectrpc/connect-node';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createGrpcUnaryFastPath } from '../src/backend/grpc-unary-fast-path.js';
+import {
+  BackendService,
+  GreetRequestSchema,
+  GreetResponseSchema,
+} from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { registerBackendService } from '../src/rpc/backend-service.js';
+
+const run = promisify(execFile);
+
+const GREET_PATH = '/backend_service.v1.BackendService/Greet';
+/** Per call: every answer here takes milliseconds. */
+const CALL_DEADLINE_MS = 3_000;
+const READ_MAX_BYTES = 1024;
+
+const echoInterceptor: Interceptor = (next) => async (request) => {
+  const response = await next(request);
+  const echo = request.header.get('x-echo');
+  if (echo !== null && !response.stream) {
+    response.header.set('x-echo-header', echo);
+    response.trailer.set('x-echo-trailer', echo);
+  }
+  return response;
+};
+
+async function denyGate(context: HandlerContext): Promise<void> {
+  if (context.requestHeader.has('x-deny')) throw new ConnectError('denied', Code.Unauthenticated);
+}
+
+const options = {
+  acceptCompression: [compressionGzip, compressionBrotli],
+  readMaxBytes: READ_MAX_BYTES,
+  maxTimeoutMs: 60_000,
+  interceptors: [echoInterceptor],
+  requestGate: denyGate,
+};
+
+type Listener = (request: Http2ServerRequest, response: Http2ServerResponse) => void;
+type Running = { port: number; url: string; close(): Promise<void> };
+
+async function listen(listener: Listener): Promise<Running> {
+  const server = createServer(listener);
+  const sessions = new Set<Http2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    port,
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const session of sessions) session.close();
+      }),
+  };
+}
+
+type RawRequest = {
+  body: Uint8Array;
+  contentType?: string;
+  path?: string;
+  headers?: Record<string, string>;
+  /** End the request only once the answer's trailers arrived: the answer must not wait for it. */
+  leaveOpen?: true;
+};
+
+/** Everything a client can observe of one answer; headers in wire order, `date` left out. */
+type Answer = {
+  status: string;
+  headers: [string, string][];
+  body: string;
+  trailers: [string, string][];
+  rstCode: number;
+  streamError: string | null;
+};
+
+function entries(headers: IncomingHttpHeaders): [string, string][] {
+  return Object.entries(headers)
+    .filter(([name]) => name !== 'date')
+    .map(([name, value]) => [name, String(value)]);
+}
+
+/** One request on its own HTTP/2 session, the body written exactly as given. */
+function rawCall(port: number, request: RawRequest): Promise<Answer> {
+  return new Promise<Answer>((resolve, reject) => {
+    const answer: Answer = {
+      status: '',
+      headers: [],
+      body: '',
+      trailers: [],
+      rstCode: -1,
+      streamError: null,
+    };
+    const chunks: Buffer[] = [];
+    const session = connect(`http://127.0.0.1:${port}`);
+    const timer = setTimeout(() => {
+      session.destroy();
+      answer.body = Buffer.concat(chunks).toString('hex');
+      reject(
+        new Error(
+          `the stream to 127.0.0.1:${port} did not close within ${CALL_DEADLINE_MS} ms; received ${JSON.stringify(answer)}`,
+        ),
+      );
+    }, CALL_DEADLINE_MS);
+    session.on('error', (error) => {
+      clearTimeout(timer);
+      session.destroy();
+      reject(error);
+    });
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': request.path ?? GREET_PATH,
+      'content-type': request.contentType ?? 'application/grpc',
+      te: 'trailers',
+      ...request.headers,
+    });
+    stream.on('response', (received) => {
+      answer.status = String(received[':status']);
+      answer.headers = entries(received);
+    });
+    stream.on('trailers', (received) => {
+      answer.trailers = entries(received);
+      if (request.leaveOpen && !stream.writableEnded) stream.end();
+    });
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      answer.streamError = error.code ?? error.message;
+    });
+    stream.on('close', () => {
+      clearTimeout(timer);
+      answer.body = Buffer.concat(chunks).toString('hex');
+      answer.rstCode = stream.rstCode ?? -1;
+      session.close(() => resolve(answer));
+    });
+    if (request.leaveOpen) stream.write(Buffer.from(request.body));
+    else stream.end(Buffer.from(request.body));
+  });
+}
+
+/** The gRPC status, from the trailers or from a trailers-only answer. */
+function grpcStatus(answer: Answer): string | undefined {
+  const find = (list: [string, string][]) => list.find(([name]) => name === 'grpc-status')?.[1];
+  return find(answer.trailers) ?? find(answer.headers);
+}
+
+function grpcMessage(answer: Answer): string | undefined {
+  const message = header(answer.trailers, 'grpc-message') ?? header(answer.headers, 'grpc-message');
+  return message === undefined ? undefined : decodeURIComponent(message);
+}
+
+function header(list: [string, string][], name: string): string | undefined {
+  return list.find(([key]) => key === name)?.[1];
+}
+
+type GreetInit = MessageInitShape<typeof GreetRequestSchema>;
+
+function greet(init: GreetInit): Uint8Array {
+  return toBinary(GreetRequestSchema, create(GreetRequestSchema, init));
+}
+
+/** One gRPC envelope: a flag byte, the declared length (big-endian), then the bytes given. */
+function envelope(message: Uint8Array, flags = 0, declared = message.byteLength): Buffer {
+  const framed = Buffer.alloc(5 + message.byteLength);
+  framed.writeUInt8(flags, 0);
+  framed.writeUInt32BE(declared, 1);
+  framed.set(message, 5);
+  return framed;
+}
+
+/** The reply in a successful answer's single, uncompressed envelope. */
+function replyOf(answer: Answer): string {
+  const body = Buffer.from(answer.body, 'hex');
+  expect(body[0]).toBe(0);
+  expect(body.readUInt32BE(1)).toBe(body.length - 5);
+  return fromBinary(GreetResponseSchema, body.subarray(5)).reply;
+}
+
+/**
+ * A valid name (at most 256 code points) whose reply message is `replyBytes` long:
+ * "Hello " + name + "!!" in field 2 takes 3 bytes of tag and length.
+ */
+function nameForReplyBytes(replyBytes: number): string {
+  const nameBytes = replyBytes - 3 - 'Hello !!'.length;
+  const fourByte = nameBytes - 3 * 256;
+  const name = '😀'.repeat(fourByte) + '中'.repeat(256 - fourByte);
+  expect(Buffer.byteLength(name)).toBe(nameBytes);
+  return name;
+}
+
+const valid = envelope(greet({ name: 'David' }));
+
+/** Connect's Code has no member for success. */
+const OK = 0;
+
+type Case = {
+  name: string;
+  request: RawRequest;
+  /** The grpc-status both paths must answer with. */
+  code: Code | typeof OK;
+  check?: (answer: Answer) => void;
+};
+
+const cases: Case[] = [
+  {
+    name: 'a valid Greet as application/grpc',
+    request: { body: valid },
+    code: OK,
+    check: (answer) => {
+      expect(replyOf(answer)).toBe('Hello David!!');
+      expect(header(answer.headers, 'content-type')).toBe('application/grpc+proto');
+    },
+  },
+  {
+    name: 'a valid Greet as application/grpc+proto',
+    request: { body: valid, contentType: 'application/grpc+proto' },
+    code: OK,
+    check: (answer) => expect(replyOf(answer)).toBe('Hello David!!'),
+  },
+  {
+    name: 'a valid Greet with a query string on the path',
+    request: { body: valid, path: `${GREET_PATH}?trace=1` },
+    code: OK,
+  },
+  {
+    name: 'a valid Greet with grpc-timeout 5S',
+    request: { body: valid, headers: { 'grpc-timeout': '5S' } },
+    code: OK,
+  },
+  {
+    name: 'with_error=true',
+    request: { body: envelope(greet({ name: 'David', withError: true })) },
+    code: Code.Internal,
+    check: (answer) =>
+      expect(grpcMessage(answer)).toBe('greeting failed on purpose (with_error=true)'),
+  },
+  {
+    name: 'an empty name',
+    request: { body: envelope(greet({ name: '' })) },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'garbage message bytes in a valid envelope',
+    request: { body: envelope(Uint8Array.of(0xff, 0xff, 0xff)) },
+    code: Code.Internal,
+  },
+  { name: 'an empty body', request: { body: new Uint8Array() }, code: Code.Unimplemented },
+  {
+    name: 'a 3-byte body',
+    request: { body: Uint8Array.of(0, 0, 0) },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'an envelope declaring 10 bytes carrying 4',
+    request: { body: envelope(Uint8Array.of(1, 2, 3, 4), 0, 10) },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'two complete envelopes',
+    request: { body: Buffer.concat([valid, valid]) },
+    code: Code.Unimplemented,
+  },
+  {
+    name: 'a valid envelope followed by 2 stray bytes',
+    request: { body: Buffer.concat([valid, Buffer.of(0, 0)]) },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'an envelope declaring 5000 bytes, only its header sent',
+    request: { body: envelope(new Uint8Array(), 0, 5000) },
+    code: Code.ResourceExhausted,
+  },
+  {
+    name: 'an envelope declaring 5000 bytes, all of them sent',
+    request: { body: envelope(new Uint8Array(5000)) },
+    code: Code.ResourceExhausted,
+  },
+  {
+    name: 'an envelope declaring 5000 bytes, the request left open (refused on its header)',
+    request: { body: envelope(new Uint8Array(), 0, 5000), leaveOpen: true },
+    code: Code.ResourceExhausted,
+  },
+  {
+    name: 'a valid first envelope, then one over readMaxBytes',
+    request: { body: Buffer.concat([valid, envelope(new Uint8Array(), 0, 5000)]) },
+    code: Code.ResourceExhausted,
+  },
+  {
+    name: 'the compressed flag without grpc-encoding',
+    request: { body: envelope(greet({ name: 'David' }), 1) },
+    code: Code.Internal,
+  },
+  {
+    name: 'the compressed flag with grpc-encoding identity',
+    request: {
+      body: envelope(greet({ name: 'David' }), 1),
+      headers: { 'grpc-encoding': 'identity' },
+    },
+    code: Code.Internal,
+  },
+  {
+    name: 'grpc-encoding gzip with a gzip-compressed message',
+    request: {
+      body: envelope(gzipSync(greet({ name: 'David' })), 1),
+      headers: { 'grpc-encoding': 'gzip' },
+    },
+    code: OK,
+    check: (answer) => expect(replyOf(answer)).toBe('Hello David!!'),
+  },
+  {
+    name: 'grpc-encoding gzip with an uncompressed message',
+    request: { body: valid, headers: { 'grpc-encoding': 'gzip' } },
+    code: OK,
+  },
+  {
+    name: 'grpc-encoding gzip with bytes that are not gzip',
+    request: { body: envelope(Uint8Array.of(1, 2, 3, 4), 1), headers: { 'grpc-encoding': 'gzip' } },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'a gzip message that inflates past readMaxBytes',
+    request: {
+      body: envelope(gzipSync(greet({ name: 'x'.repeat(5000) })), 1),
+      headers: { 'grpc-encoding': 'gzip' },
+    },
+    code: Code.ResourceExhausted,
+  },
+  {
+    name: 'grpc-encoding snappy',
+    request: { body: valid, headers: { 'grpc-encoding': 'snappy' } },
+    code: Code.Unimplemented,
+    check: (answer) =>
+      expect(grpcMessage(answer)).toBe(
+        'unknown compression "snappy": supported encodings are gzip,br',
+      ),
+  },
+  {
+    name: 'grpc-timeout abc',
+    request: { body: valid, headers: { 'grpc-timeout': 'abc' } },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'grpc-timeout over maxTimeoutMs',
+    request: { body: valid, headers: { 'grpc-timeout': '2M' } },
+    code: Code.InvalidArgument,
+  },
+  {
+    name: 'grpc-encoding snappy and grpc-timeout abc (the encoding is reported first)',
+    request: { body: valid, headers: { 'grpc-encoding': 'snappy', 'grpc-timeout': 'abc' } },
+    code: Code.Unimplemented,
+  },
+  {
+    name: 'x-deny (the gate refuses before the body is read)',
+    request: { body: valid, headers: { 'x-deny': '1' } },
+    code: Code.Unauthenticated,
+    check: (answer) => expect(grpcMessage(answer)).toBe('denied'),
+  },
+  {
+    name: 'x-deny, the request left open (refused before the body is read)',
+    request: { body: valid, headers: { 'x-deny': '1' }, leaveOpen: true },
+    code: Code.Unauthenticated,
+  },
+  {
+    name: 'x-deny with a body that is not even an envelope',
+    request: { body: Uint8Array.of(7), headers: { 'x-deny': '1' } },
+    code: Code.Unauthenticated,
+  },
+  {
+    name: 'x-deny with grpc-encoding snappy (the gate goes first)',
+    request: { body: valid, headers: { 'x-deny': '1', 'grpc-encoding': 'snappy' } },
+    code: Code.Unauthenticated,
+  },
+  {
+    name: 'grpc-accept-encoding gzip on a small reply',
+    request: { body: valid, headers: { 'grpc-accept-encoding': 'gzip' } },
+    code: OK,
+    check: (answer) => {
+      expect(header(answer.headers, 'grpc-encoding')).toBe('gzip');
+      expect(replyOf(answer)).toBe('Hello David!!');
+    },
+  },
+  {
+    name: 'x-echo (the interceptor adds a header and a trailer)',
+    request: { body: valid, headers: { 'x-echo': 'hello' } },
+    code: OK,
+    check: (answer) => {
+      expect(header(answer.headers, 'x-echo-header')).toBe('hello');
+      expect(header(answer.trailers, 'x-echo-trailer')).toBe('hello');
+    },
+  },
+  {
+    name: 'x-echo on a failing call (no echo)',
+    request: { body: envelope(greet({ name: '' })), headers: { 'x-echo': 'hello' } },
+    code: Code.InvalidArgument,
+    check: (answer) => expect(header(answer.headers, 'x-echo-header')).toBeUndefined(),
+  },
+  {
+    name: 'a 1023-byte reply with grpc-accept-encoding gzip (not compressed)',
+    request: {
+      body: envelope(greet({ name: nameForReplyBytes(1023) })),
+      headers: { 'grpc-accept-encoding': 'gzip' },
+    },
+    code: OK,
+    check: (answer) => expect(Buffer.from(answer.body, 'hex')[0]).toBe(0),
+  },
+  {
+    name: 'a 1024-byte reply with grpc-accept-encoding gzip (compressed)',
+    request: {
+      body: envelope(greet({ name: nameForReplyBytes(1024) })),
+      headers: { 'grpc-accept-encoding': 'gzip' },
+    },
+    code: OK,
+    check: (answer) => expect(Buffer.from(answer.body, 'hex')[0]).toBe(1),
+  },
+  {
+    name: 'a 1024-byte reply with grpc-accept-encoding br',
+    request: {
+      body: envelope(greet({ name: nameForReplyBytes(1024) })),
+      headers: { 'grpc-accept-encoding': 'br' },
+    },
+    code: OK,
+    check: (answer) => {
+      expect(header(answer.headers, 'grpc-encoding')).toBe('br');
+      expect(Buffer.from(answer.body, 'hex')[0]).toBe(1);
+    },
+  },
+  {
+    name: 'a 1024-byte reply without grpc-accept-encoding',
+    request: { body: envelope(greet({ name: nameForReplyBytes(1024) })) },
+    code: OK,
+    check: (answer) => expect(replyOf(answer)).toBe(`Hello ${nameForReplyBytes(1024)}!!`),
+  },
+];
+
+describe('the unary gRPC fast path answers exactly as Connect does', () => {
+  let reference: Running;
+  let fast: Running;
+  let servedFast = 0;
+  let fellBack = 0;
+  const sessionManagers: Http2SessionManager[] = [];
+
+  beforeAll(async () => {
+    reference = await listen(
+      connectNodeAdapter({ ...options, routes: (router) => registerBackendService(router) }),
+    );
+    const fastPath = createGrpcUnaryFastPath(options);
+    const adapter = connectNodeAdapter({
+      ...options,
+      routes: (router) => registerBackendService(fastPath.learn(router)),
+    });
+    fast = await listen((request, response) => {
+      if (fastPath.serve(request, response)) servedFast++;
+      else {
+        fellBack++;
+        adapter(request, response);
+      }
+    });
+  });
+
+  afterAll(async () => {
+    for (const manager of sessionManagers) manager.abort();
+    await Promise.all([reference?.close(), fast?.close()]);
+  });
+
+  /** Sends the same request to both servers; returns the reference answer after comparing. */
+  async function differential(request: RawRequest, path: 'fast' | 'fallback'): Promise<Answer> {
+    const before = { servedFast, fellBack };
+    const expected = await rawCall(reference.port, request).catch((error: Error) => {
+      throw new Error(`reference: ${error.message}`);
+    });
+    const actual = await rawCall(fast.port, request).catch((error: Error) => {
+      throw new Error(`fast path: ${error.message}`);
+    });
+    expect(actual).toEqual(expected);
+    expect({ servedFast, fellBack }).toEqual(
+      path === 'fast'
+        ? { servedFast: before.servedFast + 1, fellBack: before.fellBack }
+        : { servedFast: before.servedFast, fellBack: before.fellBack + 1 },
+    );
+    return expected;
+  }
+
+  it.each(cases)('$name', async ({ request, code, check }) => {
+    const answer = await differential(request, 'fast');
+    expect(answer.status).toBe('200');
+    expect(grpcStatus(answer)).toBe(String(code));
+    check?.(answer);
+  });
+
+  it('leaves gRPC-Web to Connect, which still answers it', async () => {
+    const answer = await differential(
+      { body: valid, contentType: 'application/grpc-web+proto' },
+      'fallback',
+    );
+    expect(answer.status).toBe('200');
+    const body = Buffer.from(answer.body, 'hex');
+    const messageEnd = 5 + body.readUInt32BE(1);
+    expect(fromBinary(GreetResponseSchema, body.subarray(5, messageEnd)).reply).toBe(
+      'Hello David!!',
+    );
+    expect(body[messageEnd]).toBe(0x80);
+    expect(body.subarray(messageEnd + 5).toString()).toContain('grpc-status: 0');
+  });
+
+  it('leaves the Connect protocol to Connect, which still answers it', async () => {
+    const answer = await differential(
+      {
+        body: greet({ name: 'David' }),
+        contentType: 'application/proto',
+        headers: { 'connect-protocol-version': '1' },
+      },
+      'fallback',
+    );
+    expect(answer.status).toBe('200');
+    expect(fromBinary(GreetResponseSchema, Buffer.from(answer.body, 'hex')).reply).toBe(
+      'Hello David!!',
+    );
+  });
+
+  it('leaves application/grpc+json to Connect', async () => {
+    const answer = await differential(
+      { body: valid, contentType: 'application/grpc+json' },
+      'fallback',
+    );
+    // Connect reads the binary envelope as JSON and fails to parse it.
+    expect(grpcStatus(answer)).toBe(String(Code.InvalidArgument));
+  });
+
+  it('leaves a content type with parameters to Connect', async () => {
+    const answer = await differential(
+      { body: valid, contentType: 'application/grpc; charset=utf-8' },
+      'fallback',
+    );
+    expect(answer.status).toBe('415');
+  });
+
+  it('leaves unknown methods to Connect', async () => {
+    const answer = await differential(
+      { body: valid, path: '/backend_service.v1.BackendService/Nope' },
+      'fallback',
+    );
+    expect(answer.status).toBe('404');
+  });
+
+  it('gives Connect’s own gRPC client the same results', async () => {
+    const results = [];
+    for (const server of [reference, fast]) {
+      const sessionManager = new Http2SessionManager(server.url);
+      sessionManagers.push(sessionManager);
+      const client = createClient(
+        BackendService,
+        createGrpcTransport({
+          baseUrl: server.url,
+          // connect-node's gRPC transport always speaks HTTP/2.
+          sessionManager,
+          defaultTimeoutMs: CALL_DEADLINE_MS,
+          sendCompression: compressionGzip,
+          acceptCompression: [compressionGzip],
+          compressMinBytes: 0,
+        }),
+      );
+      const outcome = async (request: GreetInit) => {
+        const seen: Record<string, string | null> = {};
+        try {
+          const response = await client.greet(request, {
+            headers: { 'x-echo': 'client' },
+            onHeader: (h) => {
+              seen.header = h.get('x-echo-header');
+              seen.encoding = h.get('grpc-encoding');
+            },
+            onTrailer: (t) => {
+              seen.trailer = t.get('x-echo-trailer');
+            },
+          });
+          return { reply: response.reply, seen };
+        } catch (thrown) {
+          const error = ConnectError.from(thrown);
+          return { code: error.code, message: error.rawMessage, seen };
+        }
+      };
+      const before = { servedFast, fellBack };
+      results.push({
+        ok: await outcome({ name: 'Connect' }),
+        long: await outcome({ name: nameForReplyBytes(1024) }),
+        failed: await outcome({ name: 'Connect', withError: true }),
+        invalid: await outcome({ name: ' ' }),
+        servedFast: servedFast - before.servedFast,
+        fellBack: fellBack - before.fellBack,
+      });
+    }
+    const [expected, actual] = results;
+    expect(actual).toEqual({ ...expected, servedFast: 4 });
+    expect(expected).toMatchObject({
+      ok: {
+        reply: 'Hello Connect!!',
+        seen: { header: 'client', trailer: 'client', encoding: 'gzip' },
+      },
+      failed: { code: Code.Internal },
+      invalid: { code: Code.InvalidArgument },
+    });
+  });
+
+  it('gives a Python grpcio client the same results', async () => {
+    const generated = await mkdtemp(join(tmpdir(), 'fast-path-grpcio-'));
+    try {
+      await run('/usr/bin/python3', [
+        '-m',
+        'grpc_tools.protoc',
+        '-Iproto',
+        `--python_out=${generated}`,
+        `--grpc_python_out=${generated}`,
+        'proto/backend_service/v1/backend_service.proto',
+      ]);
+      const call = async (port: number, name: string, withError: boolean) => {
+        const { stdout } = await run(
+          '/usr/bin/python3',
+          [
+            'test/fixtures/python/greet_client.py',
+            generated,
+            `127.0.0.1:${port}`,
+            name,
+            withError ? '1' : '0',
+          ],
+          { timeout: CALL_DEADLINE_MS },
+        );
+        return JSON.parse(stdout) as Record<string, string>;
+      };
+      const calls = (port: number) =>
+        Promise.all([
+          call(port, 'Guido', false),
+          call(port, 'Guido', true),
+          call(port, ' ', false),
+        ]);
+      const before = { servedFast, fellBack };
+      const [expected, actual] = await Promise.all([calls(reference.port), calls(fast.port)]);
+      expect(actual).toEqual(expected);
+      expect({ servedFast, fellBack }).toEqual({
+        servedFast: before.servedFast + 3,
+        fellBack: before.fellBack,
+      });
+      expect(expected).toEqual([
+        { reply: 'Hello Guido!!' },
+        { code: 'INTERNAL', details: 'greeting failed on purpose (with_error=true)' },
+        { code: 'INVALID_ARGUMENT', details: expect.any(String) },
+      ]);
+    } finally {
+      await rm(generated, { recursive: true, force: true });
+    }
+  });
+});
