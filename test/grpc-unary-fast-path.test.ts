@@ -684,3 +684,44 @@ describe('the unary gRPC fast path answers exactly as Connect does', () => {
     }
   });
 });
+
+describe('a unary call whose answer Node refuses to send', () => {
+  it('is reset with INTERNAL_ERROR and reported, and the server goes on serving', async () => {
+    const failures: string[] = [];
+    // HTTP/2 forbids connection-specific fields: Node throws when the answer is written.
+    const badFields: Interceptor = (next) => async (request) => {
+      const response = await next(request);
+      if (request.header.has('x-bad-header')) response.header.set('upgrade', 'h2c');
+      if (request.header.has('x-bad-trailer')) response.trailer.set('te', 'gzip');
+      return response;
+    };
+    const fastPath = createGrpcUnaryFastPath({
+      ...options,
+      interceptors: [badFields],
+      onError: (error, method) => failures.push(`${method.name}: ${String(error)}`),
+    });
+    const adapter = connectNodeAdapter({
+      ...options,
+      routes: (router) => registerBackendService(fastPath.learn(router)),
+    });
+    const server = await listen((request, response) => {
+      if (!fastPath.serve(request, response)) adapter(request, response);
+    });
+    try {
+      const cases: [string, string][] = [
+        ['x-bad-header', 'upgrade'],
+        ['x-bad-trailer', 'te'],
+      ];
+      for (const [name, field] of cases) {
+        const refused = await rawCall(server.port, { body: valid, headers: { [name]: '1' } });
+        expect(refused.rstCode).toBe(2); // NGHTTP2_INTERNAL_ERROR
+        expect(refused.status).toBe('');
+        expect(failures.pop()).toMatch(new RegExp(`^Greet: .*${field}`, 'i'));
+      }
+      const next = await rawCall(server.port, { body: valid });
+      expect(replyOf(next)).toBe('Hello David!!');
+    } finally {
+      await server.close();
+    }
+  });
+});

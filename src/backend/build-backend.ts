@@ -1,5 +1,6 @@
 import { createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { DescMethod } from '@bufbuild/protobuf';
 import type { HandlerContext, Interceptor } from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
@@ -67,7 +68,10 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     readMaxBytes: MAX_MESSAGE_BYTES,
     acceptCompression: [compressionGzip, compressionBrotli],
   };
-  const fastPath = deps.unaryFastPath === false ? undefined : createGrpcUnaryFastPath(callOptions);
+  const onError = (error: unknown, method: DescMethod) =>
+    telemetry.logger.error({ error }, `could not answer ${method.parent.typeName}/${method.name}`);
+  const fastPath =
+    deps.unaryFastPath === false ? undefined : createGrpcUnaryFastPath({ ...callOptions, onError });
   const handler = connectNodeAdapter({
     ...callOptions,
     routes: (router) =>

@@ -1,5 +1,10 @@
-import type { Http2ServerRequest, Http2ServerResponse, IncomingHttpHeaders } from 'node:http2';
-import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import {
+  constants,
+  type Http2ServerRequest,
+  type Http2ServerResponse,
+  type IncomingHttpHeaders,
+} from 'node:http2';
+import { type DescMethod, fromBinary, toBinary } from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -31,6 +36,8 @@ export type GrpcUnaryFastPathOptions = {
   maxTimeoutMs: number;
   readMaxBytes: number;
   acceptCompression: Compression[];
+  /** A call that could not be answered (Connect's adapter writes these to the console). */
+  onError?: (error: unknown, method: DescMethod) => void;
 };
 
 export type GrpcUnaryFastPath = {
@@ -110,8 +117,9 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       context.abort(CALL_COMPLETED);
     }
     if (response.stream.destroyed) return;
+    const trailers = checkedTrailers(context.responseTrailer);
     response.writeHead(200, nodeHeaders(context.responseHeader));
-    response.addTrailers(nodeHeaders(context.responseTrailer));
+    response.addTrailers(trailers);
     if (body) response.end(body);
     else response.end();
   }
@@ -148,7 +156,12 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       if (contentType !== 'application/grpc' && contentType !== PROTO_CONTENT_TYPE) return false;
       const spec = methods.get(request.url.split('?', 1)[0] ?? '');
       if (!spec) return false;
-      void serveUnary(spec, request, response);
+      serveUnary(spec, request, response).catch((error: unknown) => {
+        // Headers Node refuses to send (an interceptor's `connection`, say): the call fails
+        // on the wire instead of the process failing with an unhandled rejection.
+        if (!response.stream.destroyed) response.stream.close(constants.NGHTTP2_INTERNAL_ERROR);
+        options.onError?.(error, spec.method);
+      });
       return true;
     },
   };
@@ -293,6 +306,23 @@ function webHeaders(headers: IncomingHttpHeaders): Headers {
     else if (Array.isArray(value)) for (const item of value) result.append(key, item);
   }
   return result;
+}
+
+/** HTTP/2 forbids these (RFC 9113, 8.2.2); Node throws on them, for trailers outside any caller. */
+const CONNECTION_SPECIFIC = [
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'upgrade',
+  'te',
+];
+
+function checkedTrailers(headers: Headers): Record<string, string> {
+  for (const name of CONNECTION_SPECIFIC) {
+    if (headers.has(name)) throw new Error(`HTTP/2 forbids the trailer "${name}"`);
+  }
+  return nodeHeaders(headers);
 }
 
 function nodeHeaders(headers: Headers): Record<string, string> {

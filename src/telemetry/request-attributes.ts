@@ -7,7 +7,7 @@ import {
   propagation,
   trace,
 } from '@opentelemetry/api';
-import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace';
+import type { Span, SpanProcessor } from '@opentelemetry/sdk-trace';
 
 /*
  * The hook for users' own attributes. Inside a request, `setRequestAttributes` puts attributes
@@ -19,13 +19,14 @@ import type { ReadableSpan, Span, SpanProcessor } from '@opentelemetry/sdk-trace
 type RequestScope = {
   attributes: Attributes;
   propagated: Set<string>;
-  openSpans: Set<Span>;
+  /** The request's spans; ended ones are skipped (a request has a handful). */
+  spans: Span[];
 };
 
 const REQUEST_SCOPE = createContextKey('request attributes scope');
 
 export function withRequestScope(ctx: Context): Context {
-  const scope: RequestScope = { attributes: {}, propagated: new Set(), openSpans: new Set() };
+  const scope: RequestScope = { attributes: {}, propagated: new Set(), spans: [] };
   return ctx.setValue(REQUEST_SCOPE, scope);
 }
 
@@ -49,7 +50,7 @@ export function setRequestAttributes(
     return;
   }
   Object.assign(scope.attributes, attributes);
-  for (const span of scope.openSpans) span.setAttributes(attributes);
+  for (const span of scope.spans) if (span.isRecording()) span.setAttributes(attributes);
   if (options.propagate) for (const key of Object.keys(attributes)) scope.propagated.add(key);
 }
 
@@ -92,7 +93,6 @@ export function createRequestAttributesSpanProcessor(
   baggageKeys: readonly string[],
 ): SpanProcessor {
   const allowed = new Set(baggageKeys);
-  const scopes = new WeakMap<ReadableSpan, RequestScope>();
   return {
     onStart(span: Span, parentContext: Context): void {
       const baggage = allowed.size > 0 ? propagation.getBaggage(parentContext) : undefined;
@@ -104,13 +104,9 @@ export function createRequestAttributesSpanProcessor(
       const scope = scopeOf(parentContext);
       if (!scope) return;
       span.setAttributes(scope.attributes);
-      scope.openSpans.add(span);
-      scopes.set(span, scope);
+      scope.spans.push(span);
     },
-    onEnd(span: ReadableSpan): void {
-      const scope = scopes.get(span);
-      if (scope) scope.openSpans.delete(span as Span);
-    },
+    onEnd: () => {},
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
