@@ -1,8 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Http2Server } from 'node:http2';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
 import {
@@ -14,6 +11,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { freePort } from './helpers/free-port.js';
+import { generateGreeterStubs, grpcioGreet } from './helpers/grpcio.js';
 import { postGreet } from './helpers/http.js';
 import { type RoleProcess, runToExit, startRole, startRoles } from './helpers/roles.js';
 
@@ -121,26 +119,10 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
   });
 
   it('is wire-compatible with a Python grpcio client', async () => {
-    const generated = await mkdtemp(join(tmpdir(), 'greet-grpcio-'));
+    const stubs = await generateGreeterStubs();
     try {
-      await run('/usr/bin/python3', [
-        '-m',
-        'grpc_tools.protoc',
-        '-Iproto',
-        `--python_out=${generated}`,
-        `--grpc_python_out=${generated}`,
-        'proto/backend_service/v1/backend_service.proto',
-      ]);
-      const call = async (name: string, withError: boolean) => {
-        const { stdout } = await run('/usr/bin/python3', [
-          'test/fixtures/python/greet_client.py',
-          generated,
-          `127.0.0.1:${backend.port}`,
-          name,
-          withError ? '1' : '0',
-        ]);
-        return JSON.parse(stdout) as Record<string, string>;
-      };
+      const call = (name: string, withError: boolean) =>
+        grpcioGreet(stubs, `127.0.0.1:${backend.port}`, name, withError);
       expect(await call('Guido', false)).toEqual({ reply: 'Hello Guido!!' });
       expect(await call('Guido', true)).toEqual({
         code: 'INTERNAL',
@@ -148,7 +130,7 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
       });
       expect((await call(' ', false)).code).toBe('INVALID_ARGUMENT');
     } finally {
-      await rm(generated, { recursive: true, force: true });
+      await stubs.remove();
     }
   });
 

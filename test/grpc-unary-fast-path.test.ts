@@ -1,5 +1,3 @@
-import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
 import {
   connect,
   createServer,
@@ -9,9 +7,6 @@ import {
   type IncomingHttpHeaders,
 } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
 import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import {
@@ -36,8 +31,7 @@ import {
   GreetResponseSchema,
 } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { registerBackendService } from '../src/rpc/backend-service.js';
-
-const run = promisify(execFile);
+import { generateGreeterStubs, grpcioGreet } from './helpers/grpcio.js';
 
 const GREET_PATH = '/backend_service.v1.BackendService/Greet';
 /** Per call: every answer here takes milliseconds. */
@@ -637,35 +631,13 @@ describe('the unary gRPC fast path answers exactly as Connect does', () => {
   });
 
   it('gives a Python grpcio client the same results', async () => {
-    const generated = await mkdtemp(join(tmpdir(), 'fast-path-grpcio-'));
+    const stubs = await generateGreeterStubs();
     try {
-      await run('/usr/bin/python3', [
-        '-m',
-        'grpc_tools.protoc',
-        '-Iproto',
-        `--python_out=${generated}`,
-        `--grpc_python_out=${generated}`,
-        'proto/backend_service/v1/backend_service.proto',
-      ]);
-      const call = async (port: number, name: string, withError: boolean) => {
-        const { stdout } = await run(
-          '/usr/bin/python3',
-          [
-            'test/fixtures/python/greet_client.py',
-            generated,
-            `127.0.0.1:${port}`,
-            name,
-            withError ? '1' : '0',
-          ],
-          { timeout: CALL_DEADLINE_MS },
-        );
-        return JSON.parse(stdout) as Record<string, string>;
-      };
       const calls = (port: number) =>
         Promise.all([
-          call(port, 'Guido', false),
-          call(port, 'Guido', true),
-          call(port, ' ', false),
+          grpcioGreet(stubs, `127.0.0.1:${port}`, 'Guido', false, CALL_DEADLINE_MS),
+          grpcioGreet(stubs, `127.0.0.1:${port}`, 'Guido', true, CALL_DEADLINE_MS),
+          grpcioGreet(stubs, `127.0.0.1:${port}`, ' ', false, CALL_DEADLINE_MS),
         ]);
       const before = { servedFast, fellBack };
       const [expected, actual] = await Promise.all([calls(reference.port), calls(fast.port)]);
@@ -680,7 +652,7 @@ describe('the unary gRPC fast path answers exactly as Connect does', () => {
         { code: 'INVALID_ARGUMENT', details: expect.any(String) },
       ]);
     } finally {
-      await rm(generated, { recursive: true, force: true });
+      await stubs.remove();
     }
   });
 });

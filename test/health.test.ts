@@ -1,6 +1,4 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -13,9 +11,9 @@ import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transp
 import { spawnJsonLines } from './fixtures/grpc/spawn-json-lines.js';
 import { type GrpcTestServer, startGrpcServer } from './fixtures/grpc/start-grpc-server.js';
 import { waitUntil } from './fixtures/grpc/wait-until.js';
+import { type GrpcioStubs, generateGrpcioStubs, PYTHON } from './helpers/grpcio.js';
 
 const run = promisify(execFile);
-const python = '/usr/bin/python3';
 const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 const healthClientScript = fileURLToPath(
   new URL('./fixtures/grpc/health_client.py', import.meta.url),
@@ -89,21 +87,15 @@ describe('createHealthStatus', () => {
 });
 
 describe('grpc.health.v1.Health on a real h2c server', () => {
+  let stubs: GrpcioStubs | undefined;
   let generatedDir: string;
   let server: GrpcTestServer;
   let health: HealthStatus;
   let subscriptions: ReturnType<typeof countSubscriptions>;
 
   beforeAll(async () => {
-    generatedDir = await mkdtemp(join(tmpdir(), 'health-grpcio-'));
-    await run(python, [
-      '-m',
-      'grpc_tools.protoc',
-      `-I${join(repoRoot, 'proto/grpc/health/v1')}`,
-      `--python_out=${generatedDir}`,
-      `--grpc_python_out=${generatedDir}`,
-      'health.proto',
-    ]);
+    stubs = await generateGrpcioStubs(join(repoRoot, 'proto/grpc/health/v1'), 'health.proto');
+    generatedDir = stubs.dir;
     health = backendHealth();
     subscriptions = countSubscriptions(health);
     server = await startGrpcServer(subscriptions.status);
@@ -113,11 +105,11 @@ describe('grpc.health.v1.Health on a real h2c server', () => {
 
   afterAll(async () => {
     await server?.close();
-    if (generatedDir) await rm(generatedDir, { recursive: true, force: true });
+    await stubs?.remove();
   });
 
   async function pythonCheck(service: string): Promise<Record<string, string>> {
-    const { stdout } = await run(python, [
+    const { stdout } = await run(PYTHON, [
       healthClientScript,
       generatedDir,
       String(server.port),
@@ -136,7 +128,7 @@ describe('grpc.health.v1.Health on a real h2c server', () => {
   });
 
   it('grpcio Watch sees the current status, then a change, and ends when the client cancels', async () => {
-    const watcher = spawnJsonLines(python, [
+    const watcher = spawnJsonLines(PYTHON, [
       healthClientScript,
       generatedDir,
       String(server.port),

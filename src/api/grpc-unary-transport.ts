@@ -1,5 +1,5 @@
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from 'node:http2';
-import { create, type DescMessage, fromBinary, isMessage, toBinary } from '@bufbuild/protobuf';
+import { create, type DescMessage, isMessage, toBinary } from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -9,11 +9,16 @@ import {
   type UnaryRequest,
   type UnaryResponse,
 } from '@connectrpc/connect';
-import { compressedFlag } from '@connectrpc/connect/protocol';
 import { validateResponse, validateTrailer } from '@connectrpc/connect/protocol-grpc';
 import { createGrpcTransport, type GrpcTransportOptions } from '@connectrpc/connect-node';
+import {
+  ENVELOPE_HEADER_BYTES,
+  frame,
+  messageTooLarge,
+  singleMessage,
+  webHeaders,
+} from '../grpc/envelope.js';
 
-const ENVELOPE_HEADER_BYTES = 5;
 /** gRPC's default message size limit. */
 const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
 const USER_AGENT = 'cloud-run-observable-services';
@@ -50,7 +55,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
       return Promise.reject(new ConnectError(message, Code.Internal));
     }
     const path = req.url.slice(origin.length);
-    const body = envelope(toBinary(req.method.input, req.message));
+    const body = frame(toBinary(req.method.input, req.message));
     const headers: Record<string, string> = {};
     req.header.forEach((value, key) => {
       headers[key] = value;
@@ -110,17 +115,10 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
           reject(error);
           return;
         }
-        try {
-          resolve(
-            unaryResponse(req, status, responseHeaders ?? {}, responseTrailers ?? {}, {
-              chunks,
-              received,
-              readMaxBytes,
-            }),
-          );
-        } catch (thrown) {
-          reject(thrown);
-        }
+        unaryResponse(req, status, responseHeaders ?? {}, responseTrailers ?? {}, {
+          chunks,
+          readMaxBytes,
+        }).then(resolve, reject);
       };
       if (req.signal.aborted) return onAbort();
       req.signal.addEventListener('abort', onAbort, { once: true });
@@ -133,7 +131,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
         received += chunk.length;
         sessionManager.notifyResponseByteRead(stream);
         if (received > ENVELOPE_HEADER_BYTES + readMaxBytes)
-          settle(tooLarge(received, readMaxBytes));
+          settle(messageTooLarge(received, readMaxBytes));
       });
       stream.on('trailers', (trailers) => {
         responseTrailers = trailers;
@@ -197,16 +195,16 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
   };
 }
 
-type ResponseBody = { chunks: Buffer[]; received: number; readMaxBytes: number };
+type ResponseBody = { chunks: Buffer[]; readMaxBytes: number };
 
 /** Checks a complete response in the order Connect's gRPC transport does. */
-function unaryResponse(
+async function unaryResponse(
   req: UnaryRequest,
   status: number,
   nodeHeader: IncomingHttpHeaders,
   nodeTrailer: IncomingHttpHeaders,
   body: ResponseBody,
-): UnaryResponse {
+): Promise<UnaryResponse> {
   const header = webHeaders(nodeHeader);
   const trailer = webHeaders(nodeTrailer);
   const { headerError } = validateResponse(status, header);
@@ -214,7 +212,11 @@ function unaryResponse(
   if (encoding !== null && encoding.toLowerCase() !== 'identity') {
     throw new ConnectError(`unsupported response encoding "${encoding}"`, Code.Internal, header);
   }
-  const message = singleMessage(req.method.output, body);
+  const message = await singleMessage(
+    req.method.output,
+    body.chunks.length === 1 ? (body.chunks[0] as Buffer) : Buffer.concat(body.chunks),
+    { readMaxBytes: body.readMaxBytes, compression: null, direction: 'output' },
+  );
   validateTrailer(trailer, header);
   if (message === undefined) {
     if (headerError) throw headerError;
@@ -230,55 +232,6 @@ function unaryResponse(
     );
   }
   return { stream: false, service: req.service, method: req.method, header, message, trailer };
-}
-
-function singleMessage(schema: DescMessage, body: ResponseBody) {
-  if (body.received === 0) return undefined;
-  const all = body.chunks.length === 1 ? (body.chunks[0] as Buffer) : Buffer.concat(body.chunks);
-  if (all.length < ENVELOPE_HEADER_BYTES) throw incompleteEnvelope();
-  const length = all.readUInt32BE(1);
-  if (length > body.readMaxBytes) throw tooLarge(length, body.readMaxBytes);
-  const end = ENVELOPE_HEADER_BYTES + length;
-  if (all.length < end) throw incompleteEnvelope();
-  if (((all[0] ?? 0) & compressedFlag) !== 0) {
-    throw new ConnectError(
-      'received compressed envelope, but do not know how to decompress',
-      Code.Internal,
-    );
-  }
-  let message: ReturnType<typeof fromBinary>;
-  try {
-    message = fromBinary(schema, all.subarray(ENVELOPE_HEADER_BYTES, end));
-  } catch (thrown) {
-    const reason = thrown instanceof Error ? thrown.message : String(thrown);
-    throw new ConnectError(`parse binary: ${reason}`, Code.Internal);
-  }
-  if (all.length > end) {
-    throw new ConnectError(
-      'protocol error: received extra output message for unary method',
-      Code.Unimplemented,
-    );
-  }
-  return message;
-}
-
-function incompleteEnvelope(): ConnectError {
-  return new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
-}
-
-function tooLarge(size: number, readMaxBytes: number): ConnectError {
-  return new ConnectError(
-    `message size ${size} is larger than configured readMaxBytes ${readMaxBytes}`,
-    Code.ResourceExhausted,
-  );
-}
-
-function envelope(message: Uint8Array): Uint8Array {
-  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + message.byteLength);
-  framed.writeUInt8(0, 0);
-  framed.writeUInt32BE(message.byteLength, 1);
-  framed.set(message, ENVELOPE_HEADER_BYTES);
-  return framed;
 }
 
 function normalize<T extends DescMessage>(schema: T, input: unknown) {
@@ -332,18 +285,6 @@ function cancelled(signal: AbortSignal): ConnectError {
 }
 
 function ignore(): void {}
-
-function webHeaders(headers: IncomingHttpHeaders): Headers {
-  const result = new Headers();
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ':' */) continue;
-    const value = headers[key];
-    if (typeof value === 'string') result.append(key, value);
-    else if (typeof value === 'number') result.append(key, String(value));
-    else if (Array.isArray(value)) for (const item of value) result.append(key, item);
-  }
-  return result;
-}
 
 /** Node error codes that mean the connection to the server broke under a call. */
 const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'ERR_HTTP2_INVALID_STREAM']);

@@ -1,10 +1,5 @@
-import {
-  constants,
-  type Http2ServerRequest,
-  type Http2ServerResponse,
-  type IncomingHttpHeaders,
-} from 'node:http2';
-import { type DescMethod, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { type DescMethod, toBinary } from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -22,10 +17,16 @@ import {
   invokeUnaryImplementation,
 } from '@connectrpc/connect/protocol';
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
+import {
+  ENVELOPE_HEADER_BYTES,
+  frame,
+  messageTooLarge,
+  singleMessage,
+  webHeaders,
+} from '../grpc/envelope.js';
 
 /** Connect's default: smaller messages are not worth compressing. */
 const COMPRESS_MIN_BYTES = 1024;
-const ENVELOPE_HEADER_BYTES = 5;
 const PROTO_CONTENT_TYPE = 'application/grpc+proto';
 
 type UnarySpec = MethodImplSpec & { kind: 'unary' };
@@ -96,12 +97,17 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       if (compression.error) throw compression.error;
       if (timeout.error) throw timeout.error;
       const requestBody = await readBody(request, options.readMaxBytes);
-      const input = await singleMessage(
-        spec,
-        requestBody,
-        options.readMaxBytes,
-        compression.request,
-      );
+      const input = await singleMessage(spec.method.input, requestBody, {
+        readMaxBytes: options.readMaxBytes,
+        compression: compression.request,
+        direction: 'input',
+      });
+      if (!input) {
+        throw new ConnectError(
+          'protocol error: missing input message for unary method',
+          Code.Unimplemented,
+        );
+      }
       const output = await invokeUnaryImplementation(spec, context, input, options.interceptors);
       body = await envelope(toBinary(spec.method.output, output), compression.response);
     } catch (thrown) {
@@ -174,15 +180,6 @@ function cancelledByClient(rstCode: number): ConnectError {
   return new ConnectError(`the client cancelled the call (RST_STREAM ${rstCode})`, Code.Canceled);
 }
 
-function parse(spec: UnarySpec, bytes: Uint8Array) {
-  try {
-    return fromBinary(spec.method.input, bytes);
-  } catch (thrown) {
-    const message = thrown instanceof Error ? thrown.message : String(thrown);
-    throw new ConnectError(`parse binary: ${message}`, Code.Internal);
-  }
-}
-
 /**
  * Reads the request body. A first message declared over the limit is refused as soon as its
  * envelope header arrives, before the rest is read (as Connect does).
@@ -206,7 +203,7 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
       checked = true;
       const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, received);
       const declared = head.readUInt32BE(1);
-      if (declared > readMaxBytes) done(tooLarge(declared, readMaxBytes));
+      if (declared > readMaxBytes) done(messageTooLarge(declared, readMaxBytes));
     };
     const onEnd = () => done();
     const onClose = () => done(cancelledByClient(request.stream.rstCode));
@@ -216,96 +213,15 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
   });
 }
 
-type Envelope = { flags: number; data: Uint8Array; end: number };
-
-/** The enveloped message at `offset`, undefined at the end of the body. */
-function envelopeAt(body: Buffer, offset: number, readMaxBytes: number): Envelope | undefined {
-  if (offset === body.length) return undefined;
-  if (body.length - offset < ENVELOPE_HEADER_BYTES) throw incompleteEnvelope();
-  const length = body.readUInt32BE(offset + 1);
-  if (length > readMaxBytes) throw tooLarge(length, readMaxBytes);
-  const end = offset + ENVELOPE_HEADER_BYTES + length;
-  if (end > body.length) throw incompleteEnvelope();
-  return {
-    flags: body[offset] ?? 0,
-    data: body.subarray(offset + ENVELOPE_HEADER_BYTES, end),
-    end,
-  };
-}
-
-/** The body's one message, checked, decompressed and parsed in the order Connect does it. */
-async function singleMessage(
-  spec: UnarySpec,
-  body: Buffer,
-  readMaxBytes: number,
-  compression: Compression | null,
-) {
-  const first = envelopeAt(body, 0, readMaxBytes);
-  if (!first) {
-    throw new ConnectError(
-      'protocol error: missing input message for unary method',
-      Code.Unimplemented,
-    );
-  }
-  let data = first.data;
-  if ((first.flags & compressedFlag) !== 0) {
-    if (!compression) {
-      throw new ConnectError(
-        'received compressed envelope, but do not know how to decompress',
-        Code.Internal,
-      );
-    }
-    data = await compression.decompress(data, readMaxBytes);
-  }
-  const input = parse(spec, data);
-  if (envelopeAt(body, first.end, readMaxBytes)) {
-    throw new ConnectError(
-      'protocol error: received extra input message for unary method',
-      Code.Unimplemented,
-    );
-  }
-  return input;
-}
-
-function incompleteEnvelope(): ConnectError {
-  return new ConnectError('protocol error: incomplete envelope', Code.InvalidArgument);
-}
-
-function tooLarge(size: number, readMaxBytes: number): ConnectError {
-  return new ConnectError(
-    `message size ${size} is larger than configured readMaxBytes ${readMaxBytes}`,
-    Code.ResourceExhausted,
-  );
-}
-
 async function envelope(message: Uint8Array, compression: Compression | null): Promise<Buffer> {
-  let flags = 0;
-  let data = message;
   if (compression && message.byteLength >= COMPRESS_MIN_BYTES) {
-    data = await compression.compress(message);
-    flags = compressedFlag;
+    return frame(await compression.compress(message), compressedFlag);
   }
-  const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + data.byteLength);
-  framed.writeUInt8(flags, 0);
-  framed.writeUInt32BE(data.byteLength, 1);
-  framed.set(data, ENVELOPE_HEADER_BYTES);
-  return framed;
+  return frame(message);
 }
 
 function headerValue(value: string | string[] | undefined): string | null {
   return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
-}
-
-/** Node's incoming headers as fetch Headers, pseudo-headers left out (as connect-node does). */
-function webHeaders(headers: IncomingHttpHeaders): Headers {
-  const result = new Headers();
-  for (const key in headers) {
-    if (key.charCodeAt(0) === 58 /* ':' */) continue;
-    const value = headers[key];
-    if (typeof value === 'string') result.append(key, value);
-    else if (Array.isArray(value)) for (const item of value) result.append(key, item);
-  }
-  return result;
 }
 
 /** HTTP/2 forbids these (RFC 9113, 8.2.2); Node throws on them, for trailers outside any caller. */
