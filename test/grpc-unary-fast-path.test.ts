@@ -1,5 +1,6 @@
 import {
   connect,
+  constants,
   createServer,
   type Http2ServerRequest,
   type Http2ServerResponse,
@@ -309,6 +310,11 @@ const cases: Case[] = [
     name: 'an envelope declaring 5000 bytes, the request left open (refused on its header)',
     request: { body: envelope(new Uint8Array(), 0, 5000), leaveOpen: true },
     code: Code.ResourceExhausted,
+  },
+  {
+    name: 'a valid envelope, then a second one, the request left open (refused, not read to the end)',
+    request: { body: Buffer.concat([valid, envelope(new Uint8Array())]), leaveOpen: true },
+    code: Code.Unimplemented,
   },
   {
     name: 'a valid first envelope, then one over readMaxBytes',
@@ -664,7 +670,8 @@ describe('a unary call whose answer Node refuses to send', () => {
     const badFields: Interceptor = (next) => async (request) => {
       const response = await next(request);
       if (request.header.has('x-bad-header')) response.header.set('upgrade', 'h2c');
-      if (request.header.has('x-bad-trailer')) response.trailer.set('te', 'gzip');
+      const trailer = request.header.get('x-bad-trailer');
+      if (trailer) response.trailer.set(trailer, trailer === 'te' ? 'gzip' : 'x');
       return response;
     };
     const fastPath = createGrpcUnaryFastPath({
@@ -680,12 +687,14 @@ describe('a unary call whose answer Node refuses to send', () => {
       if (!fastPath.serve(request, response)) adapter(request, response);
     });
     try {
-      const cases: [string, string][] = [
-        ['x-bad-header', 'upgrade'],
-        ['x-bad-trailer', 'te'],
+      const cases: [Record<string, string>, string][] = [
+        [{ 'x-bad-header': '1' }, 'upgrade'],
+        [{ 'x-bad-trailer': 'te' }, 'te'],
+        [{ 'x-bad-trailer': 'http2-settings' }, 'http2-settings'],
+        [{ 'x-bad-trailer': 'connection' }, 'connection'],
       ];
-      for (const [name, field] of cases) {
-        const refused = await rawCall(server.port, { body: valid, headers: { [name]: '1' } });
+      for (const [headers, field] of cases) {
+        const refused = await rawCall(server.port, { body: valid, headers });
         expect(refused.rstCode).toBe(2); // NGHTTP2_INTERNAL_ERROR
         expect(refused.status).toBe('');
         expect(failures.pop()).toMatch(new RegExp(`^Greet: .*${field}`, 'i'));
@@ -693,6 +702,57 @@ describe('a unary call whose answer Node refuses to send', () => {
       const next = await rawCall(server.port, { body: valid });
       expect(replyOf(next)).toBe('Hello David!!');
     } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('a unary call reset while the request gate is still deciding', () => {
+  it('lets go of the request: no listener is left on it', async () => {
+    const requests: Http2ServerRequest[] = [];
+    let gateEntered: () => void = () => {};
+    const entered = new Promise<void>((resolve) => {
+      gateEntered = resolve;
+    });
+    const fastPath = createGrpcUnaryFastPath({
+      ...options,
+      requestGate: async () => {
+        gateEntered();
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      },
+    });
+    const adapter = connectNodeAdapter({
+      ...options,
+      routes: (router) => registerBackendService(fastPath.learn(router)),
+    });
+    const server = await listen((request, response) => {
+      requests.push(request);
+      if (!fastPath.serve(request, response)) adapter(request, response);
+    });
+    const session = connect(server.url);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': GREET_PATH,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      stream.on('error', () => {});
+      stream.end(valid);
+      await entered;
+      stream.close(constants.NGHTTP2_CANCEL);
+      const deadline = Date.now() + 2_000;
+      const request = requests[0];
+      expect(request).toBeDefined();
+      while (Date.now() < deadline && request?.listenerCount('data') !== 0) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      // The gate ends after 200 ms; the body is then never read, and nothing waits on it.
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(request?.listenerCount('data')).toBe(0);
+      expect(request?.listenerCount('end')).toBe(0);
+    } finally {
+      session.destroy();
       await server.close();
     }
   });

@@ -90,7 +90,12 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
     let body: Uint8Array | undefined;
     let settled = false;
     request.once('close', () => {
-      if (!settled) context.abort(cancelledByClient(request.stream.rstCode));
+      if (settled) return;
+      const { rstCode } = request.stream;
+      // Like Connect: a plain AbortError when the stream closed without an error code.
+      context.abort(
+        rstCode === constants.NGHTTP2_NO_ERROR ? undefined : cancelledByClient(rstCode),
+      );
     });
     try {
       if (options.requestGate) await options.requestGate(context);
@@ -181,14 +186,22 @@ function cancelledByClient(rstCode: number): ConnectError {
 }
 
 /**
- * Reads the request body. A first message declared over the limit is refused as soon as its
- * envelope header arrives, before the rest is read (as Connect does).
+ * Reads the request body, which for a unary call is one message. As in Connect's pipeline, a
+ * message declared over the limit is refused as soon as its envelope header arrives, and
+ * reading stops once a second message is complete (`singleMessage` then refuses it), so a
+ * caller cannot make the server hold more than two messages' worth of bytes.
  */
 function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Buffer> {
+  // The stream can be gone already, e.g. reset while the request gate was checking a token.
+  if (request.stream.destroyed || request.readableEnded) {
+    return Promise.reject(cancelledByClient(request.stream.rstCode ?? constants.NGHTTP2_CANCEL));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let received = 0;
-    let checked = false;
+    /** Where the next envelope starts, once the current one's header has been read. */
+    let nextEnvelope = 0;
+    let envelopes = 0;
     const done = (error?: ConnectError) => {
       request.off('data', onData);
       request.off('end', onEnd);
@@ -199,11 +212,14 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
     const onData = (chunk: Buffer) => {
       chunks.push(chunk);
       received += chunk.length;
-      if (checked || received < ENVELOPE_HEADER_BYTES) return;
-      checked = true;
-      const head = chunks.length === 1 ? chunk : Buffer.concat(chunks, received);
-      const declared = head.readUInt32BE(1);
-      if (declared > readMaxBytes) done(messageTooLarge(declared, readMaxBytes));
+      while (envelopes < 2 && received >= nextEnvelope + ENVELOPE_HEADER_BYTES) {
+        const body = chunks.length === 1 ? chunk : Buffer.concat(chunks, received);
+        const declared = body.readUInt32BE(nextEnvelope + 1);
+        if (declared > readMaxBytes) return done(messageTooLarge(declared, readMaxBytes));
+        nextEnvelope += ENVELOPE_HEADER_BYTES + declared;
+        envelopes++;
+      }
+      if (envelopes === 2 && received >= nextEnvelope) done();
     };
     const onEnd = () => done();
     const onClose = () => done(cancelledByClient(request.stream.rstCode));
@@ -224,20 +240,25 @@ function headerValue(value: string | string[] | undefined): string | null {
   return value === undefined ? null : Array.isArray(value) ? value.join(', ') : value;
 }
 
-/** HTTP/2 forbids these (RFC 9113, 8.2.2); Node throws on them, for trailers outside any caller. */
+/**
+ * Fields HTTP/2 forbids (RFC 9113, 8.2.2), as Node checks them. Node throws on a trailer among
+ * them from an event handler, where it would crash the process: they are refused first.
+ */
 const CONNECTION_SPECIFIC = [
   'connection',
+  'http2-settings',
   'keep-alive',
   'proxy-connection',
   'transfer-encoding',
   'upgrade',
-  'te',
 ];
 
 function checkedTrailers(headers: Headers): Record<string, string> {
   for (const name of CONNECTION_SPECIFIC) {
     if (headers.has(name)) throw new Error(`HTTP/2 forbids the trailer "${name}"`);
   }
+  const te = headers.get('te');
+  if (te !== null && te !== 'trailers') throw new Error(`HTTP/2 forbids the trailer "te: ${te}"`);
   return nodeHeaders(headers);
 }
 
