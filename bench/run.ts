@@ -43,8 +43,8 @@ import { checkTargets } from './lib/targets.ts';
 
 const USAGE = `Usage: npm run bench -- [options]      (builds first; or: node bench/run.ts [options])
 
-  --quick            about a minute instead of about four: shorter runs, fewer rounds, no
-                     heap-sizing or Connect-server variants
+  --quick            about a minute instead of about five: shorter runs, fewer rounds, no
+                     heap-sizing, Connect-server or cost-breakdown variants
   --pin LAYOUT       none (default) or split: api on CPU 0, backend and wrk on CPU 1 (taskset)
   --sink KIND        where exported spans go: counter (default) walks only the OTLP envelope to
                      count spans; receiver is tools/otlp-receiver, which decodes every span
@@ -66,6 +66,8 @@ type Plan = {
   grpcWarmupSeconds: number;
   /** The exported configuration again with other NODE_OPTIONS (heap sizing). */
   memoryVariants: MemoryVariant[];
+  /** Fastify alone and the product without its access line, next to the baseline. */
+  breakdown: boolean;
   connectVariants: boolean;
 };
 
@@ -98,6 +100,7 @@ const PLANS: Record<'full' | 'quick', Plan> = {
     grpcRounds: 2,
     grpcWarmupSeconds: 3,
     memoryVariants: MEMORY_VARIANTS,
+    breakdown: true,
     connectVariants: true,
   },
   quick: {
@@ -109,6 +112,7 @@ const PLANS: Record<'full' | 'quick', Plan> = {
     grpcRounds: 1,
     grpcWarmupSeconds: 1,
     memoryVariants: [],
+    breakdown: false,
     connectVariants: false,
   },
 };
@@ -224,7 +228,7 @@ async function endToEndPhase(
   layout: CpuLayout,
   wrkScript: string,
 ): Promise<Results['endToEnd']> {
-  const configs = endToEndConfigs(product, bundles, plan.memoryVariants);
+  const configs = endToEndConfigs(product, bundles, plan.memoryVariants, plan.breakdown);
   log(
     `end to end: ${configs.length} configurations, ${plan.warmupSeconds} s warm-up each, ` +
       `then ${plan.rounds} rounds of ${plan.e2eSeconds} s`,

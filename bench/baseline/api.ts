@@ -1,14 +1,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { type ClientHttp2Session, connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import {
-  decodeGreetResponse,
-  encodeGreetRequest,
-  GREET_PATH,
-  type GreetRequest,
-  grpcFrame,
-  grpcUnframe,
-} from '../lib/greet-wire.ts';
+import type { GreetRequest } from '../lib/greet-wire.ts';
+import { CallError, createGreetCaller, validateGreet } from './greet-call.ts';
 
 /*
  * The framework-free api: `node:http` for REST, one `node:http2` session to the backend for
@@ -18,73 +11,13 @@ import {
  */
 
 const MAX_BODY_BYTES = 64 * 1024;
-const BACKEND_TIMEOUT_MS = 5_000;
 
 const backendUrl = process.env.BACKEND_URL;
 if (!backendUrl) {
   console.error('BACKEND_URL is required (http://host:port of an h2c gRPC backend)');
   process.exit(78);
 }
-
-let session: ClientHttp2Session | undefined;
-function backendSession(): ClientHttp2Session {
-  if (session && !session.closed && !session.destroyed) return session;
-  const fresh = connect(backendUrl as string);
-  fresh.on('error', () => {});
-  fresh.once('close', () => {
-    if (session === fresh) session = undefined;
-  });
-  session = fresh;
-  return fresh;
-}
-
-class CallError extends Error {
-  readonly status: number;
-  constructor(status: number, message: string) {
-    super(message);
-    this.status = status;
-  }
-}
-
-function callGreet(request: GreetRequest): Promise<string> {
-  return new Promise((resolve, reject) => {
-    const stream = backendSession().request({
-      ':method': 'POST',
-      ':path': GREET_PATH,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-    });
-    stream.setTimeout(BACKEND_TIMEOUT_MS, () => stream.close());
-    const chunks: Buffer[] = [];
-    let grpcStatus: string | undefined;
-    let grpcMessage = '';
-    const readStatus = (headers: Record<string, unknown>) => {
-      if (headers['grpc-status'] !== undefined) grpcStatus = String(headers['grpc-status']);
-      if (headers['grpc-message'] !== undefined)
-        grpcMessage = decodeURIComponent(String(headers['grpc-message']));
-    };
-    stream.on('response', readStatus);
-    stream.on('trailers', readStatus);
-    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
-    stream.on('error', (error) => reject(new CallError(503, error.message)));
-    stream.on('close', () => {
-      if (grpcStatus === undefined) {
-        reject(new CallError(503, 'backend closed the stream without a gRPC status'));
-      } else if (grpcStatus === '0') {
-        try {
-          resolve(decodeGreetResponse(grpcUnframe(Buffer.concat(chunks))));
-        } catch (error) {
-          reject(new CallError(502, (error as Error).message));
-        }
-      } else {
-        reject(
-          new CallError(grpcStatus === '3' ? 400 : 500, grpcMessage || `gRPC status ${grpcStatus}`),
-        );
-      }
-    });
-    stream.end(grpcFrame(encodeGreetRequest(request)));
-  });
-}
+const backend = createGreetCaller(backendUrl);
 
 function send(response: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
@@ -116,13 +49,7 @@ function parseGreet(text: string): GreetRequest {
   } catch {
     throw new CallError(400, 'body must be JSON');
   }
-  if (typeof body !== 'object' || body === null) throw new CallError(400, 'body must be an object');
-  const { name, withError = false } = body as { name?: unknown; withError?: unknown };
-  if (typeof name !== 'string' || name.trim().length === 0 || name.trim().length > 256) {
-    throw new CallError(400, 'name is required (1-256 characters)');
-  }
-  if (typeof withError !== 'boolean') throw new CallError(400, 'withError must be a boolean');
-  return { name: name.trim(), withError };
+  return validateGreet(body);
 }
 
 async function handle(request: IncomingMessage, response: ServerResponse): Promise<void> {
@@ -130,7 +57,7 @@ async function handle(request: IncomingMessage, response: ServerResponse): Promi
   if (request.method === 'GET' && path === '/healthz') {
     send(response, 200, { status: 'ok' });
   } else if (request.method === 'POST' && path === '/greet') {
-    const reply = await callGreet(parseGreet(await readBody(request)));
+    const reply = await backend.greet(parseGreet(await readBody(request)));
     send(response, 200, { reply });
   } else {
     send(response, 404, { title: 'Not Found', status: 404 });
@@ -158,7 +85,7 @@ server.listen(port, host, () => {
 const stop = () => {
   server.close(() => process.exit(0));
   server.closeIdleConnections();
-  session?.close();
+  backend.close();
   setTimeout(() => process.exit(0), 1_000).unref();
 };
 process.once('SIGTERM', stop);

@@ -17,8 +17,9 @@ export function productEnv(
   product: Product,
   telemetry: Telemetry,
   configId: string,
+  logLevel = LOG_LEVEL,
 ): Record<string, string> {
-  const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL };
+  const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL: logLevel };
   if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
   if (telemetry === 'export') {
     Object.assign(env, {
@@ -38,12 +39,14 @@ type ProductPairOptions = {
   telemetry: Telemetry;
   /** Default: the Dockerfile's. */
   nodeOptions?: string | undefined;
+  /** Default: LOG_LEVEL, so each request writes its access line. */
+  logLevel?: string;
 };
 
 export function productPair(product: Product, options: ProductPairOptions): PairConfig {
   const role = {
     script: product.entry,
-    env: productEnv(product, options.telemetry, options.id),
+    env: productEnv(product, options.telemetry, options.id, options.logLevel),
     nodeOptions: 'nodeOptions' in options ? options.nodeOptions : product.shippedNodeOptions,
   };
   return { id: options.id, label: options.label, api: role, backend: role };
@@ -56,6 +59,28 @@ export function baselinePair(bundles: BenchBuild): PairConfig {
     api: { script: bundles['baseline-api'], env: {} },
     backend: { script: bundles['baseline-backend'], env: {} },
   };
+}
+
+/**
+ * Where the api's cost per request comes from, between the baseline and the product: the
+ * baseline api's handler on Fastify (against the baseline backend), and the product with
+ * telemetry off and without its access line.
+ */
+export function breakdownConfigs(product: Product, bundles: BenchBuild): PairConfig[] {
+  return [
+    {
+      id: 'fastify',
+      label: "the baseline api's handler on Fastify (no schema, no logger), baseline backend",
+      api: { script: bundles['fastify-api'], env: {} },
+      backend: { script: bundles['baseline-backend'], env: {} },
+    },
+    productPair(product, {
+      id: 'off-quiet',
+      label: 'product, telemetry off, no access line (LOG_LEVEL=warn)',
+      telemetry: 'off',
+      logLevel: 'warn',
+    }),
+  ];
 }
 
 /** The exported configuration with other NODE_OPTIONS, derived from the Dockerfile's. */
@@ -74,6 +99,7 @@ export function endToEndConfigs(
   product: Product,
   bundles: BenchBuild,
   memoryVariants: readonly MemoryVariant[],
+  breakdown: boolean,
 ): PairConfig[] {
   const configs = [
     baselinePair(bundles),
@@ -89,6 +115,7 @@ export function endToEndConfigs(
       telemetry: 'export',
     }),
   ];
+  if (breakdown) configs.push(...breakdownConfigs(product, bundles));
   for (const variant of memoryVariants) {
     const nodeOptions = variant.nodeOptions(product.shippedNodeOptions);
     if (nodeOptions === product.shippedNodeOptions) continue;

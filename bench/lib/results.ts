@@ -256,6 +256,20 @@ export function endToEndRatios(used: readonly E2eRun[], all: readonly E2eRun[] =
       'baseline',
       cpu,
     ],
+    [
+      'fastify/baseline',
+      "throughput: the baseline's handler on Fastify / baseline",
+      'fastify',
+      'baseline',
+      rps,
+    ],
+    [
+      'off-quiet/off',
+      'throughput: product, telemetry off, without / with the access line',
+      'off-quiet',
+      'off',
+      rps,
+    ],
   ];
   const ids = [...new Set(all.map((run) => run.config))];
   for (const id of ids.filter((config) => config.startsWith('export-'))) {

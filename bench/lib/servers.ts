@@ -7,19 +7,20 @@ import { grpcGreetProbe, httpCall, httpOkProbe, untilFirstSuccess } from './prob
 
 /*
  * Starting the processes under test: the product's two roles from the production build, and
- * the bench's own servers (framework-free baseline, Connect variants), bundled with esbuild like
+ * the bench's own servers (framework-free baseline, Connect and Fastify variants), bundled with esbuild like
  * the product so that none of them pays for type stripping.
  */
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const READY_TIMEOUT_MS = 15_000;
 
-export type BenchServer = 'baseline-api' | 'baseline-backend' | 'connect-backend';
+export type BenchServer = 'baseline-api' | 'baseline-backend' | 'connect-backend' | 'fastify-api';
 
 const BENCH_SOURCES: Record<BenchServer, string> = {
   'baseline-api': 'bench/baseline/api.ts',
   'baseline-backend': 'bench/baseline/backend.ts',
   'connect-backend': 'bench/variants/connect-backend.ts',
+  'fastify-api': 'bench/variants/fastify-api.ts',
 };
 
 export type BenchBuild = Record<BenchServer, string>;
