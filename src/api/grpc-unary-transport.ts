@@ -14,7 +14,9 @@ import { createGrpcTransport, type GrpcTransportOptions } from '@connectrpc/conn
 import {
   ENVELOPE_HEADER_BYTES,
   frame,
+  joined,
   messageTooLarge,
+  nodeHeaders,
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
@@ -56,10 +58,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
     }
     const path = req.url.slice(origin.length);
     const body = frame(toBinary(req.method.input, req.message));
-    const headers: Record<string, string> = {};
-    req.header.forEach((value, key) => {
-      headers[key] = value;
-    });
+    const headers = nodeHeaders(req.header);
     const { signal } = req;
     if (signal.aborted) return Promise.reject(cancelled(signal));
     return new Promise((resolve, reject) => {
@@ -120,7 +119,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
           readMaxBytes,
         }).then(resolve, reject);
       };
-      if (req.signal.aborted) return onAbort();
+      // Not aborted yet: send() hands over the stream only to a call still waiting for it.
       req.signal.addEventListener('abort', onAbort, { once: true });
       stream.on('response', (headers) => {
         status = headers[':status'] ?? 0;
@@ -212,11 +211,11 @@ async function unaryResponse(
   if (encoding !== null && encoding.toLowerCase() !== 'identity') {
     throw new ConnectError(`unsupported response encoding "${encoding}"`, Code.Internal, header);
   }
-  const message = await singleMessage(
-    req.method.output,
-    body.chunks.length === 1 ? (body.chunks[0] as Buffer) : Buffer.concat(body.chunks),
-    { readMaxBytes: body.readMaxBytes, compression: null, direction: 'output' },
-  );
+  const message = await singleMessage(req.method.output, joined(body.chunks), {
+    readMaxBytes: body.readMaxBytes,
+    compression: null,
+    direction: 'output',
+  });
   validateTrailer(trailer, header);
   if (message === undefined) {
     if (headerError) throw headerError;

@@ -29,8 +29,6 @@ export type BackendDeps = {
   interceptors?: Interceptor[];
   /** Run on the headers before the body is read, e.g. the ID-token check. */
   requestGate?: (context: HandlerContext) => Promise<void>;
-  /** Unary gRPC calls skip Connect's streaming pipeline (default true; see the fast path). */
-  unaryFastPath?: boolean;
 };
 
 export type Backend = {
@@ -70,12 +68,11 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   };
   const onError = (error: unknown, method: DescMethod) =>
     telemetry.logger.error({ error }, `could not answer ${method.parent.typeName}/${method.name}`);
-  const fastPath =
-    deps.unaryFastPath === false ? undefined : createGrpcUnaryFastPath({ ...callOptions, onError });
+  const fastPath = createGrpcUnaryFastPath({ ...callOptions, onError });
   const handler = connectNodeAdapter({
     ...callOptions,
     routes: (router) =>
-      registerRpcs(fastPath ? fastPath.learn(router) : router, {
+      registerRpcs(fastPath.learn(router), {
         health,
         reflection: config.GRPC_REFLECTION,
       }),
@@ -84,7 +81,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   const server = createServer((request, response) => {
     capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
     releaseUnreadRequest(request);
-    if (!fastPath?.serve(request, response)) handler(request, response);
+    if (!fastPath.serve(request, response)) handler(request, response);
   });
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {

@@ -20,7 +20,9 @@ import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grp
 import {
   ENVELOPE_HEADER_BYTES,
   frame,
+  joined,
   messageTooLarge,
+  nodeHeaders,
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
@@ -207,13 +209,13 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
       request.off('end', onEnd);
       request.off('close', onClose);
       if (error) reject(error);
-      else resolve(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received));
+      else resolve(joined(chunks, received));
     };
     const onData = (chunk: Buffer) => {
       chunks.push(chunk);
       received += chunk.length;
       while (envelopes < 2 && received >= nextEnvelope + ENVELOPE_HEADER_BYTES) {
-        const body = chunks.length === 1 ? chunk : Buffer.concat(chunks, received);
+        const body = joined(chunks, received);
         const declared = body.readUInt32BE(nextEnvelope + 1);
         if (declared > readMaxBytes) return done(messageTooLarge(declared, readMaxBytes));
         nextEnvelope += ENVELOPE_HEADER_BYTES + declared;
@@ -260,12 +262,4 @@ function checkedTrailers(headers: Headers): Record<string, string> {
   const te = headers.get('te');
   if (te !== null && te !== 'trailers') throw new Error(`HTTP/2 forbids the trailer "te: ${te}"`);
   return nodeHeaders(headers);
-}
-
-function nodeHeaders(headers: Headers): Record<string, string> {
-  const result: Record<string, string> = {};
-  headers.forEach((value, key) => {
-    result[key] = value;
-  });
-  return result;
 }

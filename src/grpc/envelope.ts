@@ -6,7 +6,8 @@ import { type Compression, compressedFlag } from '@connectrpc/connect/protocol';
 /*
  * A gRPC message on the wire: one flag byte (bit 0: compressed), its length as four big-endian
  * bytes, then the message. Shared by the backend's unary fast path and the api's unary
- * transport, with the errors Connect-ES gives for the same bytes.
+ * transport, with the errors Connect-ES gives for the same bytes; and the conversions between
+ * Node's header objects and the fetch `Headers` Connect's interfaces use.
  */
 
 export const ENVELOPE_HEADER_BYTES = 5;
@@ -98,4 +99,18 @@ export function webHeaders(headers: IncomingHttpHeaders): Headers {
     else if (Array.isArray(value)) for (const item of value) result.append(key, item);
   }
   return result;
+}
+
+/** Fetch Headers as the plain object Node's HTTP/2 API takes. */
+export function nodeHeaders(headers: Headers): Record<string, string> {
+  const result: Record<string, string> = {};
+  headers.forEach((value, key) => {
+    result[key] = value;
+  });
+  return result;
+}
+
+/** The body read so far as one buffer, without a copy when it came in one chunk. */
+export function joined(chunks: Buffer[], length?: number): Buffer {
+  return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
 }
