@@ -49,6 +49,11 @@ describe('request hooks', () => {
           setRequestAttributes({ 'app.tenant': String(request.headers['x-tenant'] ?? 'none') }),
       ],
     });
+    // A hook of a fork's own: Node emits the response's `finish` from the socket, outside the
+    // request's context unless the server factory carries it there.
+    api.app.addHook('onResponse', async (request) => {
+      request.log.info({ probe: 'on-response' }, 'response sent');
+    });
     url = await api.app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {
@@ -73,5 +78,23 @@ describe('request hooks', () => {
       'acme',
     );
     expect(logLines.some((line) => String(line.message).includes('hook threw'))).toBe(true);
+  });
+
+  it('runs hooks after the response inside the request’s trace', async () => {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const earlier = logLines.length;
+    const response = await fetch(`${url}/greet`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+      },
+      body: '{"name":"Later"}',
+    });
+    expect(response.status).toBe(200);
+    const deadline = Date.now() + 2_000;
+    const probe = () => logLines.slice(earlier).find((line) => line.probe === 'on-response');
+    while (!probe() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    expect(probe()?.['logging.googleapis.com/trace']).toMatch(new RegExp(`/traces/${traceId}$`));
   });
 });

@@ -1,3 +1,5 @@
+import { request as httpRequest } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { postGreet } from './helpers/http.js';
@@ -66,6 +68,34 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       });
     }
     expect(client.attributes['rpc.attempt']).toBe(1);
+  });
+
+  it('keeps the request’s trace when its body arrives after the headers', async () => {
+    // Node emits a late body from the socket, outside the request's context; the handler must
+    // still run inside the SERVER span.
+    const parent = newTraceParent();
+    const body = JSON.stringify({ name: 'Slow body' });
+    const request = httpRequest(`${api.url}/greet`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/json',
+        'content-length': String(Buffer.byteLength(body)),
+        traceparent: parent.header,
+      },
+    });
+    const answered = new Promise<number>((resolve, reject) => {
+      request.on('response', (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+    });
+    request.flushHeaders();
+    await sleep(50);
+    request.end(body);
+    expect(await answered).toBe(200);
+    const { server, client } = await waitForGreetTrace(receiver, parent.traceId);
+    expect(client.parentSpanId).toBe(server.spanId);
   });
 
   it('gives every span of both roles the same service labels', async () => {

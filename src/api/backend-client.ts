@@ -52,8 +52,10 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: [tracing] }),
   );
   const health = createClient(Health, createGrpcUnaryTransport({ baseUrl, sessionManager }));
-  const headers = async (): Promise<Record<string, string> | undefined> =>
-    deps.credentials ? { authorization: await deps.credentials.authorization() } : undefined;
+  const { credentials } = deps;
+  // Undefined without credentials: a call then awaits nothing before it starts.
+  const credentialHeaders =
+    credentials && (async () => ({ authorization: await credentials.authorization() }));
 
   return {
     async greet(input, signal) {
@@ -63,7 +65,7 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
         if (timeoutMs <= 0)
           throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
         try {
-          const callHeaders = await headers();
+          const callHeaders = credentialHeaders ? await credentialHeaders() : undefined;
           const response = await withAttempt(attempt, () =>
             backend.greet(input, {
               timeoutMs,
@@ -90,7 +92,7 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     },
     async isServing() {
       try {
-        const callHeaders = await headers();
+        const callHeaders = credentialHeaders ? await credentialHeaders() : undefined;
         const { status } = await health.check(
           { service: '' },
           { timeoutMs: READINESS_TIMEOUT_MS, ...(callHeaders ? { headers: callHeaders } : {}) },

@@ -67,22 +67,24 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   // JSON only: a text/plain body is 415 like any other type, not a confusing 400.
   app.removeContentTypeParser('text/plain');
 
-  app.addHook('onRequest', async (request, reply) => {
+  app.addHook('onRequest', (request, reply, done) => {
     if (draining) reply.header('connection', 'close');
     tracing.setRoute(request.raw, request.routeOptions.url);
     if (tracing.spanOf(request.raw)) runRequestHooks(requestHooks, request, logHookError);
+    done();
   });
   const errors = new WeakMap<FastifyRequest, Error>();
   app.addHook('onError', async (request, _reply, error) => {
     errors.set(request, error);
   });
-  app.addHook('onSend', async (request, reply, payload) => {
-    await tracing.end(request.raw, {
+  app.addHook('onSend', (request, reply, payload, done) => {
+    const flushing = tracing.end(request.raw, {
       statusCode: reply.statusCode,
       error: errors.get(request),
       ...(typeof payload === 'string' ? { responseSize: Buffer.byteLength(payload) } : {}),
     });
-    return payload;
+    if (!flushing) return done(null, payload);
+    flushing.then(() => done(null, payload), done);
   });
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),

@@ -1,4 +1,4 @@
-import { createServer, type IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { createServer, IncomingMessage, type RequestListener, type Server } from 'node:http';
 import { type Attributes, context, type Meter, type TextMapGetter } from '@opentelemetry/api';
 import {
   ATTR_CLIENT_ADDRESS,
@@ -8,15 +8,14 @@ import {
   ATTR_HTTP_ROUTE,
   ATTR_NETWORK_PEER_ADDRESS,
   ATTR_NETWORK_PROTOCOL_VERSION,
-  ATTR_SERVER_ADDRESS,
-  ATTR_SERVER_PORT,
   ATTR_URL_PATH,
   ATTR_URL_SCHEME,
   ATTR_USER_AGENT_ORIGINAL,
   METRIC_HTTP_SERVER_REQUEST_DURATION,
 } from '@opentelemetry/semantic-conventions';
 import { isServerFaultStatus } from '../errors/status.js';
-import type { ServerSpan, ServerSpans } from './server-span.js';
+import { setServerAddress } from './server-address.js';
+import type { HttpRequestLog, ServerSpan, ServerSpans } from './server-span.js';
 
 const headerGetter: TextMapGetter<IncomingMessage> = {
   keys: (request) => Object.keys(request.headers),
@@ -42,13 +41,23 @@ export type HttpTracing = {
   spanOf(request: IncomingMessage): ServerSpan | undefined;
   /** Call once the route is known (Fastify onRequest). */
   setRoute(request: IncomingMessage, route: string | undefined): void;
-  /** Call when the response is decided, before it is written (Fastify onSend). */
-  end(request: IncomingMessage, outcome: HttpOutcome): Promise<void>;
+  /**
+   * Call when the response is decided, before it is written (Fastify onSend). A promise comes
+   * back when the response must wait for it (see ServerSpan.end).
+   */
+  end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined;
 };
 
 export type HttpOutcome = { statusCode: number; error?: unknown; responseSize?: number };
 
 type Traced = { span: ServerSpan; method: string; scheme: string; route: string | undefined };
+
+const kTraced = Symbol('traced request');
+
+/** The request with its span on a field of its own (a WeakMap costs the GC on every request). */
+class TracedRequest extends IncomingMessage {
+  [kTraced]: Traced | undefined = undefined;
+}
 
 /** HTTP SERVER spans with the stable HTTP semantic conventions, named `METHOD /route/{template}`. */
 export function createHttpTracing(
@@ -65,12 +74,10 @@ export function createHttpTracing(
       ],
     },
   });
-  const traced = new WeakMap<IncomingMessage, Traced>();
 
   function start(request: IncomingMessage): Traced {
     const method = KNOWN_METHODS.has(request.method ?? '') ? (request.method as string) : '_OTHER';
     const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
-    const [host, port] = splitHost(request.headers.host);
     const forwardedFor = firstValue(request.headers['x-forwarded-for']);
     const scheme = firstValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
     const attributes: Attributes = {
@@ -81,17 +88,16 @@ export function createHttpTracing(
       [ATTR_CLIENT_ADDRESS]: forwardedFor?.split(',')[0]?.trim() ?? request.socket.remoteAddress,
       [ATTR_NETWORK_PEER_ADDRESS]: request.socket.remoteAddress,
     };
-    if (host) attributes[ATTR_SERVER_ADDRESS] = host;
-    if (port) attributes[ATTR_SERVER_PORT] = port;
+    setServerAddress(attributes, request.headers.host);
     const userAgent = request.headers['user-agent'];
     if (userAgent) attributes[ATTR_USER_AGENT_ORIGINAL] = userAgent;
     const span = serverSpans.start(method, request, headerGetter, attributes);
     return { span, method, scheme, route: undefined };
   }
 
-  async function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> {
-    const entry = traced.get(request);
-    if (!entry) return;
+  function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined {
+    const entry = tracedOf(request);
+    if (!entry) return undefined;
     const { statusCode } = outcome;
     const fault = isServerFaultStatus(statusCode);
     // The stable HTTP conventions: a response that was sent is typed by its status code.
@@ -103,48 +109,53 @@ export function createHttpTracing(
     };
     if (entry.route) metricAttributes[ATTR_HTTP_ROUTE] = entry.route;
     if (type) metricAttributes[ATTR_ERROR_TYPE] = type;
-    await entry.span.end({
+    const httpRequest: HttpRequestLog = {
+      requestMethod: request.method ?? '',
+      requestUrl: request.url ?? '',
+      status: statusCode,
+      protocol: `HTTP/${request.httpVersion}`,
+    };
+    if (outcome.responseSize !== undefined) httpRequest.responseSize = String(outcome.responseSize);
+    const userAgent = request.headers['user-agent'];
+    if (userAgent) httpRequest.userAgent = userAgent;
+    if (request.socket.remoteAddress) httpRequest.remoteIp = request.socket.remoteAddress;
+    return entry.span.end({
       fault,
       errorType: type,
       exception: outcome.error,
       attributes: { [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode },
       metric: { histogram: duration, attributes: metricAttributes },
-      httpRequest: {
-        requestMethod: request.method ?? '',
-        requestUrl: request.url ?? '',
-        status: statusCode,
-        ...(outcome.responseSize !== undefined
-          ? { responseSize: String(outcome.responseSize) }
-          : {}),
-        ...(request.headers['user-agent'] ? { userAgent: request.headers['user-agent'] } : {}),
-        ...(request.socket.remoteAddress ? { remoteIp: request.socket.remoteAddress } : {}),
-        protocol: `HTTP/${request.httpVersion}`,
-      },
+      httpRequest,
     });
   }
 
   return {
     serverFactory(handler) {
-      return createServer((request, response) => {
-        if (untracedPaths(request.url ?? '/')) {
-          handler(request, response);
-          return;
-        }
-        const entry = start(request);
-        traced.set(request, entry);
-        // Aborted or otherwise unanswered requests still end their span.
-        response.once('close', () => {
-          void end(request, { statusCode: response.writableFinished ? response.statusCode : 499 });
-        });
-        const ctx = entry.span.context;
-        context.bind(ctx, request);
-        context.bind(ctx, response);
-        context.with(ctx, () => handler(request, response));
-      });
+      // Node 24 keeps the context across what Fastify does next: its body parser resumes in the
+      // request's async scope, and the response's events are scheduled from inside it, so the
+      // request and response need no binding (test/telemetry-traces, test/request-hooks).
+      return createServer<typeof TracedRequest>(
+        { IncomingMessage: TracedRequest },
+        (request, response) => {
+          if (untracedPaths(request.url ?? '/')) {
+            handler(request, response);
+            return;
+          }
+          const entry = start(request);
+          request[kTraced] = entry;
+          // Aborted or otherwise unanswered requests still end their span.
+          response.once('close', () => {
+            void end(request, {
+              statusCode: response.writableFinished ? response.statusCode : 499,
+            });
+          });
+          context.with(entry.span.context, handler, undefined, request, response);
+        },
+      );
     },
-    spanOf: (request) => traced.get(request)?.span,
+    spanOf: (request) => tracedOf(request)?.span,
     setRoute(request, route) {
-      const entry = traced.get(request);
+      const entry = tracedOf(request);
       if (!entry || !route) return;
       entry.route = route;
       entry.span.span.updateName(`${entry.method} ${route}`);
@@ -154,13 +165,10 @@ export function createHttpTracing(
   };
 }
 
-function firstValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
+function tracedOf(request: IncomingMessage): Traced | undefined {
+  return request instanceof TracedRequest ? request[kTraced] : undefined;
 }
 
-function splitHost(host: string | undefined): [string | undefined, number | undefined] {
-  if (!host) return [undefined, undefined];
-  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/.exec(host);
-  if (!match) return [undefined, undefined];
-  return [match[1], match[2] ? Number(match[2]) : undefined];
+function firstValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }

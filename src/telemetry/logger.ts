@@ -40,7 +40,7 @@ export function createLogger(options: LoggerOptions): Logger {
       ...common,
       messageKey: 'message',
       errorKey: 'error',
-      timestamp: () => `,"time":"${new Date().toISOString()}"`,
+      timestamp: isoTimeField(),
       base: {
         serviceContext: { service: labels['service.name'], version: labels['service.version'] },
         'logging.googleapis.com/labels': labels,
@@ -49,6 +49,20 @@ export function createLogger(options: LoggerOptions): Logger {
     },
     options.destination ?? pino.destination({ dest: 1, sync: false }),
   );
+}
+
+/** pino's `time` field, formatted once per millisecond: busy servers write several lines in one. */
+function isoTimeField(): () => string {
+  let formattedAt = -1;
+  let field = '';
+  return () => {
+    const now = Date.now();
+    if (now !== formattedAt) {
+      formattedAt = now;
+      field = `,"time":"${new Date(now).toISOString()}"`;
+    }
+    return field;
+  };
 }
 
 function traceFields(projectId: () => string): Record<string, unknown> {

@@ -27,7 +27,8 @@ import {
 import { connectCodeName, grpcCodeName, isServerFault } from '../errors/status.js';
 import { withPropagatedAttributes } from './request-attributes.js';
 import { RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
-import type { ServerSpans } from './server-span.js';
+import { setServerAddress, splitUrl } from './server-address.js';
+import type { HttpRequestLog, ServerSpans } from './server-span.js';
 
 const headersGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
@@ -68,15 +69,19 @@ export function createServerTracingInterceptor(
     if (untraced.has(req.service.typeName)) return next(req);
     const method = rpcMethod(req);
     const system = rpcSystem(req.header.get('content-type'));
-    const url = new URL(req.url);
-    const attributes: Attributes = {
-      [ATTR_RPC_SYSTEM_NAME]: system,
-      [ATTR_RPC_METHOD]: method,
-      [ATTR_SERVER_ADDRESS]: url.hostname,
-    };
-    if (url.port) attributes[ATTR_SERVER_PORT] = Number(url.port);
+    const { authority, path } = splitUrl(req.url);
+    const attributes: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method };
+    setServerAddress(attributes, authority);
     const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
     const finish = (code: Code | undefined, error?: ConnectError) => {
+      const httpRequest: HttpRequestLog = {
+        requestMethod: req.requestMethod,
+        requestUrl: path,
+        status: 200,
+        protocol: 'HTTP/2',
+      };
+      const userAgent = req.header.get('user-agent');
+      if (userAgent) httpRequest.userAgent = userAgent;
       const status = statusName(system, code);
       const fault = isServerFault(code);
       return serverSpan.end({
@@ -93,15 +98,7 @@ export function createServerTracingInterceptor(
             ...(fault ? { [ATTR_ERROR_TYPE]: status } : {}),
           },
         },
-        httpRequest: {
-          requestMethod: req.requestMethod,
-          requestUrl: url.pathname,
-          status: 200,
-          protocol: 'HTTP/2',
-          ...(req.header.get('user-agent')
-            ? { userAgent: req.header.get('user-agent') as string }
-            : {}),
-        },
+        httpRequest,
       });
     };
     return context.with(serverSpan.context, async () => {
@@ -122,6 +119,8 @@ const ATTEMPT = createContextKey('rpc attempt');
 
 /** Marks the calls made inside `fn` as attempt number `attempt` (1 = first try). */
 export function withAttempt<T>(attempt: number, fn: () => T): T {
+  // A call without the mark is a first attempt: most calls need no context of their own.
+  if (attempt === 1) return fn();
   return context.with(context.active().setValue(ATTEMPT, attempt), fn);
 }
 

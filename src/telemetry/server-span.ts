@@ -28,6 +28,8 @@ export type HttpRequestLog = {
   userAgent?: string;
   remoteIp?: string;
   protocol?: string;
+  /** Set when the span ends. */
+  latency?: string;
 };
 
 export type ServerOutcome = {
@@ -43,14 +45,18 @@ export type ServerOutcome = {
 export type ServerSpan = {
   readonly span: Span;
   readonly context: Context;
-  /** Ends the span once; records the metric, writes the access line, flushes per policy. */
-  end(outcome: ServerOutcome): Promise<void>;
+  /**
+   * Ends the span once; records the metric and writes the access line. Returns a promise only
+   * when the response must wait for the spans' export (request mode).
+   */
+  end(outcome: ServerOutcome): Promise<void> | undefined;
 };
 
 export type ServerSpansOptions = {
   tracer: Tracer;
   logger: Logger;
-  afterRequest: () => Promise<void>;
+  /** What a response waits for after its span ended; none when spans are exported in batches. */
+  afterRequest?: (() => Promise<void>) | undefined;
   /** Baggage keys only our own code may set: dropped from what callers send (public edge). */
   untrustedBaggageKeys?: readonly string[];
 };
@@ -85,8 +91,8 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
       return {
         span,
         context: ctx,
-        async end(outcome) {
-          if (ended) return;
+        end(outcome) {
+          if (ended) return undefined;
           ended = true;
           span.setAttributes(outcome.attributes);
           if (outcome.fault) {
@@ -100,13 +106,14 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           span.end();
           const seconds = (performance.now() - startedAt) / 1000;
           outcome.metric.histogram.record(seconds, outcome.metric.attributes);
+          const { httpRequest } = outcome;
+          httpRequest.latency = `${seconds.toFixed(6)}s`;
           context.with(ctx, () => {
-            const httpRequest = { ...outcome.httpRequest, latency: `${seconds.toFixed(6)}s` };
             const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${httpRequest.status}`;
             if (outcome.fault) logger.error({ httpRequest, error: outcome.exception }, message);
             else logger.info({ httpRequest }, message);
           });
-          await afterRequest();
+          return afterRequest?.();
         },
       };
     },

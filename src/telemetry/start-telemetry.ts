@@ -161,7 +161,7 @@ export async function startTelemetry(
     serverSpans: createServerSpans({
       tracer,
       logger,
-      afterRequest,
+      afterRequest: flushPerRequest ? afterRequest : undefined,
       ...(options.untrustedBaggageKeys
         ? { untrustedBaggageKeys: options.untrustedBaggageKeys }
         : {}),

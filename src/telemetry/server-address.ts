@@ -1,0 +1,24 @@
+import type { Attributes } from '@opentelemetry/api';
+import { ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT } from '@opentelemetry/semantic-conventions';
+
+const AUTHORITY = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/;
+
+/**
+ * Sets `server.address` and `server.port` from a Host header or a URL's authority (`host`,
+ * `host:port`, `[v6]:port`). Sets nothing for a value that is none of these.
+ */
+export function setServerAddress(attributes: Attributes, authority: string | undefined): void {
+  if (!authority) return;
+  const match = AUTHORITY.exec(authority);
+  if (!match) return;
+  attributes[ATTR_SERVER_ADDRESS] = match[1];
+  if (match[2]) attributes[ATTR_SERVER_PORT] = Number(match[2]);
+}
+
+/** An absolute URL's authority and path, without the cost of parsing it into a `URL`. */
+export function splitUrl(url: string): { authority: string; path: string } {
+  const authorityStart = url.indexOf('//') + 2;
+  const pathStart = url.indexOf('/', authorityStart);
+  if (pathStart === -1) return { authority: url.slice(authorityStart), path: '/' };
+  return { authority: url.slice(authorityStart, pathStart), path: url.slice(pathStart) };
+}
