@@ -47,7 +47,7 @@ export function createLogger(options: LoggerOptions): Logger {
       },
       formatters: { level: (label) => ({ severity: SEVERITY[label] ?? 'DEFAULT' }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: false }),
+    options.destination ?? pino.destination({ dest: 1, sync: true }),
   );
 }
 
