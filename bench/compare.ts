@@ -2,7 +2,7 @@ import { cpSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { stopAllChildren, stopChildrenOnExit } from './lib/children.ts';
-import { productPair, type Telemetry } from './lib/configurations.ts';
+import { parseTelemetry, productPair } from './lib/configurations.ts';
 import { type PairConfig, runEndToEnd } from './lib/end-to-end.ts';
 import { writeLoadFiles } from './lib/load-generators.ts';
 import { dockerfileNodeOptions } from './lib/machine.ts';
@@ -26,8 +26,6 @@ and each build's throughput against the first, paired round by round. For exampl
   --warmup S         warm-up per build before the rounds (default 8)
   -h, --help`;
 
-const TELEMETRY: readonly Telemetry[] = ['off', 'default', 'export'];
-
 function parseOptions() {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -43,10 +41,7 @@ function parseOptions() {
     process.stdout.write(`${USAGE}\n`);
     process.exit(0);
   }
-  const telemetry = values.telemetry as Telemetry;
-  if (!TELEMETRY.includes(telemetry)) {
-    throw new Error(`--telemetry ${values.telemetry}: use ${TELEMETRY.join(', ')}`);
-  }
+  const telemetry = parseTelemetry(values.telemetry);
   const count = (name: string, value: string) => {
     const number = Number(value);
     if (!Number.isInteger(number) || number < 1)

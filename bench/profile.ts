@@ -1,6 +1,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stopAllChildren, stopChild, stopChildrenOnExit } from './lib/children.ts';
+import { parseTelemetry, productEnv } from './lib/configurations.ts';
 import { runWrk, writeLoadFiles } from './lib/load-generators.ts';
 import { dockerfileNodeOptions } from './lib/machine.ts';
 import { REPO, snapshotProductBuild, startServer } from './lib/servers.ts';
@@ -53,9 +54,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${USAGE}\n`);
     return;
   }
-  const telemetry = values.telemetry;
-  if (!['off', 'default', 'export'].includes(telemetry))
-    throw new Error(`--telemetry ${telemetry}: use off, default or export`);
+  const telemetry = parseTelemetry(values.telemetry);
   stopChildrenOnExit();
   const workDir = `${REPO}.bench`;
   const profileDir = `${workDir}/profiles/${telemetry}`;
@@ -63,17 +62,13 @@ async function main(): Promise<void> {
   mkdirSync(profileDir, { recursive: true });
   const { wrkScript } = writeLoadFiles(workDir);
   const sink = await startSpanSink('counter');
-  const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL: 'info' };
-  if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
-  if (telemetry === 'export') {
-    Object.assign(env, {
-      OTEL_TRACES_SAMPLER: 'always_on',
-      OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
-      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
-    });
-  }
   const script = snapshotProductBuild(workDir);
   const shipped = dockerfileNodeOptions(`${REPO}Dockerfile`);
+  const env = productEnv(
+    { entry: script, sink, shippedNodeOptions: shipped },
+    telemetry,
+    'profile',
+  );
   const nodeOptions = (role: string) =>
     `${shipped ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}/${role}`.trim();
   try {

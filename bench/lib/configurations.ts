@@ -7,6 +7,15 @@ import type { SpanSink } from './span-sinks.ts';
 
 export type Telemetry = 'off' | 'default' | 'export';
 
+const TELEMETRY: readonly Telemetry[] = ['off', 'default', 'export'];
+
+/** A `--telemetry` option's value, checked. */
+export function parseTelemetry(value: string): Telemetry {
+  if (!(TELEMETRY as readonly string[]).includes(value))
+    throw new Error(`--telemetry ${value}: use ${TELEMETRY.join(', ')}`);
+  return value as Telemetry;
+}
+
 /** What every product process shares: the build it runs, where it exports, the image's flags. */
 export type Product = { entry: string; sink: SpanSink; shippedNodeOptions: string | undefined };
 

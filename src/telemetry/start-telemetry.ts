@@ -51,8 +51,6 @@ export type Telemetry = {
   readonly meter: Meter;
   readonly logger: Logger;
   readonly serverSpans: ServerSpans;
-  /** Flushes spans after a request when CPU may be withdrawn after the response. */
-  afterRequest(): Promise<void>;
   /** Flushes and stops every exporter, bounded in time. Safe to call more than once. */
   shutdown(): Promise<void>;
 };
@@ -143,6 +141,7 @@ export async function startTelemetry(
   if (meterProvider) metrics.setGlobalMeterProvider(meterProvider);
 
   const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
+  // Nothing to wait for when spans go out in batches.
   const afterRequest = flushPerRequest
     ? () => {
         // A down or slow endpoint must not slow requests: while exports fail or take longer
@@ -150,7 +149,7 @@ export async function startTelemetry(
         const flushing = within(tracerProvider?.forceFlush(), REQUEST_FLUSH_CAP_MS);
         return otlp && !otlp.isPrompt(REQUEST_FLUSH_CAP_MS) ? Promise.resolve() : flushing;
       }
-    : () => Promise.resolve();
+    : undefined;
 
   const tracer = trace.getTracer('cloud-run-services');
   let stopping: Promise<void> | undefined;
@@ -161,12 +160,11 @@ export async function startTelemetry(
     serverSpans: createServerSpans({
       tracer,
       logger,
-      afterRequest: flushPerRequest ? afterRequest : undefined,
+      afterRequest,
       ...(options.untrustedBaggageKeys
         ? { untrustedBaggageKeys: options.untrustedBaggageKeys }
         : {}),
     }),
-    afterRequest,
     shutdown() {
       stopping ??= Promise.all([
         within(tracerProvider?.shutdown(), SHUTDOWN_FLUSH_CAP_MS),
