@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { trace } from '@opentelemetry/api';
 import { type DestinationStream, type Logger, type LoggerOptions as PinoOptions, pino } from 'pino';
+import { batchedStdout } from './stdout-lines.js';
 
 export type { Logger };
 
@@ -47,7 +48,7 @@ export function createLogger(options: LoggerOptions): Logger {
       },
       formatters: { level: (label) => ({ severity: SEVERITY[label] ?? 'DEFAULT' }) },
     },
-    options.destination ?? pino.destination({ dest: 1, sync: true }),
+    options.destination ?? batchedStdout(),
   );
 }
 
