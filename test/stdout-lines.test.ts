@@ -20,8 +20,11 @@ function fileTarget() {
   return { target, read: () => readFileSync(path, 'utf8'), writes: () => writes };
 }
 
-/** Runs a script that writes through the process's batched stdout; returns what reached it. */
-async function runChild(script: string, readAfterMs = 0) {
+/**
+ * Runs a script that writes through the process's batched stdout; returns what reached it.
+ * The parent starts reading after `readAfterMs`, or closes its end at once when it is 'never'.
+ */
+async function runChild(script: string, readAfterMs: number | 'never' = 0) {
   const source = `import { batchedStdout } from ${JSON.stringify(MODULE)};
 process.stdout.isTTY; // as the logger does: Node then makes a pipe on fd 1 non-blocking
 const out = batchedStdout();
@@ -34,10 +37,13 @@ ${script}`;
     stderr += chunk;
   });
   const chunks: Buffer[] = [];
-  child.stdout.pause();
-  setTimeout(() => {
-    child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk)).resume();
-  }, readAfterMs);
+  if (readAfterMs === 'never') child.stdout.destroy();
+  else {
+    child.stdout.pause();
+    setTimeout(() => {
+      child.stdout.on('data', (chunk: Buffer) => chunks.push(chunk)).resume();
+    }, readAfterMs);
+  }
   const [code] = await once(child, 'close');
   return { code: code as number | null, stdout: Buffer.concat(chunks).toString('utf8'), stderr };
 }
@@ -110,5 +116,18 @@ describe('log lines batched per turn of the event loop', () => {
     expect(lines).toHaveLength(20_000);
     expect(lines[0]).toMatch(/^turn 0 line 0 /);
     expect(lines.at(-1)).toMatch(/^turn 19 line 999 /);
+  });
+
+  it('stops writing, without failing, once nobody reads stdout any more (EPIPE)', async () => {
+    const { code, stderr } = await runChild(
+      `for (let turn = 0; turn < 20; turn++) {
+        for (let i = 0; i < 100; i++) out.write(\`turn \${turn} line \${i}\\n\`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      process.stderr.write('still running\\n');`,
+      'never',
+    );
+    expect(stderr).toBe('still running\n');
+    expect(code).toBe(0);
   });
 });

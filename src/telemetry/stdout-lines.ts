@@ -16,8 +16,9 @@ const MAX_WAITING_CHARS = 64 * 1024;
  * one each, and the process waits less on the reader of its stdout. Lines keep their order.
  * Lines still waiting when the process exits (`process.exit`, an uncaught error, the end of the
  * loop) are written by an 'exit' listener; only a SIGKILL or a crash of Node itself loses them,
- * at most one turn's worth. The writes themselves are sonic-boom's synchronous ones, which wait
- * out a full pipe (EAGAIN) instead of dropping lines.
+ * at most one turn's worth. The writes themselves are pino's synchronous destination: it waits
+ * out a full pipe (EAGAIN) instead of dropping lines, and stops writing once the reader is gone
+ * (EPIPE) instead of failing the process.
  */
 export function lineBatcher(target: SyncTarget): LineBatcher {
   let waiting: string[] = [];
