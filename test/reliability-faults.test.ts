@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
 import { connect, createServer, type Http2Server, type Http2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
@@ -678,6 +678,45 @@ function answeredTraceIds(process: RoleProcess): Set<string> {
   }
   return ids;
 }
+
+describe('SIGTERM with work that never ends', () => {
+  it('a request that never completes and an export endpoint that never answers: exits 0 within SHUTDOWN_TIMEOUT_MS', async () => {
+    const stuck = await receiver();
+    stuck.setBehaviour('slow', 30_000);
+    const api = await role('api', {
+      OTEL_EXPORTER_OTLP_ENDPOINT: stuck.url,
+      OTEL_BSP_SCHEDULE_DELAY: '60000',
+      SHUTDOWN_TIMEOUT_MS: '3000',
+      BACKEND_URL: `http://127.0.0.1:${await freePort()}`,
+    });
+    // A span waiting to be flushed (400: no name), then a request whose body never completes.
+    const refused = await fetch(`${api.url}/greet`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(refused.status).toBe(400);
+    const socket = createConnection(api.port, '127.0.0.1');
+    cleanups.push(() => socket.destroy());
+    socket.write(
+      'POST /greet HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"na',
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+
+    const signalledAt = performance.now();
+    api.child.kill('SIGTERM');
+    const exitCode = await api.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+
+    expect(exitCode).toBe(0);
+    const messages = api.logs().map((line) => String(line.message));
+    expect(messages).toContain('drain timed out; closing remaining connections');
+    expect(messages).toContain('SIGTERM received: draining for up to 2250 ms');
+    // The drain waited its share for the stuck request; the flush got the rest, not 4 s more.
+    expect(stoppedAfter).toBeGreaterThan(2_250);
+    expect(stoppedAfter).toBeLessThan(3_000 + 500);
+  }, 30_000);
+});
 
 describe('SIGTERM under load', () => {
   /**

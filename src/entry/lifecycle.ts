@@ -8,9 +8,13 @@ export type Stoppable = {
   destroy(): void;
 };
 
+/** The part of the shutdown budget the drain may use; the rest is kept for the telemetry flush. */
+const DRAIN_SHARE = 0.75;
+
 /**
- * Cloud Run's contract: on SIGTERM (and Ctrl-C) stop accepting, finish in-flight requests
- * within the grace period, flush telemetry, exit 0, all within the 10 s before SIGKILL.
+ * Cloud Run's contract: on SIGTERM (and Ctrl-C) stop accepting, finish in-flight requests, flush
+ * telemetry and exit 0, all within `timeoutMs` (under the 10 s before SIGKILL). Requests still
+ * running when the drain's share of it is up are cut, so that the flush keeps the rest.
  */
 export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs: number): void {
   const { logger } = telemetry;
@@ -18,11 +22,13 @@ export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs
   const stop = async (signal: NodeJS.Signals) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal }, `${signal} received: draining for up to ${timeoutMs} ms`);
+    const startedAt = performance.now();
+    const drainMs = Math.round(timeoutMs * DRAIN_SHARE);
+    logger.info({ signal }, `${signal} received: draining for up to ${drainMs} ms`);
     const timer = setTimeout(() => {
       logger.warn('drain timed out; closing remaining connections');
       target.destroy();
-    }, timeoutMs);
+    }, drainMs);
     timer.unref();
     try {
       await target.drain();
@@ -31,7 +37,7 @@ export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs
     }
     clearTimeout(timer);
     logger.info('stopped; flushing telemetry');
-    await telemetry.shutdown();
+    await telemetry.shutdown(Math.max(timeoutMs - (performance.now() - startedAt), 0));
     process.exit(0);
   };
   process.once('SIGTERM', (signal) => void stop(signal));

@@ -51,8 +51,8 @@ export type Telemetry = {
   readonly meter: Meter;
   readonly logger: Logger;
   readonly serverSpans: ServerSpans;
-  /** Flushes and stops every exporter, bounded in time. Safe to call more than once. */
-  shutdown(): Promise<void>;
+  /** Flushes and stops every exporter, giving up after `withinMs` (at most 4 s). Safe to call more than once. */
+  shutdown(withinMs?: number): Promise<void>;
 };
 
 export type TelemetryOptions = {
@@ -165,10 +165,11 @@ export async function startTelemetry(
         ? { untrustedBaggageKeys: options.untrustedBaggageKeys }
         : {}),
     }),
-    shutdown() {
+    shutdown(withinMs = SHUTDOWN_FLUSH_CAP_MS) {
+      const capMs = Math.min(withinMs, SHUTDOWN_FLUSH_CAP_MS);
       stopping ??= Promise.all([
-        within(tracerProvider?.shutdown(), SHUTDOWN_FLUSH_CAP_MS),
-        within(meterProvider?.shutdown(), SHUTDOWN_FLUSH_CAP_MS),
+        within(tracerProvider?.shutdown(), capMs),
+        within(meterProvider?.shutdown(), capMs),
       ]).then(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
       return stopping;
     },
