@@ -716,6 +716,28 @@ describe('SIGTERM with work that never ends', () => {
     expect(stoppedAfter).toBeGreaterThan(2_250);
     expect(stoppedAfter).toBeLessThan(3_000 + 1_000);
   }, 30_000);
+
+  it('a request that arrives after the drain was cut cannot hold the exit (SHUTDOWN_TIMEOUT_MS=400)', async () => {
+    const api = await role('api', {
+      SHUTDOWN_TIMEOUT_MS: '400',
+      BACKEND_URL: `http://127.0.0.1:${await freePort()}`,
+    });
+    const signalledAt = performance.now();
+    api.child.kill('SIGTERM');
+    // The drain is cut at 300 ms, while the api still listens (it asks clients to go elsewhere
+    // for 500 ms before it stops): a request that starts now and never completes.
+    const cut = 'drain timed out; closing remaining connections';
+    await eventually(() => expect(api.logs().map((line) => line.message)).toContain(cut), 2_000);
+    const socket = createConnection(api.port, '127.0.0.1');
+    cleanups.push(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.write(
+      'POST /greet HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"na',
+    );
+    const exitCode = await api.exited;
+    expect(exitCode).toBe(0);
+    expect(performance.now() - signalledAt).toBeLessThan(400 + 1_000);
+  }, 30_000);
 });
 
 describe('SIGTERM under load', () => {

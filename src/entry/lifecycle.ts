@@ -25,16 +25,19 @@ export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs
     const startedAt = performance.now();
     const drainMs = Math.round(timeoutMs * DRAIN_SHARE);
     logger.info({ signal }, `${signal} received: draining for up to ${drainMs} ms`);
-    const timer = setTimeout(() => {
-      logger.warn('drain timed out; closing remaining connections');
-      target.destroy();
-    }, drainMs);
-    timer.unref();
-    try {
-      await target.drain();
-    } catch (error) {
-      logger.error({ error }, 'drain failed');
-    }
+    let timer: NodeJS.Timeout | undefined;
+    const cut = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        logger.warn('drain timed out; closing remaining connections');
+        target.destroy();
+        resolve();
+      }, drainMs);
+    });
+    // Once cut, the drain is not waited for: a connection that arrives late cannot hold the exit.
+    await Promise.race([
+      target.drain().catch((error: unknown) => logger.error({ error }, 'drain failed')),
+      cut,
+    ]);
     clearTimeout(timer);
     logger.info('stopped; flushing telemetry');
     await telemetry.shutdown(Math.max(timeoutMs - (performance.now() - startedAt), 0));
