@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { postGreet } from './helpers/http.js';
-import { startRole } from './helpers/roles.js';
+import { eventually, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 async function greet(url: string, headers: Record<string, string> = {}): Promise<number> {
@@ -106,6 +106,49 @@ describe('span export', () => {
       for (let i = 0; i < 20; i++) expect(await greet(api.url)).toBe(200);
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
+    }
+  });
+});
+
+describe('metric export', () => {
+  it('reports a refused metric export once, keeps serving, and reports the recovery with what was lost', async () => {
+    const receiver = await startOtlpReceiver();
+    receiver.setBehaviour('forbidden');
+    const backend = await startRole('backend');
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_TRACES_EXPORTER: 'none',
+        OTEL_METRIC_EXPORT_INTERVAL: '200',
+      },
+    });
+    const metricLines = () =>
+      api.logs().filter((line) => String(line.message).startsWith('metric export'));
+    try {
+      // A recorded duration: from now on every interval has something to export.
+      expect(await greet(api.url)).toBe(200);
+      await eventually(() => expect(receiver.requests()).toBeGreaterThan(3), 5_000);
+      expect(await greet(api.url)).toBe(200);
+      expect(metricLines().map((line) => [line.severity, line.message])).toEqual([
+        [
+          'WARNING',
+          `metric export to ${receiver.url} failed; metrics are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
+        ],
+      ]);
+
+      receiver.setBehaviour('ok');
+      await eventually(() => expect(receiver.metrics().length).toBeGreaterThan(0), 5_000);
+      await eventually(() => expect(metricLines()).toHaveLength(2), 5_000);
+      const recovered = metricLines()[1];
+      expect(recovered?.message).toMatch(
+        new RegExp(`^metric export to ${receiver.url} recovered; \\d+ exports were lost$`),
+      );
+      expect(recovered?.lost).toBeGreaterThanOrEqual(3);
+      expect(api.stderr()).toBe('');
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
     }
   });
 });

@@ -1,4 +1,5 @@
 import type { ExportResult } from '@opentelemetry/core';
+import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from './logger.js';
 
@@ -7,24 +8,66 @@ export type GuardedSpanExporter = SpanExporter & {
   isPrompt(promptMs: number): boolean;
 };
 
+type ExportHealth = {
+  readonly healthy: boolean;
+  /** Records one export's result; `lost` is what a failed export dropped. */
+  record(result: ExportResult, lost: number): void;
+};
+
 /**
- * Keeps export trouble out of requests and out of the logs' way: one line when exports start
- * failing (with what to check), one when they recover, with the count of spans lost between.
+ * Keeps export trouble out of the logs' way: one line when exports start failing (with what to
+ * check), one when they recover, with what was lost between.
  */
+function exportHealth(
+  logger: Logger,
+  signal: 'span' | 'metric',
+  target: string,
+  lostUnit: string,
+): ExportHealth {
+  let healthy = true;
+  let lost = 0;
+  return {
+    get healthy() {
+      return healthy;
+    },
+    record(result, dropped) {
+      if (result.code === 0) {
+        if (!healthy) {
+          logger.warn(
+            { lost, lostUnit },
+            `${signal} export to ${target} recovered; ${lost} ${lostUnit} were lost`,
+          );
+        }
+        healthy = true;
+        lost = 0;
+        return;
+      }
+      if (healthy) {
+        logger.warn(
+          { error: result.error?.message },
+          `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
+        );
+      }
+      healthy = false;
+      lost += dropped;
+    },
+  };
+}
+
+/** Span export that reports its trouble once (see `exportHealth`) and knows whether it is prompt. */
 export function guardSpanExporter(
   inner: SpanExporter,
   logger: Logger,
   target: string,
 ): GuardedSpanExporter {
-  let healthy = true;
-  let lostSpans = 0;
+  const health = exportHealth(logger, 'span', target, 'spans');
   let lastDurationMs = 0;
   const inFlight = new Set<number>();
   return {
     isPrompt(promptMs) {
       const now = performance.now();
       const oldest = Math.min(...inFlight);
-      return healthy && lastDurationMs <= promptMs && !(now - oldest > promptMs);
+      return health.healthy && lastDurationMs <= promptMs && !(now - oldest > promptMs);
     },
     export(spans: ReadableSpan[], done: (result: ExportResult) => void) {
       const startedAt = performance.now();
@@ -32,29 +75,35 @@ export function guardSpanExporter(
       inner.export(spans, (result) => {
         inFlight.delete(startedAt);
         lastDurationMs = performance.now() - startedAt;
-        if (result.code === 0) {
-          if (!healthy) {
-            logger.warn(
-              { lostSpans },
-              `span export to ${target} recovered; ${lostSpans} spans were lost`,
-            );
-          }
-          healthy = true;
-          lostSpans = 0;
-        } else {
-          if (healthy) {
-            logger.warn(
-              { error: result.error?.message },
-              `span export to ${target} failed; spans are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
-            );
-          }
-          healthy = false;
-          lostSpans += spans.length;
-        }
+        health.record(result, spans.length);
         done(result);
       });
     },
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush?.() ?? Promise.resolve(),
   };
+}
+
+/** Metric export that reports its trouble once, like spans' (see `exportHealth`). */
+export function guardMetricExporter(
+  inner: PushMetricExporter,
+  logger: Logger,
+  target: string,
+): PushMetricExporter {
+  const health = exportHealth(logger, 'metric', target, 'exports');
+  const guarded: PushMetricExporter = {
+    export(metrics: ResourceMetrics, done: (result: ExportResult) => void) {
+      inner.export(metrics, (result) => {
+        health.record(result, 1);
+        done(result);
+      });
+    },
+    shutdown: () => inner.shutdown(),
+    forceFlush: () => inner.forceFlush(),
+  };
+  // The exporter's choices (delta or cumulative, say) are the reader's to follow.
+  if (inner.selectAggregationTemporality)
+    guarded.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
+  if (inner.selectAggregation) guarded.selectAggregation = inner.selectAggregation.bind(inner);
+  return guarded;
 }

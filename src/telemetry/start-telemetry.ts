@@ -25,7 +25,11 @@ import {
 } from '@opentelemetry/sdk-trace';
 import type { Config } from '../config.js';
 import { loadGoogleAuthLibrary } from '../identity/google-auth-library.js';
-import { type GuardedSpanExporter, guardSpanExporter } from './export-guard.js';
+import {
+  type GuardedSpanExporter,
+  guardMetricExporter,
+  guardSpanExporter,
+} from './export-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import {
   batchOptionsFromEnv,
@@ -123,7 +127,11 @@ export async function startTelemetry(
         processors.push(new BatchSpanProcessor({ exporter, ...batchOptionsFromEnv() }));
       }
       const defaultMetrics = config.onCloudRun || hasOtlpEndpoint('METRICS') ? 'otlp' : 'none';
-      readers = await metricReaders(exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics), auth);
+      readers = await metricReaders(
+        exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics),
+        auth,
+        logger,
+      );
       tracerProvider = new TracerProvider({
         resource,
         sampler: samplerFromEnv(),
@@ -228,6 +236,7 @@ async function otlpSpanExporter(auth: GoogleHeaders | undefined): Promise<SpanEx
 async function metricReaders(
   choices: readonly string[],
   auth: GoogleHeaders | undefined,
+  logger: Logger,
 ): Promise<MetricReader[]> {
   if (choices.length === 0) return [];
   const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import(
@@ -238,7 +247,7 @@ async function metricReaders(
     let exporter: PushMetricExporter;
     if (choice === 'otlp') {
       const options = otlpOptions('METRICS', auth);
-      exporter =
+      const otlp =
         otlpProtocol('METRICS') === 'http/json'
           ? new (await import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter(
               options,
@@ -246,6 +255,7 @@ async function metricReaders(
           : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
               options,
             );
+      exporter = guardMetricExporter(otlp, logger, describeTarget('METRICS'));
     } else {
       exporter = new ConsoleMetricExporter();
     }
@@ -277,7 +287,7 @@ function routeOtelDiagnostics(logger: Logger): void {
     },
     { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
   );
-  // Export failures are reported by the guarded exporter; the SDK would log each one again.
+  // Export failures are reported by the guarded exporters; the SDK would log each one again.
   setGlobalErrorHandler(() => {});
 }
 
