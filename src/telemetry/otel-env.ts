@@ -49,6 +49,16 @@ export function hasOtlpEndpoint(signal: 'TRACES' | 'METRICS'): boolean {
   );
 }
 
+/** Whether the OTLP endpoint set for this signal is one of Google's (https, `*.googleapis.com`). */
+export function otlpEndpointIsGoogle(signal: 'TRACES' | 'METRICS'): boolean {
+  const endpoint =
+    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`) ??
+    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT');
+  if (!endpoint || !URL.canParse(endpoint)) return false;
+  const { protocol, hostname } = new URL(endpoint);
+  return protocol === 'https:' && hostname.endsWith('.googleapis.com');
+}
+
 export function samplerFromEnv(): Sampler {
   const name = getStringFromEnv('OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on';
   const ratio = () => {

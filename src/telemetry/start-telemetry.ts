@@ -37,6 +37,7 @@ import {
   hasOtlpEndpoint,
   isSdkDisabled,
   metricExportIntervalMs,
+  otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
 } from './otel-env.js';
@@ -219,8 +220,12 @@ async function googleAuthHeaders(projectId: () => string): Promise<GoogleHeaders
 }
 
 function otlpOptions(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined) {
-  if (!auth || hasOtlpEndpoint(signal)) return {};
-  return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth.headers };
+  if (!auth) return {};
+  if (!hasOtlpEndpoint(signal)) {
+    return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth.headers };
+  }
+  // Google's endpoint named in OTEL_* still needs Google's token; no other endpoint gets it.
+  return otlpEndpointIsGoogle(signal) ? { headers: auth.headers } : {};
 }
 
 async function otlpSpanExporter(auth: GoogleHeaders | undefined): Promise<SpanExporter> {
