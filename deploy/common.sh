@@ -6,6 +6,10 @@
 #   roles/telemetry.tracesWriter   spans exported over OTLP to telemetry.googleapis.com/v1/traces
 #                                  (permission telemetry.traces.write).
 #   roles/telemetry.metricsWriter  metrics exported over OTLP to telemetry.googleapis.com/v1/metrics.
+#   roles/serviceusage.serviceUsageConsumer
+#                                  the exports name the project as their quota project
+#                                  (x-goog-user-project), which Google's Telemetry API setup asks
+#                                  this role for (permission serviceusage.services.use).
 # Not granted, on purpose:
 #   roles/telemetry.writer         covers both of the above, and in current role versions also
 #                                  telemetry.logs.write, which the app never uses.
@@ -21,6 +25,7 @@
 RUNTIME_PROJECT_ROLES=(
   roles/telemetry.tracesWriter
   roles/telemetry.metricsWriter
+  roles/serviceusage.serviceUsageConsumer
 )
 
 # A dry run's plan goes to file descriptor 3, a copy of the original stdout, so that commands run

@@ -20,7 +20,11 @@ const backendUrl = 'https://greeter-backend-abc123-uc.a.run.app';
 const apiUrl = 'https://greeter-api-abc123-uc.a.run.app';
 const apiSa = `greeter-api-sa@${project}.iam.gserviceaccount.com`;
 const backendSa = `greeter-backend-sa@${project}.iam.gserviceaccount.com`;
-const telemetryRoles = ['roles/telemetry.metricsWriter', 'roles/telemetry.tracesWriter'];
+const telemetryRoles = [
+  'roles/serviceusage.serviceUsageConsumer',
+  'roles/telemetry.metricsWriter',
+  'roles/telemetry.tracesWriter',
+];
 const slow = { timeout: 60_000 };
 
 interface ScriptRun {

@@ -99,7 +99,9 @@ export async function startTelemetry(
     }),
   );
 
-  const auth = config.onCloudRun ? await googleAuthHeaders(() => projectId) : undefined;
+  // The quota project once it is known: a literal 'unknown' would be refused.
+  const quotaProject = () => (projectId === 'unknown' ? undefined : projectId);
+  const auth = config.onCloudRun ? await googleAuthHeaders(quotaProject) : undefined;
   if (auth && !config.GOOGLE_CLOUD_PROJECT) {
     auth.projectId().then(
       (id) => {
@@ -206,14 +208,19 @@ type GoogleHeaders = {
   projectId: () => Promise<string>;
 };
 
-/** The Telemetry API wants a fresh OAuth token on every export: an async headers factory. */
-async function googleAuthHeaders(projectId: () => string): Promise<GoogleHeaders> {
+/**
+ * The Telemetry API wants a fresh OAuth token on every export: an async headers factory. The
+ * quota project (`x-goog-user-project`, which needs `roles/serviceusage.serviceUsageConsumer`)
+ * is sent once known.
+ */
+async function googleAuthHeaders(quotaProject: () => string | undefined): Promise<GoogleHeaders> {
   const { GoogleAuth, gcpMetadata } = await loadGoogleAuthLibrary();
   const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
   return {
     async headers() {
       const headers = Object.fromEntries((await auth.getRequestHeaders()).entries());
-      return { 'x-goog-user-project': projectId(), ...headers };
+      const project = quotaProject();
+      return project ? { 'x-goog-user-project': project, ...headers } : headers;
     },
     projectId: () => gcpMetadata.project('project-id') as Promise<string>,
   };
