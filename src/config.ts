@@ -60,7 +60,12 @@ const EnvSchema = z.object({
   BACKEND_URL: httpUrl.optional(),
   BACKEND_AUDIENCE: z.url({ error: 'must be a URL (the backend service URL)' }).optional(),
   BACKEND_TIMEOUT_MS: milliseconds(300_000).default(5_000),
-  BACKEND_MAX_ATTEMPTS: z.coerce.number().int().min(1).max(10).default(5),
+  BACKEND_MAX_ATTEMPTS: z.coerce
+    .number({ error: 'must be a whole number of attempts, 1 to 10' })
+    .int({ error: 'must be a whole number of attempts, 1 to 10' })
+    .min(1, { error: 'must be at least 1 (1 means no retry)' })
+    .max(10, { error: 'must be at most 10' })
+    .default(5),
   HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(
     API_LIMIT_DEFAULTS.HTTP_HEADERS_TIMEOUT_MS,
   ),
@@ -81,7 +86,11 @@ const EnvSchema = z.object({
   AUTH_VERIFY_TOKENS: flag.default(false),
   AUTH_AUDIENCE: z.url({ error: 'must be a URL (this service URL)' }).optional(),
   AUTH_ALLOWED_CALLERS: list.optional(),
-  AUTH_CERTS_URL: z.url().default('https://www.googleapis.com/oauth2/v1/certs'),
+  AUTH_CERTS_URL: z
+    .url({
+      error: "must be the URL of Google's token signing keys (the default is right on Cloud Run)",
+    })
+    .default('https://www.googleapis.com/oauth2/v1/certs'),
   TELEMETRY_EXPORT_MODE: z.enum(TELEMETRY_EXPORT_MODES).optional(),
   TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: flag.default(false),
   TELEMETRY_BAGGAGE_ATTRIBUTES: list.default(['enduser.id']),

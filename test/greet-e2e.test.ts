@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer, type Http2Server } from 'node:http2';
+import { type AddressInfo, createServer as createTcpServer } from 'node:net';
 import { promisify } from 'node:util';
 import { Code, ConnectError, createClient, type Transport } from '@connectrpc/connect';
 import {
@@ -232,11 +234,39 @@ describe('start-up configuration', () => {
       PORT: 'eighty',
       BACKEND_TIMEOUT_MS: '-5',
       GRPC_REFLECTION: 'maybe',
+      BACKEND_MAX_ATTEMPTS: 'x',
     });
     expect(result.code).not.toBe(0);
     for (const name of ['PORT', 'BACKEND_TIMEOUT_MS', 'GRPC_REFLECTION', 'BACKEND_URL']) {
       expect(result.stderr).toContain(name);
     }
+    expect(result.stderr).toContain(
+      'BACKEND_MAX_ATTEMPTS: must be a whole number of attempts, 1 to 10 (got "x")',
+    );
     expect(result.stdout).toBe('');
+  });
+
+  it('a role that cannot start (its port taken) says why in one CRITICAL log line and exits 1', async () => {
+    const taken = createTcpServer().listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    try {
+      const { port } = taken.address() as AddressInfo;
+      const result = await runToExit({
+        SERVICE_ROLE: 'backend',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+      });
+      expect(result.code).toBe(1);
+      const failures = result.stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .filter((line) => line.severity === 'CRITICAL');
+      expect(failures).toHaveLength(1);
+      expect(failures[0]?.message).toMatch(/^the backend role could not start: .*EADDRINUSE/);
+      expect(result.stderr).toBe('');
+    } finally {
+      taken.close();
+    }
   });
 });

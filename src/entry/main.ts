@@ -19,19 +19,26 @@ const telemetry = await startTelemetry(config, {
 });
 
 const role: Role = config.SERVICE_ROLE;
-switch (role) {
-  case 'api': {
-    const { startApi } = await import('./start-api.js');
-    await startApi(config, telemetry);
-    break;
+try {
+  switch (role) {
+    case 'api': {
+      const { startApi } = await import('./start-api.js');
+      await startApi(config, telemetry);
+      break;
+    }
+    case 'backend': {
+      const { startBackend } = await import('./start-backend.js');
+      await startBackend(config, telemetry);
+      break;
+    }
+    default: {
+      const unknown: never = role;
+      throw new Error(`unknown role ${String(unknown)}`);
+    }
   }
-  case 'backend': {
-    const { startBackend } = await import('./start-backend.js');
-    await startBackend(config, telemetry);
-    break;
-  }
-  default: {
-    const unknown: never = role;
-    throw new Error(`unknown role ${String(unknown)}`);
-  }
+} catch (error) {
+  // One structured line (severity CRITICAL) rather than a stack spread over many log entries.
+  const reason = error instanceof Error ? error.message : String(error);
+  telemetry.logger.fatal({ error }, `the ${role} role could not start: ${reason}`);
+  process.exit(1);
 }

@@ -1,5 +1,10 @@
 import { diag } from '@opentelemetry/api';
-import { getNumberFromEnv, getStringFromEnv, getStringListFromEnv } from '@opentelemetry/core';
+import {
+  getBooleanFromEnv,
+  getNumberFromEnv,
+  getStringFromEnv,
+  getStringListFromEnv,
+} from '@opentelemetry/core';
 import {
   AlwaysOffSampler,
   AlwaysOnSampler,
@@ -18,11 +23,16 @@ export type ExporterChoice = 'otlp' | 'console' | 'none';
 export type OtlpProtocol = 'http/protobuf' | 'http/json';
 
 export function isSdkDisabled(): boolean {
-  return getStringFromEnv('OTEL_SDK_DISABLED')?.toLowerCase() === 'true';
+  return getBooleanFromEnv('OTEL_SDK_DISABLED');
+}
+
+/** An enum-valued variable: the spec asks for values to be case-insensitive. */
+function enumFromEnv(variable: string): string | undefined {
+  return getStringFromEnv(variable)?.trim().toLowerCase();
 }
 
 export function exporterChoices(variable: string, fallback: ExporterChoice): ExporterChoice[] {
-  const values = getStringListFromEnv(variable) ?? [fallback];
+  const values = getStringListFromEnv(variable)?.map((value) => value.toLowerCase()) ?? [fallback];
   const known = values.filter((value): value is ExporterChoice => {
     if (value === 'otlp' || value === 'console' || value === 'none') return true;
     diag.warn(`${variable}=${value} is not supported here (use otlp, console or none); ignored.`);
@@ -34,8 +44,8 @@ export function exporterChoices(variable: string, fallback: ExporterChoice): Exp
 
 export function otlpProtocol(signal: 'TRACES' | 'METRICS'): OtlpProtocol {
   const value =
-    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`) ??
-    getStringFromEnv('OTEL_EXPORTER_OTLP_PROTOCOL') ??
+    enumFromEnv(`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`) ??
+    enumFromEnv('OTEL_EXPORTER_OTLP_PROTOCOL') ??
     'http/protobuf';
   if (value === 'http/protobuf' || value === 'http/json') return value;
   diag.warn(`OTLP protocol ${value} is not supported here (use http/protobuf or http/json).`);
@@ -60,7 +70,7 @@ export function otlpEndpointIsGoogle(signal: 'TRACES' | 'METRICS'): boolean {
 }
 
 export function samplerFromEnv(): Sampler {
-  const name = getStringFromEnv('OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on';
+  const name = enumFromEnv('OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on';
   const ratio = () => {
     const arg = getNumberFromEnv('OTEL_TRACES_SAMPLER_ARG');
     if (arg === undefined || Number.isNaN(arg) || arg < 0 || arg > 1) {

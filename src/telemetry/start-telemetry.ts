@@ -124,7 +124,11 @@ export async function startTelemetry(
       for (const choice of exporterChoices('OTEL_TRACES_EXPORTER', defaultExporter)) {
         let exporter: SpanExporter = new ConsoleSpanExporter();
         if (choice === 'otlp') {
-          otlp = guardSpanExporter(await otlpSpanExporter(auth), logger, describeTarget('TRACES'));
+          otlp = guardSpanExporter(
+            await otlpSpanExporter(auth),
+            logger,
+            describeTarget('TRACES', auth),
+          );
           exporter = otlp;
         }
         processors.push(new BatchSpanProcessor({ exporter, ...batchOptionsFromEnv() }));
@@ -195,11 +199,12 @@ function serviceLabels(resource: Resource): Record<string, string> {
   return labels;
 }
 
-function describeTarget(signal: 'TRACES' | 'METRICS'): string {
+/** Where a signal's exports go, for messages: the endpoint set, else the exporter's default. */
+function describeTarget(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined): string {
   return (
     process.env[`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`] ??
     process.env.OTEL_EXPORTER_OTLP_ENDPOINT ??
-    TELEMETRY_API
+    (auth ? TELEMETRY_API : 'http://localhost:4318')
   );
 }
 
@@ -267,7 +272,7 @@ async function metricReaders(
           : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
               options,
             );
-      exporter = guardMetricExporter(otlp, logger, describeTarget('METRICS'));
+      exporter = guardMetricExporter(otlp, logger, describeTarget('METRICS', auth));
     } else {
       exporter = new ConsoleMetricExporter();
     }
@@ -291,8 +296,8 @@ function routeOtelDiagnostics(logger: Logger): void {
   const otelLogger = logger.child({ component: 'opentelemetry' });
   diag.setLogger(
     {
-      error: (message, ...args) => otelLogger.error({ args }, message),
-      warn: (message, ...args) => otelLogger.warn({ args }, message),
+      error: (message, ...args) => otelLogger.error({ args: args.map(loggable) }, message),
+      warn: (message, ...args) => otelLogger.warn({ args: args.map(loggable) }, message),
       info: () => {},
       debug: () => {},
       verbose: () => {},
@@ -301,6 +306,11 @@ function routeOtelDiagnostics(logger: Logger): void {
   );
   // Export failures are reported by the guarded exporters; the SDK would log each one again.
   setGlobalErrorHandler(() => {});
+}
+
+/** pino serialises an Error only under `error`; inside `args` it would be written as `{}`. */
+function loggable(arg: unknown): unknown {
+  return arg instanceof Error ? { type: arg.name, message: arg.message, stack: arg.stack } : arg;
 }
 
 async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
