@@ -680,6 +680,16 @@ function answeredTraceIds(process: RoleProcess): Set<string> {
 }
 
 describe('SIGTERM with work that never ends', () => {
+  /** A POST whose body never completes: in flight until the connection is closed. */
+  function startStuckRequest(port: number): void {
+    const socket = createConnection(port, '127.0.0.1');
+    cleanups.push(() => socket.destroy());
+    socket.on('error', () => {});
+    socket.write(
+      'POST /greet HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"na',
+    );
+  }
+
   it('a request that never completes and an export endpoint that never answers: exits 0 within SHUTDOWN_TIMEOUT_MS', async () => {
     const stuck = await receiver();
     stuck.setBehaviour('slow', 30_000);
@@ -696,11 +706,7 @@ describe('SIGTERM with work that never ends', () => {
       body: '{}',
     });
     expect(refused.status).toBe(400);
-    const socket = createConnection(api.port, '127.0.0.1');
-    cleanups.push(() => socket.destroy());
-    socket.write(
-      'POST /greet HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"na',
-    );
+    startStuckRequest(api.port);
     await new Promise((resolve) => setTimeout(resolve, 200));
 
     const signalledAt = performance.now();
@@ -728,12 +734,7 @@ describe('SIGTERM with work that never ends', () => {
     // for 500 ms before it stops): a request that starts now and never completes.
     const cut = 'drain timed out; closing remaining connections';
     await eventually(() => expect(api.logs().map((line) => line.message)).toContain(cut), 2_000);
-    const socket = createConnection(api.port, '127.0.0.1');
-    cleanups.push(() => socket.destroy());
-    socket.on('error', () => {});
-    socket.write(
-      'POST /greet HTTP/1.1\r\nhost: api\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"na',
-    );
+    startStuckRequest(api.port);
     const exitCode = await api.exited;
     expect(exitCode).toBe(0);
     expect(performance.now() - signalledAt).toBeLessThan(400 + 1_000);

@@ -52,18 +52,21 @@ export function otlpProtocol(signal: 'TRACES' | 'METRICS'): OtlpProtocol {
   return 'http/protobuf';
 }
 
-export function hasOtlpEndpoint(signal: 'TRACES' | 'METRICS'): boolean {
+/** The OTLP endpoint set for this signal: its own variable, else the general one. */
+export function otlpEndpoint(signal: 'TRACES' | 'METRICS'): string | undefined {
   return (
-    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`) !== undefined ||
-    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT') !== undefined
+    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`) ??
+    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT')
   );
+}
+
+export function hasOtlpEndpoint(signal: 'TRACES' | 'METRICS'): boolean {
+  return otlpEndpoint(signal) !== undefined;
 }
 
 /** Whether the OTLP endpoint set for this signal is one of Google's (https, `*.googleapis.com`). */
 export function otlpEndpointIsGoogle(signal: 'TRACES' | 'METRICS'): boolean {
-  const endpoint =
-    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`) ??
-    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT');
+  const endpoint = otlpEndpoint(signal);
   if (!endpoint || !URL.canParse(endpoint)) return false;
   const { protocol, hostname } = new URL(endpoint);
   return protocol === 'https:' && hostname.endsWith('.googleapis.com');

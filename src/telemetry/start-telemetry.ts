@@ -37,6 +37,7 @@ import {
   hasOtlpEndpoint,
   isSdkDisabled,
   metricExportIntervalMs,
+  otlpEndpoint,
   otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
@@ -77,12 +78,13 @@ export async function startTelemetry(
 ): Promise<Telemetry> {
   const resource = createResource(config);
   const labels = serviceLabels(resource);
-  let projectId = config.GOOGLE_CLOUD_PROJECT ?? (config.onCloudRun ? 'unknown' : 'local');
+  // Undefined on Cloud Run until the metadata server has said.
+  let projectId = config.GOOGLE_CLOUD_PROJECT ?? (config.onCloudRun ? undefined : 'local');
   const logger = createLogger({
     level: config.LOG_LEVEL,
     format: config.LOG_FORMAT,
     labels,
-    projectId: () => projectId,
+    projectId: () => projectId ?? 'unknown',
     ...(options.logDestination ? { destination: options.logDestination } : {}),
   });
   routeOtelDiagnostics(logger);
@@ -99,9 +101,7 @@ export async function startTelemetry(
     }),
   );
 
-  // The quota project once it is known: a literal 'unknown' would be refused.
-  const quotaProject = () => (projectId === 'unknown' ? undefined : projectId);
-  const auth = config.onCloudRun ? await googleAuthHeaders(quotaProject) : undefined;
+  const auth = config.onCloudRun ? await googleAuthHeaders(() => projectId) : undefined;
   if (auth && !config.GOOGLE_CLOUD_PROJECT) {
     auth.projectId().then(
       (id) => {
@@ -201,11 +201,7 @@ function serviceLabels(resource: Resource): Record<string, string> {
 
 /** Where a signal's exports go, for messages: the endpoint set, else the exporter's default. */
 function describeTarget(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined): string {
-  return (
-    process.env[`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`] ??
-    process.env.OTEL_EXPORTER_OTLP_ENDPOINT ??
-    (auth ? TELEMETRY_API : 'http://localhost:4318')
-  );
+  return otlpEndpoint(signal) ?? (auth ? TELEMETRY_API : 'http://localhost:4318');
 }
 
 type GoogleHeaders = {
