@@ -20,7 +20,8 @@ and each build's throughput against the first, paired round by round. For exampl
   cp -r dist /tmp/before && <change something> && npm run build
   node bench/compare.ts /tmp/before dist
 
-  --telemetry MODE   off, default (the default) or export (100% sampled, to a local OTLP sink)
+  --telemetry MODE   off, default (the default), export (100% sampled, to a local OTLP sink) or
+                     cloud-run (exported, default sampler, Cloud Run's unsampled traceparent)
   --rounds N         measured rounds per build (default 3)
   --seconds S        length of each measured run (default 5)
   --warmup S         warm-up per build before the rounds (default 8)

@@ -1,7 +1,7 @@
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { stopAllChildren, stopChild, stopChildrenOnExit } from './lib/children.ts';
-import { parseTelemetry, productEnv } from './lib/configurations.ts';
+import { loadHeaders, parseTelemetry, productEnv } from './lib/configurations.ts';
 import { runWrk, writeLoadFiles } from './lib/load-generators.ts';
 import { dockerfileNodeOptions } from './lib/machine.ts';
 import { REPO, snapshotProductBuild, startServer } from './lib/servers.ts';
@@ -10,7 +10,9 @@ import { type ProfileSummary, summarizeCpuProfile } from './lib/summarize-cpu-pr
 
 const USAGE = `Usage: npm run build && node bench/profile.ts [options]
 
-  --telemetry MODE   off, default (sampled, not exported) or export (100% to a local sink); default export
+  --telemetry MODE   off, default (sampled, not exported), export (100% to a local sink; the
+                     default) or cloud-run (exported, default sampler, each request carrying
+                     the unsampled traceparent of Cloud Run's front end)
   --seconds N        measured load, after 3 s of warm-up (default 10)
   --top N            functions to list (default 25)
 
@@ -88,7 +90,12 @@ async function main(): Promise<void> {
       nodeOptions: nodeOptions('api'),
       backendUrl: backend.url,
     });
-    const load = { url: `${api.url}/greet`, connections: 32, script: wrkScript };
+    const load = {
+      url: `${api.url}/greet`,
+      connections: 32,
+      script: wrkScript,
+      headers: loadHeaders(telemetry),
+    };
     await runWrk({ ...load, seconds: WARMUP_SECONDS });
     const skipMs = performance.now() - spawned;
     const measured = await runWrk({ ...load, seconds: Number(values.seconds) });

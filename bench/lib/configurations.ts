@@ -5,9 +5,30 @@ import type { SpanSink } from './span-sinks.ts';
 
 /** The configurations under test: how each process is started, by name. */
 
-export type Telemetry = 'off' | 'default' | 'export';
+export type Telemetry = 'off' | 'default' | 'export' | 'cloud-run';
 
-const TELEMETRY: readonly Telemetry[] = ['off', 'default', 'export'];
+const TELEMETRY: readonly Telemetry[] = ['off', 'default', 'export', 'cloud-run'];
+
+/*
+ * What Cloud Run's front end adds to a request it does not sample (it samples about 0.1 request
+ * per second per instance): its own span as the parent, flags 00, in both headers.
+ */
+const FRONT_END_TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
+const FRONT_END_UNSAMPLED_HEADERS: Readonly<Record<string, string>> = {
+  traceparent: `00-${FRONT_END_TRACE}-00f067aa0ba902b7-00`,
+  'x-cloud-trace-context': `${FRONT_END_TRACE}/67667974448284343;o=0`,
+};
+
+/** The headers each load request carries under a telemetry setting. */
+export function loadHeaders(telemetry: Telemetry): Readonly<Record<string, string>> {
+  return telemetry === 'cloud-run' ? FRONT_END_UNSAMPLED_HEADERS : {};
+}
+
+/** Spans one POST /greet of the load makes, per role. */
+function spansPerRequest(telemetry: Telemetry): { api: number; backend: number } {
+  if (telemetry === 'off' || telemetry === 'cloud-run') return { api: 0, backend: 0 };
+  return { api: 2, backend: 1 };
+}
 
 /** A `--telemetry` option's value, checked. */
 export function parseTelemetry(value: string): Telemetry {
@@ -30,9 +51,10 @@ export function productEnv(
 ): Record<string, string> {
   const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL: logLevel };
   if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
-  if (telemetry === 'export') {
+  if (telemetry === 'export' || telemetry === 'cloud-run') {
+    // cloud-run keeps the default sampler: parent-based, so the front end's flag decides.
+    if (telemetry === 'export') env.OTEL_TRACES_SAMPLER = 'always_on';
     Object.assign(env, {
-      OTEL_TRACES_SAMPLER: 'always_on',
       OTEL_EXPORTER_OTLP_ENDPOINT: product.sink.url,
       OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
       // Lets the sink count spans per configuration.
@@ -58,7 +80,14 @@ export function productPair(product: Product, options: ProductPairOptions): Pair
     env: productEnv(product, options.telemetry, options.id, options.logLevel),
     nodeOptions: 'nodeOptions' in options ? options.nodeOptions : product.shippedNodeOptions,
   };
-  return { id: options.id, label: options.label, api: role, backend: role };
+  return {
+    id: options.id,
+    label: options.label,
+    api: role,
+    backend: role,
+    headers: loadHeaders(options.telemetry),
+    spansPerRequest: spansPerRequest(options.telemetry),
+  };
 }
 
 export function baselinePair(bundles: BenchBuild): PairConfig {
@@ -122,6 +151,12 @@ export function endToEndConfigs(
       id: 'export',
       label: 'product, 100% sampled + OTLP export',
       telemetry: 'export',
+    }),
+    productPair(product, {
+      id: 'cloud-run',
+      label:
+        "product as on Cloud Run: OTLP export, default sampler, the front end's unsampled traceparent",
+      telemetry: 'cloud-run',
     }),
   ];
   if (breakdown) configs.push(...breakdownConfigs(product, bundles));

@@ -18,6 +18,10 @@ export type PairConfig = {
   label: string;
   api: RoleSpec;
   backend: RoleSpec;
+  /** Headers on every request of the load (none by default). */
+  headers?: Readonly<Record<string, string>>;
+  /** Spans each request of the load should export, per role (none by default). */
+  spansPerRequest?: { api: number; backend: number };
 };
 
 export type CpuLayout = {
@@ -103,6 +107,7 @@ export async function loadPair(
     connections: options.connections,
     seconds: options.seconds,
     script: options.wrkScript,
+    headers: pair.config.headers,
     cpus: options.layout.load,
   });
   assertAlive(pair);

@@ -149,6 +149,7 @@ export type WrkOptions = {
   connections: number;
   seconds: number;
   script: string;
+  headers?: Readonly<Record<string, string>> | undefined;
   cpus?: string | undefined;
 };
 
@@ -165,6 +166,10 @@ export async function runWrk(options: WrkOptions): Promise<WrkResult> {
       '5s',
       '-s',
       options.script,
+      ...Object.entries(options.headers ?? {}).flatMap(([name, value]) => [
+        '-H',
+        `${name}: ${value}`,
+      ]),
       options.url,
     ],
     options.cpus,

@@ -133,7 +133,8 @@ export function renderReport(results: Results): string {
 
   if (endToEnd.spans.length > 0) {
     out.push(
-      `Spans exported to the local OTLP sink (${settings.spanSink}); expected: 2 per request from the api, 1 from the backend ` +
+      `Spans exported to the local OTLP sink (${settings.spanSink}); expected: 2 per sampled request from the api, 1 from the backend, ` +
+        "none for the front end's unsampled requests, 3 for each pair's check before the load and 1 for the backend's readiness call " +
         '(wrk does not count requests in flight when it stops, so a few more arrive):',
       '',
       table(

@@ -232,9 +232,11 @@ const cpu = (run: E2eRun) => 1 / run.cpuMsPerRequest.total;
 export function endToEndRatios(used: readonly E2eRun[], all: readonly E2eRun[] = used): Ratio[] {
   const on = 'telemetry on (default sampler)';
   const exported = '100% sampled + exported';
+  const cloudRun = "as on Cloud Run (the front end's unsampled requests)";
   const rows: [string, string, string, string, (run: E2eRun) => number][] = [
     ['default/off', `throughput: ${on} / off`, 'default', 'off', rps],
     ['export/off', `throughput: ${exported} / off`, 'export', 'off', rps],
+    ['cloud-run/off', `throughput: ${cloudRun} / off`, 'cloud-run', 'off', rps],
     ['off/baseline', 'throughput: product, telemetry off / baseline', 'off', 'baseline', rps],
     ['default/baseline', `throughput: ${on} / baseline`, 'default', 'baseline', rps],
     ['export/baseline', `throughput: ${exported} / baseline`, 'export', 'baseline', rps],
@@ -291,8 +293,9 @@ export function endToEndRatios(used: readonly E2eRun[], all: readonly E2eRun[] =
 }
 
 /**
- * Spans the sink counted against what the requests should have made: 2 per POST /greet from the
- * api (SERVER, CLIENT), 1 from the backend, plus the backend's readiness Greet per process.
+ * Spans the sink counted against what the requests should have made: per request of the load,
+ * the configuration's spansPerRequest (2 from the api, SERVER and CLIENT, and 1 from the backend
+ * when sampled); per pair, the api's check (2 + 1) and the backend's readiness Greet (1).
  * wrk does not count requests still in flight when it stops, so a few more may arrive.
  */
 export function spanDelivery(
@@ -304,10 +307,15 @@ export function spanDelivery(
     .filter((config) => config.api.env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined)
     .map((config) => {
       const mine = instances.filter((instance) => instance.config === config.id);
-      const served = sum(mine.map((instance) => instance.served));
+      const pairs = mine.length;
+      const load = sum(mine.map((instance) => instance.served)) - pairs;
+      const perRequest = config.spansPerRequest ?? { api: 0, backend: 0 };
       return {
         config: config.id,
-        expected: { api: 2 * served, backend: served + mine.length },
+        expected: {
+          api: 2 * pairs + perRequest.api * load,
+          backend: 2 * pairs + perRequest.backend * load,
+        },
         received: {
           api: spansOf(config.id, 'greeter-api'),
           backend: spansOf(config.id, 'greeter-backend'),
