@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
+import { startMetadataServer } from '../tools/cloud-run-local/index.ts';
 import { stopAllChildren, stopChild, stopChildrenOnExit } from './lib/children.ts';
 import { measureColdStarts } from './lib/cold-start.ts';
 import {
@@ -173,6 +174,7 @@ async function coldStartPhase(
   const compileCache = `${workDir}/compile-cache`;
   rmSync(compileCache, { recursive: true, force: true });
   fillCompileCache(product, compileCache);
+  const metadata = await startMetadataServer({ projectId: 'bench-project' });
   const backend = await startServer({
     name: 'backend for api cold starts',
     role: 'backend',
@@ -186,7 +188,7 @@ async function coldStartPhase(
       bench: process.cpuUsage(),
       backend: cpuTimeMs(backend.child.pid),
     };
-    const cases = coldStartCases(product, bundles, backend.url, compileCache);
+    const cases = coldStartCases(product, bundles, backend.url, compileCache, metadata.host);
     const samples = await measureColdStarts(cases, runs);
     const machine = machineCpuMs();
     const bench = process.cpuUsage(before.bench);
@@ -204,6 +206,7 @@ async function coldStartPhase(
     };
   } finally {
     await stopChild(backend.child);
+    await metadata.close();
   }
 }
 

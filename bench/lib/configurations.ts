@@ -177,20 +177,32 @@ export function endToEndConfigs(
 
 /**
  * Each role as the image starts it: the full telemetry SDK (OTLP traces and metrics) and the
- * compile cache the image fills at build (`scripts/warm-compile-cache.mjs`); the same without
- * that cache; and the framework-free servers as the floor.
+ * compile cache the image fills at build (`scripts/warm-compile-cache.mjs`); the same as on
+ * Cloud Run (`K_SERVICE` set, a local metadata server at `metadataHost`), where each role also
+ * loads google-auth-library for the Telemetry API's tokens and the GCP resource detector; the
+ * same without the cache; and the framework-free servers as the floor.
  */
 export function coldStartCases(
   product: Product,
   bundles: BenchBuild,
   backendUrl: string,
   compileCache: string,
+  metadataHost: string,
 ): ColdStartCase[] {
   const uncached = productEnv(product, 'export', 'cold-start');
   const env = { ...uncached, NODE_COMPILE_CACHE: compileCache };
+  const onCloudRun = (service: string) => ({
+    ...env,
+    K_SERVICE: service,
+    K_REVISION: `${service}-00001-abc`,
+    K_CONFIGURATION: service,
+    GCE_METADATA_HOST: metadataHost,
+  });
   const common = { script: product.entry, nodeOptions: product.shippedNodeOptions };
   const asShipped =
     'as the image starts it (full telemetry SDK, compile cache from the image build)';
+  const asOnCloudRun =
+    'the same as on Cloud Run (K_SERVICE, a local metadata server; OTLP still to the local sink)';
   return [
     {
       id: 'backend',
@@ -201,6 +213,16 @@ export function coldStartCases(
       id: 'api',
       label: `api role, ${asShipped}`,
       spec: { ...common, name: 'api', role: 'api', env, backendUrl },
+    },
+    {
+      id: 'backend-cloud-run',
+      label: `backend role, ${asOnCloudRun}`,
+      spec: { ...common, name: 'backend', role: 'backend', env: onCloudRun('greeter-backend') },
+    },
+    {
+      id: 'api-cloud-run',
+      label: `api role, ${asOnCloudRun}`,
+      spec: { ...common, name: 'api', role: 'api', env: onCloudRun('greeter-api'), backendUrl },
     },
     {
       id: 'backend-uncached',
