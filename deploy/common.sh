@@ -58,6 +58,42 @@ require_value() {
   fi
 }
 
+# Option handlers look at the arguments from $1 on and set OPTION_ARGS to how many they used,
+# 0 when $1 is not theirs.
+
+# The options both scripts take.
+shared_option() {
+  OPTION_ARGS=0
+  case "$1" in
+    --project) require_value "$@"; PROJECT_ID="$2"; OPTION_ARGS=2 ;;
+    --region) require_value "$@"; REGION="$2"; OPTION_ARGS=2 ;;
+    --repository) require_value "$@"; REPOSITORY="$2"; OPTION_ARGS=2 ;;
+    --api-service) require_value "$@"; API_SERVICE="$2"; OPTION_ARGS=2 ;;
+    --backend-service) require_value "$@"; BACKEND_SERVICE="$2"; OPTION_ARGS=2 ;;
+    --dry-run) DRY_RUN=true; OPTION_ARGS=1 ;;
+  esac
+}
+
+# Parses the command line: --name=value is split in two, -h prints the script's usage, and each
+# option goes to shared_option, then to the script's own handler named in $1.
+parse_options() {
+  local own_option="$1"
+  shift
+  while (($# > 0)); do
+    case "$1" in
+      --*=*)
+        set -- "${1%%=*}" "${1#*=}" "${@:2}"
+        continue
+        ;;
+      -h | --help) usage; exit 0 ;;
+    esac
+    shared_option "$@"
+    ((OPTION_ARGS > 0)) || "$own_option" "$@"
+    ((OPTION_ARGS > 0)) || usage_error "unknown option: $1"
+    shift "$OPTION_ARGS"
+  done
+}
+
 # Quotes one argument for display the way a shell would need it (--flag='a value' for options).
 quote_arg() {
   local safe='^[A-Za-z0-9_./:=,@%+-]*$' option='^(--[A-Za-z0-9-]+=)(.*)$'

@@ -61,33 +61,24 @@ DRY_RUN=false
 # The container listens on $PORT; Cloud Run sets it from the container port, 8080 for both roles.
 readonly CONTAINER_PORT=8080
 
+deploy_option() {
+  OPTION_ARGS=0
+  case "$1" in
+    --tag) require_value "$@"; IMAGE_TAG="$2"; OPTION_ARGS=2 ;;
+    --image) require_value "$@"; IMAGE="$2"; OPTION_ARGS=2 ;;
+    --build) require_value "$@"; BUILD="$2"; OPTION_ARGS=2 ;;
+    --mode) require_value "$@"; MODE="$2"; OPTION_ARGS=2 ;;
+    --ingress) require_value "$@"; INGRESS="$2"; OPTION_ARGS=2 ;;
+    --network) require_value "$@"; NETWORK="$2"; OPTION_ARGS=2 ;;
+    --subnet) require_value "$@"; SUBNET="$2"; OPTION_ARGS=2 ;;
+    --max-instances) require_value "$@"; MAX_INSTANCES="$2"; OPTION_ARGS=2 ;;
+    --memory) require_value "$@"; MEMORY="$2"; OPTION_ARGS=2 ;;
+    --cpu-always-on) CPU_ALWAYS_ON=true; OPTION_ARGS=1 ;;
+  esac
+}
+
 parse_args() {
-  while (($# > 0)); do
-    case "$1" in
-      --*=*)
-        set -- "${1%%=*}" "${1#*=}" "${@:2}"
-        continue
-        ;;
-      --project) require_value "$@"; PROJECT_ID="$2"; shift 2 ;;
-      --region) require_value "$@"; REGION="$2"; shift 2 ;;
-      --repository) require_value "$@"; REPOSITORY="$2"; shift 2 ;;
-      --api-service) require_value "$@"; API_SERVICE="$2"; shift 2 ;;
-      --backend-service) require_value "$@"; BACKEND_SERVICE="$2"; shift 2 ;;
-      --tag) require_value "$@"; IMAGE_TAG="$2"; shift 2 ;;
-      --image) require_value "$@"; IMAGE="$2"; shift 2 ;;
-      --build) require_value "$@"; BUILD="$2"; shift 2 ;;
-      --mode) require_value "$@"; MODE="$2"; shift 2 ;;
-      --ingress) require_value "$@"; INGRESS="$2"; shift 2 ;;
-      --network) require_value "$@"; NETWORK="$2"; shift 2 ;;
-      --subnet) require_value "$@"; SUBNET="$2"; shift 2 ;;
-      --max-instances) require_value "$@"; MAX_INSTANCES="$2"; shift 2 ;;
-      --memory) require_value "$@"; MEMORY="$2"; shift 2 ;;
-      --cpu-always-on) CPU_ALWAYS_ON=true; shift ;;
-      --dry-run) DRY_RUN=true; shift ;;
-      -h | --help) usage; exit 0 ;;
-      *) usage_error "unknown option: $1" ;;
-    esac
-  done
+  parse_options deploy_option "$@"
 }
 
 validate() {

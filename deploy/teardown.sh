@@ -34,25 +34,16 @@ DELETE_REPOSITORY=false
 ASSUME_YES=false
 DRY_RUN=false
 
+teardown_option() {
+  OPTION_ARGS=0
+  case "$1" in
+    --delete-repository) DELETE_REPOSITORY=true; OPTION_ARGS=1 ;;
+    --yes) ASSUME_YES=true; OPTION_ARGS=1 ;;
+  esac
+}
+
 parse_args() {
-  while (($# > 0)); do
-    case "$1" in
-      --*=*)
-        set -- "${1%%=*}" "${1#*=}" "${@:2}"
-        continue
-        ;;
-      --project) require_value "$@"; PROJECT_ID="$2"; shift 2 ;;
-      --region) require_value "$@"; REGION="$2"; shift 2 ;;
-      --api-service) require_value "$@"; API_SERVICE="$2"; shift 2 ;;
-      --backend-service) require_value "$@"; BACKEND_SERVICE="$2"; shift 2 ;;
-      --repository) require_value "$@"; REPOSITORY="$2"; shift 2 ;;
-      --delete-repository) DELETE_REPOSITORY=true; shift ;;
-      --yes) ASSUME_YES=true; shift ;;
-      --dry-run) DRY_RUN=true; shift ;;
-      -h | --help) usage; exit 0 ;;
-      *) usage_error "unknown option: $1" ;;
-    esac
-  done
+  parse_options teardown_option "$@"
 }
 
 confirm() {
