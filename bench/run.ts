@@ -175,6 +175,20 @@ async function coldStartPhase(
   rmSync(compileCache, { recursive: true, force: true });
   fillCompileCache(product, compileCache);
   const metadata = await startMetadataServer({ projectId: 'bench-project' });
+  try {
+    return await measureColdStartCases(product, bundles, runs, compileCache, metadata.host);
+  } finally {
+    await metadata.close();
+  }
+}
+
+async function measureColdStartCases(
+  product: Product,
+  bundles: BenchBuild,
+  runs: number,
+  compileCache: string,
+  metadataHost: string,
+): Promise<Results['coldStart']> {
   const backend = await startServer({
     name: 'backend for api cold starts',
     role: 'backend',
@@ -188,7 +202,7 @@ async function coldStartPhase(
       bench: process.cpuUsage(),
       backend: cpuTimeMs(backend.child.pid),
     };
-    const cases = coldStartCases(product, bundles, backend.url, compileCache, metadata.host);
+    const cases = coldStartCases(product, bundles, backend.url, compileCache, metadataHost);
     const samples = await measureColdStarts(cases, runs);
     const machine = machineCpuMs();
     const bench = process.cpuUsage(before.bench);
@@ -206,7 +220,6 @@ async function coldStartPhase(
     };
   } finally {
     await stopChild(backend.child);
-    await metadata.close();
   }
 }
 

@@ -52,8 +52,10 @@ export function productEnv(
   const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL: logLevel };
   if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
   if (telemetry === 'export' || telemetry === 'cloud-run') {
-    // cloud-run keeps the default sampler: parent-based, so the front end's flag decides.
     if (telemetry === 'export') env.OTEL_TRACES_SAMPLER = 'always_on';
+    // The default sampler (parent-based: the front end's flag decides), and spans flushed before
+    // each answer, as Cloud Run's default billing (CPU only during requests) has the roles do.
+    if (telemetry === 'cloud-run') env.TELEMETRY_EXPORT_MODE = 'request';
     Object.assign(env, {
       OTEL_EXPORTER_OTLP_ENDPOINT: product.sink.url,
       OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
@@ -130,7 +132,7 @@ export type MemoryVariant = {
 };
 
 /**
- * Baseline, the three telemetry settings with the Dockerfile's NODE_OPTIONS, and the exported
+ * Baseline, the four telemetry settings with the Dockerfile's NODE_OPTIONS, and the exported
  * setting again with each memory variant that differs from the Dockerfile's.
  */
 export function endToEndConfigs(

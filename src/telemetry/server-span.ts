@@ -10,6 +10,7 @@ import {
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
+  TraceFlags,
   type Tracer,
   trace,
 } from '@opentelemetry/api';
@@ -47,7 +48,7 @@ export type ServerSpan = {
   readonly context: Context;
   /**
    * Ends the span once; records the metric and writes the access line. Returns a promise only
-   * when the response must wait for the spans' export (request mode).
+   * when the response must wait for the spans' export: in request mode, for a sampled request.
    */
   end(outcome: ServerOutcome): Promise<void> | undefined;
 };
@@ -55,7 +56,11 @@ export type ServerSpan = {
 export type ServerSpansOptions = {
   tracer: Tracer;
   logger: Logger;
-  /** What a response waits for after its span ended; none when spans are exported in batches. */
+  /**
+   * What a sampled request's response waits for after its span ended; none when spans are
+   * exported in batches. Requests that are not sampled made no span to export (the sampler
+   * decides for the whole trace), so they skip it: on Cloud Run most requests are not sampled.
+   */
   afterRequest?: (() => Promise<void>) | undefined;
   /** Baggage keys only our own code may set: dropped from what callers send (public edge). */
   untrustedBaggageKeys?: readonly string[];
@@ -113,11 +118,15 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
             if (outcome.fault) logger.error({ httpRequest, error: outcome.exception }, message);
             else logger.info({ httpRequest }, message);
           });
-          return afterRequest?.();
+          return isSampled(span) ? afterRequest?.() : undefined;
         },
       };
     },
   };
+}
+
+function isSampled(span: Span): boolean {
+  return (span.spanContext().traceFlags & TraceFlags.SAMPLED) === TraceFlags.SAMPLED;
 }
 
 function withoutBaggageKeys(ctx: Context, keys: readonly string[]): Context {
