@@ -51,11 +51,11 @@ export function productEnv(
 ): Record<string, string> {
   const env: Record<string, string> = { NODE_ENV: 'production', LOG_LEVEL: logLevel };
   if (telemetry === 'off') env.OTEL_SDK_DISABLED = 'true';
+  if (telemetry === 'export') env.OTEL_TRACES_SAMPLER = 'always_on';
+  // cloud-run keeps the default sampler (parent-based: the front end's flag decides) and flushes
+  // spans before each answer, as Cloud Run's default billing (CPU only during requests) has it.
+  if (telemetry === 'cloud-run') env.TELEMETRY_EXPORT_MODE = 'request';
   if (telemetry === 'export' || telemetry === 'cloud-run') {
-    if (telemetry === 'export') env.OTEL_TRACES_SAMPLER = 'always_on';
-    // The default sampler (parent-based: the front end's flag decides), and spans flushed before
-    // each answer, as Cloud Run's default billing (CPU only during requests) has the roles do.
-    if (telemetry === 'cloud-run') env.TELEMETRY_EXPORT_MODE = 'request';
     Object.assign(env, {
       OTEL_EXPORTER_OTLP_ENDPOINT: product.sink.url,
       OTEL_EXPORTER_OTLP_PROTOCOL: 'http/protobuf',
