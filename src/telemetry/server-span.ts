@@ -60,6 +60,7 @@ export type ServerSpansOptions = {
    * What a sampled request's response waits for after its span ended; none when spans are
    * exported in batches. Requests that are not sampled made no span to export (the sampler
    * decides for the whole trace), so they skip it: on Cloud Run most requests are not sampled.
+   * A root span started while serving one is not waited for (README, CPU throttling).
    */
   afterRequest?: (() => Promise<void>) | undefined;
   /** Baggage keys only our own code may set: dropped from what callers send (public edge). */
