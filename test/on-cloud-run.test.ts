@@ -1,3 +1,6 @@
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,13 +12,16 @@ import { newTraceParent } from './helpers/traces.js';
 
 /*
  * A role that believes it runs on Cloud Run (K_SERVICE set) beside a local metadata server:
- * GCP resource detection, the project id for log correlation, and per-request flushing.
+ * GCP resource detection, the project id for log correlation, per-request flushing, and what
+ * is loaded for it.
  */
 describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
   let metadata: MetadataServer;
   let receiver: OtlpReceiver;
   let backend: RoleProcess;
   let sessionManager: Http2SessionManager;
+  // Node names every module it compiles when a compile cache is set and this debug flag is on.
+  const compileCache = mkdtempSync(join(tmpdir(), 'on-cloud-run-cache-'));
 
   beforeAll(async () => {
     metadata = await startMetadataServer({ projectId: 'run-project', region: 'europe-west1' });
@@ -28,6 +34,8 @@ describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
         GCE_METADATA_HOST: metadata.host,
         OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
         OTEL_BSP_SCHEDULE_DELAY: '60000',
+        NODE_COMPILE_CACHE: compileCache,
+        NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
       },
     });
     sessionManager = new Http2SessionManager(backend.url);
@@ -37,6 +45,7 @@ describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
     await backend?.stop();
     await receiver?.close();
     await metadata?.close();
+    rmSync(compileCache, { recursive: true, force: true });
   });
 
   it('labels spans with the GCP resource attributes and flushes before answering', async () => {
@@ -86,5 +95,27 @@ describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
       )
       .toMatchObject({ severity: 'ERROR', 'logging.googleapis.com/trace_sampled': true });
     expect(backend.logs().filter((line) => line.severity === 'WARNING')).toEqual([]);
+  });
+
+  it('loads google-auth-library only for an export that needs a Google token', async () => {
+    const dist = resolve(import.meta.dirname, '../dist');
+    const chunk = readdirSync(dist).find(
+      (file) =>
+        file.endsWith('.js') &&
+        readFileSync(join(dist, file), 'utf8').includes('node_modules/google-auth-library/'),
+    );
+    expect(chunk, 'the bundle chunk holding google-auth-library').toBeDefined();
+    const client = createClient(
+      BackendService,
+      createGrpcTransport({ baseUrl: backend.url, sessionManager }),
+    );
+    const sampled = newTraceParent();
+    await client.greet({ name: 'Run' }, { headers: { traceparent: sampled.header } });
+    await client.greet({ name: 'Run' }, { headers: { traceparent: newTraceParent(false).header } });
+    await receiver.waitForSpans((all) => all.some((s) => s.traceId === sampled.traceId));
+    // The spans went to an endpoint that is not Google's, so no token was needed, and the
+    // project id came from the resource detector.
+    expect(backend.stderr()).toContain('start-backend-');
+    expect(backend.stderr()).not.toContain(String(chunk));
   });
 });

@@ -11,6 +11,7 @@ import { ATTR_SERVICE_NAME, ATTR_SERVICE_VERSION } from '@opentelemetry/semantic
 import packageJson from '../../package.json' with { type: 'json' };
 import type { Config } from '../config.js';
 import {
+  ATTR_CLOUD_ACCOUNT_ID,
   ATTR_DEPLOYMENT_ENVIRONMENT_NAME,
   ATTR_SERVICE_INSTANCE_ID,
   ATTR_SERVICE_NAMESPACE,
@@ -35,6 +36,17 @@ export function createResource(config: Config): Resource {
   // Only on Cloud Run: elsewhere the detector would probe 169.254.169.254 for nothing.
   if (config.onCloudRun) detectors.push(lazyGcpDetector());
   return ours.merge(detectResources({ detectors }));
+}
+
+/**
+ * The project id the GCP detector read from the metadata server (`cloud.account.id`): Cloud Run
+ * does not put it in the environment. Rejects when the detector found none.
+ */
+export async function detectedProjectId(resource: Resource): Promise<string> {
+  await resource.waitForAsyncAttributes?.();
+  const id = resource.attributes[ATTR_CLOUD_ACCOUNT_ID];
+  if (typeof id === 'string' && id !== '') return id;
+  throw new Error('the GCP resource detector found no project id (cloud.account.id)');
 }
 
 /** The GCP detector, loaded and run in the background; its attributes resolve later. */

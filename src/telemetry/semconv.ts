@@ -9,6 +9,8 @@ export const ATTR_ENDUSER_ID = 'enduser.id';
 export const ATTR_SERVICE_NAMESPACE = 'service.namespace';
 export const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
 export const ATTR_DEPLOYMENT_ENVIRONMENT_NAME = 'deployment.environment.name';
+/** The GCP detector puts the project id here. */
+export const ATTR_CLOUD_ACCOUNT_ID = 'cloud.account.id';
 export const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = 'connectrpc';
 /** Marks the link to the span that Google's front end put between caller and callee. */
 export const ATTR_LINK_FRONT_END_SPAN = 'cloud_run.front_end_span';

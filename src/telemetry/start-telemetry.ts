@@ -25,6 +25,7 @@ import {
 } from '@opentelemetry/sdk-trace';
 import type { Config } from '../config.js';
 import { loadGoogleAuthLibrary } from '../identity/google-auth-library.js';
+import { lazy } from '../lazy.js';
 import {
   type GuardedSpanExporter,
   guardMetricExporter,
@@ -44,7 +45,7 @@ import {
 } from './otel-env.js';
 import { createCloudRunPropagator } from './propagation/index.js';
 import { createRequestAttributesSpanProcessor } from './request-attributes.js';
-import { createResource } from './resource.js';
+import { createResource, detectedProjectId } from './resource.js';
 import { createServerSpans, type ServerSpans } from './server-span.js';
 
 const TELEMETRY_API = 'https://telemetry.googleapis.com';
@@ -101,9 +102,9 @@ export async function startTelemetry(
     }),
   );
 
-  const auth = config.onCloudRun ? await googleAuthHeaders(() => projectId) : undefined;
-  if (auth && !config.GOOGLE_CLOUD_PROJECT) {
-    auth.projectId().then(
+  const auth = config.onCloudRun ? googleAuthHeaders(() => projectId) : undefined;
+  if (config.onCloudRun && !config.GOOGLE_CLOUD_PROJECT) {
+    detectedProjectId(resource).then(
       (id) => {
         projectId = id;
       },
@@ -204,36 +205,34 @@ function describeTarget(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | unde
   return otlpEndpoint(signal) ?? (auth ? TELEMETRY_API : 'http://localhost:4318');
 }
 
-type GoogleHeaders = {
-  headers: () => Promise<Record<string, string>>;
-  projectId: () => Promise<string>;
-};
+/** Request headers for Google's Telemetry API, made fresh for every export. */
+type GoogleHeaders = () => Promise<Record<string, string>>;
 
 /**
  * The Telemetry API wants a fresh OAuth token on every export: an async headers factory. The
  * quota project (`x-goog-user-project`, which needs `roles/serviceusage.serviceUsageConsumer`)
- * is sent once known.
+ * is sent once known. google-auth-library loads with the first export, not at start: most
+ * requests are not sampled and have nothing to export.
  */
-async function googleAuthHeaders(quotaProject: () => string | undefined): Promise<GoogleHeaders> {
-  const { GoogleAuth, gcpMetadata } = await loadGoogleAuthLibrary();
-  const auth = new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
-  return {
-    async headers() {
-      const headers = Object.fromEntries((await auth.getRequestHeaders()).entries());
-      const project = quotaProject();
-      return project ? { 'x-goog-user-project': project, ...headers } : headers;
-    },
-    projectId: () => gcpMetadata.project('project-id') as Promise<string>,
+function googleAuthHeaders(quotaProject: () => string | undefined): GoogleHeaders {
+  const auth = lazy(async () => {
+    const { GoogleAuth } = await loadGoogleAuthLibrary();
+    return new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
+  });
+  return async () => {
+    const headers = Object.fromEntries((await (await auth()).getRequestHeaders()).entries());
+    const project = quotaProject();
+    return project ? { 'x-goog-user-project': project, ...headers } : headers;
   };
 }
 
 function otlpOptions(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined) {
   if (!auth) return {};
   if (!hasOtlpEndpoint(signal)) {
-    return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth.headers };
+    return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth };
   }
   // Google's endpoint named in OTEL_* still needs Google's token; no other endpoint gets it.
-  return otlpEndpointIsGoogle(signal) ? { headers: auth.headers } : {};
+  return otlpEndpointIsGoogle(signal) ? { headers: auth } : {};
 }
 
 async function otlpSpanExporter(auth: GoogleHeaders | undefined): Promise<SpanExporter> {
