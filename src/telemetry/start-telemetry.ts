@@ -104,13 +104,19 @@ export async function startTelemetry(
 
   const auth = config.onCloudRun ? googleAuthHeaders(() => projectId) : undefined;
   if (config.onCloudRun && !config.GOOGLE_CLOUD_PROJECT) {
-    detectedProjectId(resource).then(
-      (id) => {
-        projectId = id;
-      },
-      (error: unknown) =>
-        logger.warn({ error }, 'could not read the project id from the metadata server'),
-    );
+    // The detector gives up after a few seconds; the metadata client keeps trying.
+    detectedProjectId(resource)
+      .catch(async (): Promise<string> => {
+        const { gcpMetadata } = await loadGoogleAuthLibrary();
+        return gcpMetadata.project('project-id');
+      })
+      .then(
+        (id) => {
+          projectId = id;
+        },
+        (error: unknown) =>
+          logger.warn({ error }, 'could not read the project id from the metadata server'),
+      );
   }
 
   const processors: SpanProcessor[] = [
