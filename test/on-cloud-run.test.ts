@@ -15,6 +15,17 @@ import { newTraceParent } from './helpers/traces.js';
  * GCP resource detection, the project id for log correlation, per-request flushing, and what
  * is loaded for it.
  */
+/** The backend as Cloud Run starts it, beside `metadata`, exporting to `receiver`. */
+function onCloudRun(metadata: MetadataServer, receiver: OtlpReceiver): Record<string, string> {
+  return {
+    K_SERVICE: 'greeter-backend',
+    K_REVISION: 'greeter-backend-00007-abc',
+    K_CONFIGURATION: 'greeter-backend',
+    GCE_METADATA_HOST: metadata.host,
+    OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+  };
+}
+
 describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
   let metadata: MetadataServer;
   let receiver: OtlpReceiver;
@@ -28,11 +39,7 @@ describe('on Cloud Run (K_SERVICE and a metadata server)', () => {
     receiver = await startOtlpReceiver();
     backend = await startRole('backend', {
       env: {
-        K_SERVICE: 'greeter-backend',
-        K_REVISION: 'greeter-backend-00007-abc',
-        K_CONFIGURATION: 'greeter-backend',
-        GCE_METADATA_HOST: metadata.host,
-        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        ...onCloudRun(metadata, receiver),
         OTEL_BSP_SCHEDULE_DELAY: '60000',
         NODE_COMPILE_CACHE: compileCache,
         NODE_DEBUG_NATIVE: 'COMPILE_CACHE',
@@ -126,15 +133,7 @@ describe('on Cloud Run with a metadata server slower than the resource detector 
     const metadata = await startMetadataServer({ projectId: 'slow-project' });
     metadata.setDelayMs(3_200);
     const receiver = await startOtlpReceiver();
-    const backend = await startRole('backend', {
-      env: {
-        K_SERVICE: 'greeter-backend',
-        K_REVISION: 'greeter-backend-00007-abc',
-        K_CONFIGURATION: 'greeter-backend',
-        GCE_METADATA_HOST: metadata.host,
-        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
-      },
-    });
+    const backend = await startRole('backend', { env: onCloudRun(metadata, receiver) });
     const sessionManager = new Http2SessionManager(backend.url);
     try {
       const client = createClient(
