@@ -61,15 +61,22 @@ require_value() {
 # Option handlers look at the arguments from $1 on and set OPTION_ARGS to how many they used,
 # 0 when $1 is not theirs.
 
+# For an option with a value: value_option VARIABLE "$@" sets VARIABLE to the option's value.
+value_option() {
+  require_value "${@:2}"
+  printf -v "$1" '%s' "$3"
+  OPTION_ARGS=2
+}
+
 # The options both scripts take.
 shared_option() {
   OPTION_ARGS=0
   case "$1" in
-    --project) require_value "$@"; PROJECT_ID="$2"; OPTION_ARGS=2 ;;
-    --region) require_value "$@"; REGION="$2"; OPTION_ARGS=2 ;;
-    --repository) require_value "$@"; REPOSITORY="$2"; OPTION_ARGS=2 ;;
-    --api-service) require_value "$@"; API_SERVICE="$2"; OPTION_ARGS=2 ;;
-    --backend-service) require_value "$@"; BACKEND_SERVICE="$2"; OPTION_ARGS=2 ;;
+    --project) value_option PROJECT_ID "$@" ;;
+    --region) value_option REGION "$@" ;;
+    --repository) value_option REPOSITORY "$@" ;;
+    --api-service) value_option API_SERVICE "$@" ;;
+    --backend-service) value_option BACKEND_SERVICE "$@" ;;
     --dry-run) DRY_RUN=true; OPTION_ARGS=1 ;;
   esac
 }

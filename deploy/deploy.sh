@@ -64,15 +64,15 @@ readonly CONTAINER_PORT=8080
 deploy_option() {
   OPTION_ARGS=0
   case "$1" in
-    --tag) require_value "$@"; IMAGE_TAG="$2"; OPTION_ARGS=2 ;;
-    --image) require_value "$@"; IMAGE="$2"; OPTION_ARGS=2 ;;
-    --build) require_value "$@"; BUILD="$2"; OPTION_ARGS=2 ;;
-    --mode) require_value "$@"; MODE="$2"; OPTION_ARGS=2 ;;
-    --ingress) require_value "$@"; INGRESS="$2"; OPTION_ARGS=2 ;;
-    --network) require_value "$@"; NETWORK="$2"; OPTION_ARGS=2 ;;
-    --subnet) require_value "$@"; SUBNET="$2"; OPTION_ARGS=2 ;;
-    --max-instances) require_value "$@"; MAX_INSTANCES="$2"; OPTION_ARGS=2 ;;
-    --memory) require_value "$@"; MEMORY="$2"; OPTION_ARGS=2 ;;
+    --tag) value_option IMAGE_TAG "$@" ;;
+    --image) value_option IMAGE "$@" ;;
+    --build) value_option BUILD "$@" ;;
+    --mode) value_option MODE "$@" ;;
+    --ingress) value_option INGRESS "$@" ;;
+    --network) value_option NETWORK "$@" ;;
+    --subnet) value_option SUBNET "$@" ;;
+    --max-instances) value_option MAX_INSTANCES "$@" ;;
+    --memory) value_option MEMORY "$@" ;;
     --cpu-always-on) CPU_ALWAYS_ON=true; OPTION_ARGS=1 ;;
   esac
 }
