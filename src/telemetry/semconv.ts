@@ -9,8 +9,17 @@ export const ATTR_ENDUSER_ID = 'enduser.id';
 export const ATTR_SERVICE_NAMESPACE = 'service.namespace';
 export const ATTR_SERVICE_INSTANCE_ID = 'service.instance.id';
 export const ATTR_DEPLOYMENT_ENVIRONMENT_NAME = 'deployment.environment.name';
-/** The GCP detector puts the project id here. */
+/** On Cloud Run: the project id. */
 export const ATTR_CLOUD_ACCOUNT_ID = 'cloud.account.id';
+export const ATTR_CLOUD_PROVIDER = 'cloud.provider';
+export const CLOUD_PROVIDER_VALUE_GCP = 'gcp';
+export const ATTR_CLOUD_PLATFORM = 'cloud.platform';
+export const CLOUD_PLATFORM_VALUE_GCP_CLOUD_RUN = 'gcp_cloud_run';
+export const ATTR_CLOUD_REGION = 'cloud.region';
+/** On Cloud Run: the service (`K_SERVICE`), revision (`K_REVISION`) and instance id. */
+export const ATTR_FAAS_NAME = 'faas.name';
+export const ATTR_FAAS_VERSION = 'faas.version';
+export const ATTR_FAAS_INSTANCE = 'faas.instance';
 export const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = 'connectrpc';
 /** Marks the link to the span that Google's front end put between caller and callee. */
 export const ATTR_LINK_FRONT_END_SPAN = 'cloud_run.front_end_span';
