@@ -1,8 +1,8 @@
-import { createServer } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gcpDetector } from '@opentelemetry/resource-detector-gcp';
 import { detectResources, type Resource } from '@opentelemetry/resources';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createCloudRunDetector } from '../src/telemetry/cloud-run-detector.js';
 import { type MetadataServer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
 
@@ -15,12 +15,38 @@ const CLOUD_RUN_ENV = {
   K_REVISION: 'greeter-backend-00007-abc',
   K_CONFIGURATION: 'greeter-backend',
 };
+/** What the environment alone gives, when the metadata server gives nothing. */
+const FROM_ENVIRONMENT = {
+  'cloud.provider': 'gcp',
+  'cloud.platform': 'gcp_cloud_run',
+  'faas.name': 'greeter-backend',
+  'faas.version': 'greeter-backend-00007-abc',
+};
 
 async function detect(env: NodeJS.ProcessEnv, timeoutMs?: number): Promise<Resource> {
   const detector = createCloudRunDetector(timeoutMs === undefined ? { env } : { env, timeoutMs });
   const resource = detectResources({ detectors: [detector] });
   await resource.waitForAsyncAttributes?.();
   return resource;
+}
+
+/** A server on 127.0.0.1 that answers every request with `status` and counts the requests. */
+async function startCountingServer(
+  status: number,
+  headers: Record<string, string>,
+): Promise<{ host: string; requests: () => number; close: () => Promise<void> }> {
+  let requests = 0;
+  const server: Server = createServer((_request, response) => {
+    requests++;
+    response.writeHead(status, headers).end('some-answer');
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    host: `127.0.0.1:${port}`,
+    requests: () => requests,
+    close: () => new Promise((resolve) => server.close(() => resolve())),
+  };
 }
 
 describe('the Cloud Run resource detector', () => {
@@ -31,36 +57,50 @@ describe('the Cloud Run resource detector', () => {
   afterEach(() => {
     metadata.setDown(false);
     metadata.setDelayMs(0);
+    vi.unstubAllEnvs();
   });
   afterAll(async () => {
     await metadata?.close();
   });
 
   it("reports what OpenTelemetry's GCP detector reports on Cloud Run", async () => {
-    const saved = { ...process.env };
-    Object.assign(process.env, CLOUD_RUN_ENV, { GCE_METADATA_HOST: metadata.host });
-    try {
-      const upstream = detectResources({ detectors: [gcpDetector] });
-      await upstream.waitForAsyncAttributes?.();
-      const ours = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.host });
-      expect(upstream.attributes['cloud.account.id']).toBe('run-project');
-      expect(ours.attributes).toEqual(upstream.attributes);
-    } finally {
-      process.env = saved;
-    }
+    for (const [name, value] of Object.entries(CLOUD_RUN_ENV)) vi.stubEnv(name, value);
+    vi.stubEnv('GCE_METADATA_HOST', metadata.host);
+    const upstream = detectResources({ detectors: [gcpDetector] });
+    await upstream.waitForAsyncAttributes?.();
+    const ours = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.host });
+    expect(upstream.attributes['cloud.account.id']).toBe('run-project');
+    expect(ours.attributes).toEqual(upstream.attributes);
   });
 
   it('reads the project, the region without its path, and the instance id', async () => {
     const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.url });
     expect(resource.attributes).toMatchObject({
-      'cloud.provider': 'gcp',
-      'cloud.platform': 'gcp_cloud_run',
+      ...FROM_ENVIRONMENT,
       'cloud.account.id': 'run-project',
       'cloud.region': 'europe-west1',
-      'faas.name': 'greeter-backend',
-      'faas.version': 'greeter-backend-00007-abc',
     });
     expect(resource.attributes['faas.instance']).toMatch(/^\d{19}$/);
+  });
+
+  it('keeps a Cloud Run instance id as it is sent (hex, leading zeros)', async () => {
+    const instanceId = `0069${'c7a4e2'.repeat(12)}`;
+    const hex = await startMetadataServer({ projectId: 'run-project', instanceId });
+    try {
+      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: hex.host });
+      expect(resource.attributes['faas.instance']).toBe(instanceId);
+    } finally {
+      await hex.close();
+    }
+  });
+
+  it('prefers GCE_METADATA_IP to GCE_METADATA_HOST, as gcp-metadata does', async () => {
+    const resource = await detect({
+      ...CLOUD_RUN_ENV,
+      GCE_METADATA_IP: metadata.host,
+      GCE_METADATA_HOST: '127.0.0.1:9',
+    });
+    expect(resource.attributes['cloud.account.id']).toBe('run-project');
   });
 
   it('asks again when the metadata server fails for a moment', async () => {
@@ -70,30 +110,44 @@ describe('the Cloud Run resource detector', () => {
     expect((await detected).attributes['cloud.account.id']).toBe('run-project');
   });
 
+  it('asks three times at most after server errors, and once after a 404', async () => {
+    for (const [status, perAttribute] of [
+      [503, 3],
+      [404, 1],
+    ] as const) {
+      const server = await startCountingServer(status, { 'metadata-flavor': 'Google' });
+      try {
+        const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: server.host });
+        expect(resource.attributes).toEqual(FROM_ENVIRONMENT);
+        expect(server.requests(), `requests after ${status}`).toBe(3 * perAttribute);
+      } finally {
+        await server.close();
+      }
+    }
+  });
+
   it('gives up on a metadata server slower than its limit, keeping what the environment says', async () => {
     metadata.setDelayMs(2_000);
     const started = performance.now();
     const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.host }, 300);
     expect(performance.now() - started).toBeLessThan(1_500);
-    expect(resource.attributes).toEqual({
-      'cloud.provider': 'gcp',
-      'cloud.platform': 'gcp_cloud_run',
-      'faas.name': 'greeter-backend',
-      'faas.version': 'greeter-backend-00007-abc',
-    });
+    expect(resource.attributes).toEqual(FROM_ENVIRONMENT);
   });
 
   it('ignores an answer that does not come from a metadata server', async () => {
-    const impostor = createServer((_request, response) => response.end('not-metadata'));
-    await new Promise<void>((resolve) => impostor.listen(0, '127.0.0.1', resolve));
-    const { port } = impostor.address() as AddressInfo;
+    const impostor = await startCountingServer(200, {});
     try {
-      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: `127.0.0.1:${port}` });
-      expect(resource.attributes['cloud.account.id']).toBeUndefined();
-      expect(resource.attributes['cloud.region']).toBeUndefined();
-      expect(resource.attributes['faas.name']).toBe('greeter-backend');
+      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: impostor.host });
+      expect(resource.attributes).toEqual(FROM_ENVIRONMENT);
     } finally {
-      await new Promise((resolve) => impostor.close(resolve));
+      await impostor.close();
+    }
+  });
+
+  it('keeps what the environment says when the metadata address is not usable', async () => {
+    for (const address of ['https://metadata.example', 'http://[not-an-address']) {
+      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: address });
+      expect(resource.attributes, address).toEqual(FROM_ENVIRONMENT);
     }
   });
 });

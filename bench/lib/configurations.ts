@@ -181,8 +181,9 @@ export function endToEndConfigs(
  * Each role as the image starts it: the full telemetry SDK (OTLP traces and metrics) and the
  * compile cache the image fills at build (`scripts/warm-compile-cache.mjs`); the same as on
  * Cloud Run (`K_SERVICE` set, a local metadata server at `metadataHost`), where each role also
- * loads google-auth-library for the Telemetry API's tokens and the GCP resource detector; the
- * same without the cache; and the framework-free servers as the floor.
+ * asks the metadata server for its resource attributes and flushes a sampled answer's spans before
+ * sending it (spans still go to the local sink, so no Google token is needed); the same without
+ * the cache; and the framework-free servers as the floor.
  */
 export function coldStartCases(
   product: Product,

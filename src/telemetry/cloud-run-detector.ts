@@ -14,9 +14,12 @@ import {
 } from './semconv.js';
 
 export interface CloudRunDetectorOptions {
-  /** `K_SERVICE`, `K_REVISION`, and the metadata server's address (`GCE_METADATA_HOST`). */
+  /**
+   * `K_SERVICE`, `K_REVISION`, and the metadata server's address as gcp-metadata reads it
+   * (`GCE_METADATA_IP`, else `GCE_METADATA_HOST`, else 169.254.169.254).
+   */
   env: NodeJS.ProcessEnv;
-  /** How long the metadata server may take in all, retries included (default 3 s). */
+  /** How long each attribute may take from detection, retries included (default 3 s). */
   timeoutMs?: number;
 }
 
@@ -35,7 +38,7 @@ export function createCloudRunDetector(options: CloudRunDetectorOptions): Resour
   const { env, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
   return {
     detect(): DetectedResource {
-      const read = createMetadataReader(metadataBaseUrl(env), Date.now() + timeoutMs);
+      const read = createMetadataReader(env, Date.now() + timeoutMs);
       return {
         attributes: {
           [ATTR_CLOUD_PROVIDER]: CLOUD_PROVIDER_VALUE_GCP,
@@ -52,10 +55,14 @@ export function createCloudRunDetector(options: CloudRunDetectorOptions): Resour
   };
 }
 
-/** Where gcp-metadata and google-auth-library look: the same variables, the same default. */
-function metadataBaseUrl(env: NodeJS.ProcessEnv): URL {
-  const host = env.GCE_METADATA_IP || env.GCE_METADATA_HOST || METADATA_ADDRESS;
-  return new URL('/computeMetadata/v1/', /^https?:\/\//.test(host) ? host : `http://${host}`);
+/** The metadata API's root, or undefined when the address in the environment is not usable. */
+function metadataBaseUrl(env: NodeJS.ProcessEnv): URL | undefined {
+  const address = env.GCE_METADATA_IP || env.GCE_METADATA_HOST || METADATA_ADDRESS;
+  const url = URL.parse(
+    '/computeMetadata/v1/',
+    /^\w+:\/\//.test(address) ? address : `http://${address}`,
+  );
+  return url?.protocol === 'http:' ? url : undefined;
 }
 
 type MetadataReader = (path: string) => Promise<string | undefined>;
@@ -64,14 +71,16 @@ type MetadataReader = (path: string) => Promise<string | undefined>;
  * Reads text values, asking again after a failure (100 ms, then 200 ms later) until `deadline`;
  * resolves undefined when it gives up.
  */
-function createMetadataReader(base: URL, deadline: number): MetadataReader {
+function createMetadataReader(env: NodeJS.ProcessEnv, deadline: number): MetadataReader {
+  const base = metadataBaseUrl(env);
   return async (path) => {
+    if (!base) return undefined;
     const url = new URL(path, base);
     for (let attempt = 1; attempt <= ATTEMPTS; attempt++) {
       if (attempt > 1) await delay(RETRY_DELAY_MS * 2 ** (attempt - 2), undefined, { ref: false });
       const remainingMs = deadline - Date.now();
       if (remainingMs <= 0) return undefined;
-      const answer = await getText(url, remainingMs);
+      const answer = await getText(url, AbortSignal.timeout(remainingMs));
       if (answer.kind === 'value') return answer.value;
       if (answer.kind === 'absent') return undefined;
     }
@@ -81,10 +90,9 @@ function createMetadataReader(base: URL, deadline: number): MetadataReader {
 
 type Answer = { kind: 'value'; value: string } | { kind: 'absent' } | { kind: 'failed' };
 
-function getText(url: URL, timeoutMs: number): Promise<Answer> {
+function getText(url: URL, signal: AbortSignal): Promise<Answer> {
   return new Promise((resolve) => {
-    const call = request(url, { headers: { 'Metadata-Flavor': 'Google' }, timeout: timeoutMs });
-    call.on('timeout', () => call.destroy());
+    const call = request(url, { headers: { 'Metadata-Flavor': 'Google' }, signal });
     call.on('error', () => resolve({ kind: 'failed' }));
     call.on('response', (response) => {
       const chunks: Buffer[] = [];
@@ -97,8 +105,8 @@ function getText(url: URL, timeoutMs: number): Promise<Answer> {
         if (status === 200 && flavor === 'Google' && value !== '') {
           resolve({ kind: 'value', value });
         } else {
-          // Only a server error is worth asking again; a 404 or a stranger's answer is not.
-          resolve(status >= 500 ? { kind: 'failed' } : { kind: 'absent' });
+          // A busy or failing server is worth asking again; a 404 or a stranger's answer is not.
+          resolve(status >= 500 || status === 429 ? { kind: 'failed' } : { kind: 'absent' });
         }
       });
     });

@@ -14,6 +14,8 @@ export interface MetadataServerOptions {
   projectId?: string;
   /** Default `us-central1`. */
   region?: string;
+  /** `instance/id`; default a 19-digit number derived from the project id. */
+  instanceId?: string;
   /** Default 0: a free port. */
   port?: number;
 }
@@ -70,6 +72,7 @@ export async function startMetadataServer(
   const email = options.serviceAccountEmail ?? `local-caller@${projectId}.iam.gserviceaccount.com`;
   const issuer = await createIdTokenIssuer();
   const values = describeInstance(projectId, options.region ?? 'us-central1', email);
+  if (options.instanceId !== undefined) values['instance/id'] = options.instanceId;
   let down = false;
   let delayMs = 0;
   let idTokenRequests = 0;
