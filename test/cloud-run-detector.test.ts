@@ -83,7 +83,7 @@ describe('the Cloud Run resource detector', () => {
     expect(resource.attributes['faas.instance']).toMatch(/^\d{19}$/);
   });
 
-  it('keeps a Cloud Run instance id as it is sent (hex, leading zeros)', async () => {
+  it('keeps an instance id as it is sent (hex digits, leading zeros)', async () => {
     const instanceId = `0069${'c7a4e2'.repeat(12)}`;
     const hex = await startMetadataServer({ projectId: 'run-project', instanceId });
     try {
