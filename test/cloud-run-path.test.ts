@@ -69,6 +69,13 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
     ]);
     expect(server.attributes['url.scheme']).toBe('https');
     expect(backend.attributes['caller.service_account']).toBe(stack.cloud?.apiServiceAccount);
+    // Both services live in one project, so their log lines join the same trace.
+    const tracePath = `projects/local-project/traces/${parent.traceId}`;
+    for (const role of roles) {
+      await expect
+        .poll(() => role.logs().some((line) => line['logging.googleapis.com/trace'] === tracePath))
+        .toBe(true);
+    }
   });
 
   it('fetches the ID token once for many calls', async () => {

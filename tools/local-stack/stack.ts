@@ -42,7 +42,8 @@ export type LocalStack = {
   stop(): Promise<void>;
 };
 
-const API_SERVICE_ACCOUNT = 'greeter-api@local-project.iam.gserviceaccount.com';
+const PROJECT_ID = 'local-project';
+const API_SERVICE_ACCOUNT = `greeter-api@${PROJECT_ID}.iam.gserviceaccount.com`;
 
 /**
  * Backend first, then the api pointed at it. In cloud mode the production path runs on
@@ -69,7 +70,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
 
     const metadata = await startMetadataServer({
       serviceAccountEmail: API_SERVICE_ACCOUNT,
-      projectId: 'local-project',
+      projectId: PROJECT_ID,
     });
     stops.push(() => metadata.close());
     const caDir = await mkdtemp(join(tmpdir(), 'cloud-run-local-'));
@@ -91,6 +92,8 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
     const backend = await options.startRole('backend', {
       ...options.env,
       PORT: String(backendPort),
+      // Both services of a Cloud Run deployment live in one project: one trace path in the logs.
+      GOOGLE_CLOUD_PROJECT: PROJECT_ID,
       AUTH_VERIFY_TOKENS: 'true',
       AUTH_AUDIENCE: backendFrontEnd.audience,
       AUTH_CERTS_URL: metadata.certsUrl,
@@ -108,7 +111,7 @@ export async function startLocalStack(options: LocalStackOptions): Promise<Local
       NODE_EXTRA_CA_CERTS: caFile,
       // Keep a developer's own gcloud credentials out of the way: the metadata server answers.
       CLOUDSDK_CONFIG: emptyGcloudConfig,
-      GOOGLE_CLOUD_PROJECT: 'local-project',
+      GOOGLE_CLOUD_PROJECT: PROJECT_ID,
       ...options.apiEnv,
     });
     stops.push(() => api.stop());
