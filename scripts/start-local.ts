@@ -1,7 +1,10 @@
 // `npm start`: both roles from the production build, logs readable, each request's trace
 // printed as a tree. `npm run start:cloud` puts them behind local Cloud Run front ends.
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import { writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startLocalStack } from '../tools/local-stack/index.ts';
 import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
@@ -66,18 +69,38 @@ const stack = await startLocalStack({
 });
 
 const call = `curl -s${cloud ? ` --cacert ${stack.cloud?.caFile}` : ''} -X POST ${stack.apiUrl}/greet -H 'content-type: application/json' -d '{"name":"David"}'`;
+const grpcCall = `npx buf curl --protocol grpc --http2-prior-knowledge -d '{"name":"David"}' ${stack.backendDirectUrl}/backend_service.v1.BackendService/Greet`;
+const tryLines = [`  ${call}`, `  ${call.replace('"David"}', '"David","withError":true}')}`];
+if (stack.cloud) {
+  // Like Cloud Run's, the front end starts an unsampled trace for a request that brings none.
+  const sampled = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
+  // The backend checks ID tokens here as on Cloud Run: one for the api's service account.
+  const tokenFile = join(dirname(stack.cloud.caFile), 'backend-id-token');
+  await writeFile(
+    tokenFile,
+    stack.cloud.metadata.mintIdToken(stack.cloud.backendFrontEnd.audience, {
+      email: stack.cloud.apiServiceAccount,
+    }),
+  );
+  tryLines.push(
+    `  ${call} -H 'traceparent: ${sampled}'   # sampled: its trace is printed`,
+    `  ${grpcCall.replace('npx buf curl', `npx buf curl -H "authorization: Bearer $(cat ${tokenFile})"`)}   # an ID token valid for an hour`,
+  );
+} else {
+  tryLines.push(`  ${grpcCall}`);
+}
 process.stdout.write(
   [
     '',
     paint(1, cloud ? 'Both roles are up behind local Cloud Run front ends.' : 'Both roles are up.'),
     `  api      ${stack.apiUrl}   (docs: ${stack.apiUrl}/docs)`,
     `  backend  ${stack.backendUrl}${cloud ? `   (role itself: ${stack.backendDirectUrl})` : ''}`,
-    `  traces   printed below as each request completes (OTLP receiver ${receiver.url})`,
+    cloud
+      ? `  traces   of sampled requests printed below (OTLP receiver ${receiver.url}); the front end samples none by itself`
+      : `  traces   printed below as each request completes (OTLP receiver ${receiver.url})`,
     '',
     'Try:',
-    `  ${call}`,
-    `  ${call.replace('"David"}', '"David","withError":true}')}`,
-    `  npx buf curl --protocol grpc --http2-prior-knowledge -d '{"name":"David"}' ${stack.backendDirectUrl}/backend_service.v1.BackendService/Greet`,
+    ...tryLines,
     '',
     'Ctrl-C stops everything.',
     '',

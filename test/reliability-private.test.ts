@@ -199,10 +199,10 @@ describe('the private role under bad input (token check on)', () => {
       ['no message at all', GREET, Buffer.alloc(0), '12', 'missing input message'],
       [
         'an unknown method',
-        '/backend_service.v1.BackendService/Farewell',
+        '/backend_service.v1.BackendService/NoSuchMethod',
         envelope(GREET_ADA),
         '12',
-        'unknown method /backend_service.v1.BackendService/Farewell',
+        'unknown method /backend_service.v1.BackendService/NoSuchMethod',
       ],
       [
         'an unknown service',
