@@ -5,6 +5,9 @@ export type Role = (typeof ROLES)[number];
 
 export const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
 
+const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { error: `must be one of: ${values.join(', ')}` });
+
 const flag = z
   .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
   .transform((value) => value === 'true' || value === '1');
@@ -44,7 +47,7 @@ const list = z
   .transform((items) => items.filter((item) => item.length > 0));
 
 const EnvSchema = z.object({
-  SERVICE_ROLE: z.enum(ROLES, { error: `must be one of: ${ROLES.join(', ')}` }),
+  SERVICE_ROLE: oneOf(ROLES),
   PORT: z.coerce
     .number({ error: 'must be a TCP port number' })
     .int()
@@ -52,8 +55,8 @@ const EnvSchema = z.object({
     .max(65535, { error: 'must be a TCP port (0-65535)' })
     .default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
-  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  LOG_FORMAT: z.enum(['json', 'pretty']).optional(),
+  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_FORMAT: oneOf(['json', 'pretty']).optional(),
   SERVICE_NAMESPACE: z.string().min(1).default('greeter'),
   DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
   SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),
@@ -91,7 +94,7 @@ const EnvSchema = z.object({
       error: "must be the URL of Google's token signing keys (the default is right on Cloud Run)",
     })
     .default('https://www.googleapis.com/oauth2/v1/certs'),
-  TELEMETRY_EXPORT_MODE: z.enum(TELEMETRY_EXPORT_MODES).optional(),
+  TELEMETRY_EXPORT_MODE: oneOf(TELEMETRY_EXPORT_MODES).optional(),
   TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: flag.default(false),
   TELEMETRY_BAGGAGE_ATTRIBUTES: list.default(['enduser.id']),
   K_SERVICE: z.string().optional(),

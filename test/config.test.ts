@@ -1,0 +1,105 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseConfig } from '../src/config.js';
+
+/*
+ * The environment is parsed once at start; a bad value stops the process before it listens,
+ * with one message naming every bad variable and what it must be (exit code 78, EX_CONFIG).
+ */
+const execFileAsync = promisify(execFile);
+
+function problemsOf(env: Record<string, string>): string[] {
+  try {
+    parseConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('parseConfig accepted the environment');
+}
+
+describe('parseConfig', () => {
+  it('fills the defaults and derives the backend target', () => {
+    const config = parseConfig({ SERVICE_ROLE: 'api', BACKEND_URL: 'http://127.0.0.1:8081' });
+    expect(config).toMatchObject({
+      PORT: 8080,
+      LOG_LEVEL: 'info',
+      onCloudRun: false,
+      telemetryExportMode: 'batch',
+      backend: { transport: 'h2c', audience: 'http://127.0.0.1', timeoutMs: 5_000, maxAttempts: 5 },
+    });
+    const onCloudRun = parseConfig({
+      SERVICE_ROLE: 'api',
+      BACKEND_URL: 'https://greeter-backend-abc-ew.a.run.app',
+      K_SERVICE: 'greeter-api',
+    });
+    expect(onCloudRun).toMatchObject({
+      onCloudRun: true,
+      telemetryExportMode: 'request',
+      backend: { transport: 'tls', audience: 'https://greeter-backend-abc-ew.a.run.app' },
+    });
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(parseConfig({ SERVICE_ROLE: 'backend', PORT: '', LOG_LEVEL: '' })).toMatchObject({
+      PORT: 8080,
+      LOG_LEVEL: 'info',
+    });
+  });
+
+  it('names every bad variable at once, with what it must be and what it got', () => {
+    expect(
+      problemsOf({
+        SERVICE_ROLE: 'frontend',
+        PORT: '70000',
+        LOG_LEVEL: 'loud',
+        TELEMETRY_EXPORT_MODE: 'sometimes',
+        BACKEND_MAX_ATTEMPTS: '0',
+        GRPC_REFLECTION: 'maybe',
+      }),
+    ).toEqual([
+      'SERVICE_ROLE: must be one of: api, backend (got "frontend")',
+      'PORT: must be a TCP port (0-65535) (got "70000")',
+      'LOG_LEVEL: must be one of: fatal, error, warn, info, debug, trace, silent (got "loud")',
+      'BACKEND_MAX_ATTEMPTS: must be at least 1 (1 means no retry) (got "0")',
+      'GRPC_REFLECTION: must be true or false (got "maybe")',
+      'TELEMETRY_EXPORT_MODE: must be one of: batch, request (got "sometimes")',
+    ]);
+  });
+
+  it('checks what one variable requires of another', () => {
+    expect(problemsOf({ SERVICE_ROLE: 'api' })).toEqual([
+      expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),
+    ]);
+    expect(problemsOf({ SERVICE_ROLE: 'backend', AUTH_VERIFY_TOKENS: 'true' })).toEqual([
+      expect.stringMatching(/^AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true/),
+    ]);
+    expect(
+      problemsOf({
+        SERVICE_ROLE: 'backend',
+        HTTP_HEADERS_TIMEOUT_MS: '20000',
+        HTTP_REQUEST_TIMEOUT_MS: '10000',
+      }),
+    ).toEqual([
+      'HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS (got 20000 > 10000)',
+    ]);
+  });
+});
+
+describe('a role started with a bad environment', () => {
+  it('exits with 78 before listening, printing every problem', async () => {
+    const failed = await execFileAsync(process.execPath, ['dist/entry/main.js'], {
+      env: { PATH: process.env.PATH ?? '', SERVICE_ROLE: 'api', LOG_LEVEL: 'loud', PORT: '0' },
+      timeout: 15_000,
+    }).then(
+      () => undefined,
+      (error: unknown) => error as { code?: number; stdout: string; stderr: string },
+    );
+    expect(failed?.code).toBe(78);
+    expect(failed?.stdout).toBe('');
+    expect(failed?.stderr).toContain('Invalid configuration (see "Configuration" in README.md)');
+    expect(failed?.stderr).toContain('LOG_LEVEL: must be one of:');
+    expect(failed?.stderr).toContain('BACKEND_URL: required when SERVICE_ROLE=api');
+  });
+});
