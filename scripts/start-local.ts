@@ -3,10 +3,8 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { startLocalStack } from '../tools/local-stack/index.ts';
+import { freePort, startLocalStack } from '../tools/local-stack/index.ts';
 import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 
 const cloud = process.argv.includes('--cloud');
@@ -31,7 +29,8 @@ const stack = await startLocalStack({
     OTEL_METRIC_EXPORT_INTERVAL: '15000',
     LOG_FORMAT: 'pretty',
   },
-  apiEnv: cloud ? {} : { PORT: ports.api },
+  // Behind the front end the api's own port is private: any free one.
+  apiEnv: { PORT: cloud ? String(await freePort()) : ports.api },
   backendEnv: cloud ? {} : { PORT: ports.backend },
   async startRole(role, env) {
     const child = spawn(process.execPath, ['dist/entry/main.js'], {
@@ -74,17 +73,18 @@ const tryLines = [`  ${call}`, `  ${call.replace('"David"}', '"David","withError
 if (stack.cloud) {
   // Like Cloud Run's, the front end starts an unsampled trace for a request that brings none.
   const sampled = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
-  // The backend checks ID tokens here as on Cloud Run: one for the api's service account.
-  const tokenFile = join(dirname(stack.cloud.caFile), 'backend-id-token');
-  await writeFile(
-    tokenFile,
-    stack.cloud.metadata.mintIdToken(stack.cloud.backendFrontEnd.audience, {
-      email: stack.cloud.apiServiceAccount,
-    }),
+  // The backend checks ID tokens here as on Cloud Run: a fresh one for the api's service
+  // account from the local metadata server, as google-auth-library would fetch it.
+  const identity = new URL(
+    'computeMetadata/v1/instance/service-accounts/default/identity',
+    stack.cloud.metadata.url,
   );
+  identity.searchParams.set('audience', stack.cloud.backendFrontEnd.audience);
+  identity.searchParams.set('format', 'full');
+  const token = `$(curl -s -H 'Metadata-Flavor: Google' '${identity}')`;
   tryLines.push(
     `  ${call} -H 'traceparent: ${sampled}'   # sampled: its trace is printed`,
-    `  ${grpcCall.replace('npx buf curl', `npx buf curl -H "authorization: Bearer $(cat ${tokenFile})"`)}   # an ID token valid for an hour`,
+    `  ${grpcCall.replace('npx buf curl', `npx buf curl -H "authorization: Bearer ${token}"`)}`,
   );
 } else {
   tryLines.push(`  ${grpcCall}`);

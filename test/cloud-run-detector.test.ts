@@ -1,4 +1,4 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gcpDetector } from '@opentelemetry/resource-detector-gcp';
 import { detectResources, type Resource } from '@opentelemetry/resources';
@@ -30,24 +30,32 @@ async function detect(env: NodeJS.ProcessEnv, timeoutMs?: number): Promise<Resou
   return resource;
 }
 
-/** A server on 127.0.0.1 that answers every request with `status` and counts the requests. */
-async function startCountingServer(
-  status: number,
-  headers: Record<string, string>,
-): Promise<{ host: string; requests: () => number; close: () => Promise<void> }> {
+type StubServer = { host: string; requests: () => number; close: () => Promise<void> };
+
+/** A server on 127.0.0.1 whose answers `respond` writes; it counts the requests. */
+async function startStubServer(
+  respond: (request: IncomingMessage, response: ServerResponse, count: number) => void,
+): Promise<StubServer> {
   let requests = 0;
-  const server: Server = createServer((_request, response) => {
+  const server: Server = createServer((request, response) => {
     requests++;
-    response.writeHead(status, headers).end('some-answer');
+    respond(request, response, requests);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return {
     host: `127.0.0.1:${port}`,
     requests: () => requests,
-    close: () => new Promise((resolve) => server.close(() => resolve())),
+    close: () => {
+      server.closeAllConnections();
+      return new Promise((resolve) => server.close(() => resolve()));
+    },
   };
 }
+
+/** Answers every request with `status`. */
+const startCountingServer = (status: number, headers: Record<string, string>) =>
+  startStubServer((_request, response) => response.writeHead(status, headers).end('some-answer'));
 
 describe('the Cloud Run resource detector', () => {
   let metadata: MetadataServer;
@@ -104,15 +112,32 @@ describe('the Cloud Run resource detector', () => {
   });
 
   it('asks again when the metadata server fails for a moment', async () => {
-    metadata.setDown(true);
-    const detected = detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.host });
-    setTimeout(() => metadata.setDown(false), 50);
-    expect((await detected).attributes['cloud.account.id']).toBe('run-project');
+    // Each path fails once, then is answered.
+    const seen = new Set<string>();
+    const flaky = await startStubServer((request, response) => {
+      const path = request.url ?? '';
+      if (!seen.has(path)) {
+        seen.add(path);
+        response.writeHead(503).end();
+        return;
+      }
+      const value = path.endsWith('/region') ? 'projects/1/regions/asia-east1' : 'flaky-project';
+      response.writeHead(200, { 'metadata-flavor': 'Google' }).end(value);
+    });
+    try {
+      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: flaky.host });
+      expect(resource.attributes['cloud.account.id']).toBe('flaky-project');
+      expect(resource.attributes['cloud.region']).toBe('asia-east1');
+      expect(flaky.requests()).toBe(6);
+    } finally {
+      await flaky.close();
+    }
   });
 
-  it('asks three times at most after server errors, and once after a 404', async () => {
+  it('asks three times at most after server errors or 429, and once after a 404', async () => {
     for (const [status, perAttribute] of [
       [503, 3],
+      [429, 3],
       [404, 1],
     ] as const) {
       const server = await startCountingServer(status, { 'metadata-flavor': 'Google' });
@@ -132,6 +157,21 @@ describe('the Cloud Run resource detector', () => {
     const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: metadata.host }, 300);
     expect(performance.now() - started).toBeLessThan(1_500);
     expect(resource.attributes).toEqual(FROM_ENVIRONMENT);
+  });
+
+  it('gives up on an answer whose body stalls, within its limit', async () => {
+    const stalling = await startStubServer((_request, response) => {
+      response.writeHead(200, { 'metadata-flavor': 'Google' });
+      response.write('run-');
+    });
+    try {
+      const started = performance.now();
+      const resource = await detect({ ...CLOUD_RUN_ENV, GCE_METADATA_HOST: stalling.host }, 300);
+      expect(performance.now() - started).toBeLessThan(1_500);
+      expect(resource.attributes).toEqual(FROM_ENVIRONMENT);
+    } finally {
+      await stalling.close();
+    }
   });
 
   it('ignores an answer that does not come from a metadata server', async () => {

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../src/config.js';
@@ -89,7 +90,8 @@ describe('parseConfig', () => {
 
 describe('a role started with a bad environment', () => {
   it('exits with 78 before listening, printing every problem', async () => {
-    const failed = await execFileAsync(process.execPath, ['dist/entry/main.js'], {
+    const main = resolve(import.meta.dirname, '../dist/entry/main.js');
+    const failed = await execFileAsync(process.execPath, [main], {
       env: { PATH: process.env.PATH ?? '', SERVICE_ROLE: 'api', LOG_LEVEL: 'loud', PORT: '0' },
       timeout: 15_000,
     }).then(

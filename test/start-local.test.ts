@@ -1,9 +1,13 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { freePort } from './helpers/free-port.js';
+import { baseEnv } from './helpers/roles.js';
+
+const REPO = resolve(import.meta.dirname, '..');
 
 /*
  * `npm run start:cloud` (scripts/start-local.ts --cloud, from the production build): the
@@ -18,8 +22,11 @@ describe('npm run start:cloud prints commands that work', () => {
 
   beforeAll(async () => {
     launcher = spawn(process.execPath, ['scripts/start-local.ts', '--cloud'], {
-      env: { ...process.env, OTLP_PORT: String(await freePort()), NO_COLOR: '1' },
+      cwd: REPO,
+      env: { ...baseEnv(), OTLP_PORT: String(await freePort()), NO_COLOR: '1' },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, so that stopping it stops the roles it started, even mid-start.
+      detached: true,
     });
     launcher.stdout?.on('data', (chunk: Buffer) => {
       output += chunk.toString();
@@ -43,14 +50,15 @@ describe('npm run start:cloud prints commands that work', () => {
   }, 30_000);
 
   afterAll(async () => {
-    if (launcher && launcher.exitCode === null) {
-      launcher.kill('SIGTERM');
-      await once(launcher, 'exit');
+    if (launcher?.pid !== undefined && launcher.exitCode === null) {
+      const exited = once(launcher, 'exit');
+      process.kill(-launcher.pid, 'SIGTERM');
+      await exited;
     }
   });
 
   const run = async (line: string) => {
-    const { stdout } = await execFileAsync('bash', ['-c', line], { timeout: 30_000 });
+    const { stdout } = await execFileAsync('bash', ['-c', line], { cwd: REPO, timeout: 30_000 });
     return stdout;
   };
 
@@ -62,9 +70,9 @@ describe('npm run start:cloud prints commands that work', () => {
     await expect.poll(() => output.includes(`trace ${traceId}`), { timeout: 10_000 }).toBe(true);
   });
 
-  it('calls the token-checked backend with buf curl and the ID token it minted', async () => {
+  it('calls the token-checked backend with buf curl and a fresh ID token', async () => {
     const grpc = tryLines.find((line) => line.startsWith('npx buf curl'));
-    expect(grpc, output).toContain('authorization: Bearer');
+    expect(grpc, output).toContain('authorization: Bearer $(curl');
     expect(JSON.parse(await run(grpc ?? ''))).toEqual({ reply: 'Hello David!!' });
   }, 40_000);
 

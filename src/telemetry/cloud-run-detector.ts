@@ -32,7 +32,8 @@ const METADATA_ADDRESS = '169.254.169.254';
  * The resource attributes of a Cloud Run service, the same that
  * `@opentelemetry/resource-detector-gcp` reports there: the service and revision come from the
  * environment at once; the project, region and instance id from three metadata requests made
- * together. An attribute the metadata server does not give within the time limit is left out.
+ * together. An attribute the metadata server does not give within the time limit is left out
+ * (the SDK then logs that it dropped it).
  */
 export function createCloudRunDetector(options: CloudRunDetectorOptions): ResourceDetector {
   const { env, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
@@ -43,8 +44,8 @@ export function createCloudRunDetector(options: CloudRunDetectorOptions): Resour
         attributes: {
           [ATTR_CLOUD_PROVIDER]: CLOUD_PROVIDER_VALUE_GCP,
           [ATTR_CLOUD_PLATFORM]: CLOUD_PLATFORM_VALUE_GCP_CLOUD_RUN,
-          [ATTR_FAAS_NAME]: env.K_SERVICE,
-          [ATTR_FAAS_VERSION]: env.K_REVISION,
+          ...(env.K_SERVICE ? { [ATTR_FAAS_NAME]: env.K_SERVICE } : {}),
+          ...(env.K_REVISION ? { [ATTR_FAAS_VERSION]: env.K_REVISION } : {}),
           [ATTR_CLOUD_ACCOUNT_ID]: read('project/project-id'),
           // `projects/123456789/regions/europe-west1`
           [ATTR_CLOUD_REGION]: read('instance/region').then((path) => path?.split('/').pop()),

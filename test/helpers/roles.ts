@@ -18,7 +18,7 @@ export type RoleProcess = {
 const MAIN = resolve(import.meta.dirname, '../../dist/entry/main.js');
 
 /** Environment every test role starts from: no inherited OTEL_*, K_SERVICE or GCE settings. */
-function baseEnv(): Record<string, string> {
+export function baseEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [key, value] of Object.entries(process.env)) {
     if (value === undefined) continue;
