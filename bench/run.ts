@@ -273,7 +273,7 @@ async function endToEndPhase(
     ratios: endToEndRatios(used, runs),
     runs,
     instances,
-    spans: spanDelivery(configs, instances, product.sink.spansOf),
+    spans: spanDelivery(configs, instances, product.sink),
   };
 }
 

@@ -219,6 +219,10 @@ describe('metrics exported by the real SDK', () => {
           }),
         ],
       });
+      const heard: string[] = [];
+      const unsubscribe = receiver.onMetrics((metrics) =>
+        heard.push(...metrics.map((m) => m.name)),
+      );
       const meter = meterProvider.getMeter('receiver-test-meter');
       const duration = meter.createHistogram('http.server.request.duration', { unit: 's' });
       duration.record(0.1, { 'http.request.method': 'GET', 'http.response.status_code': 200 });
@@ -231,7 +235,13 @@ describe('metrics exported by the real SDK', () => {
       const metrics = await receiver.waitForMetrics((received) =>
         received.some((m) => m.name === 'http.server.request.duration'),
       );
+      unsubscribe();
       await meterProvider.shutdown();
+      expect(heard.toSorted()).toEqual([
+        'greetings',
+        'http.server.request.duration',
+        'queue.depth',
+      ]);
 
       const histogram = metrics.find((m) => m.name === 'http.server.request.duration');
       expect(histogram).toMatchObject({

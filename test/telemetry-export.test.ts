@@ -95,6 +95,57 @@ describe('span export', () => {
     },
   );
 
+  it('counts the spans a full queue drops, and accounts for every span', async () => {
+    // A slow endpoint and a queue of 4: most spans of a burst cannot wait for it.
+    const traces = await startOtlpReceiver();
+    traces.setBehaviour('slow', 400);
+    const metricsReceiver = await startOtlpReceiver();
+    const backend = await startRole('backend');
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces`,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
+        OTEL_BSP_MAX_QUEUE_SIZE: '4',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
+        OTEL_BSP_SCHEDULE_DELAY: '20',
+        OTEL_METRIC_EXPORT_INTERVAL: '60000',
+      },
+    });
+    const requests = 20;
+    try {
+      for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
+      // Once the queue has drained, the next span in says how many were dropped.
+      await eventually(() => expect(traces.spans().length).toBeGreaterThanOrEqual(6), 5_000);
+      expect(await greet(api.url)).toBe(200);
+      expect(await api.stop('SIGTERM')).toBe(0);
+
+      const made = 2 * (requests + 1);
+      const processed = metricsReceiver
+        .metrics()
+        .filter((metric) => metric.name === 'otel.sdk.processor.span.processed')
+        .at(-1);
+      const counted = (errorType: string | undefined) =>
+        processed?.points
+          .filter((point) => point.attributes['error.type'] === errorType)
+          .reduce((total, point) => total + (point.value ?? 0), 0) ?? 0;
+      const dropped = counted('queue_full');
+      expect(dropped).toBeGreaterThan(0);
+      expect(counted(undefined)).toBe(traces.spans().length);
+      expect(traces.spans().length + dropped).toBe(made);
+      const warnings = api
+        .logs()
+        .filter((line) =>
+          /^Dropped \d+ spans because maxQueueSize reached$/.test(String(line.message)),
+        );
+      expect(warnings.length).toBeGreaterThan(0);
+      expect(warnings.every((line) => line.severity === 'WARNING')).toBe(true);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await Promise.all([traces.close(), metricsReceiver.close()]);
+    }
+  });
+
   it('keeps serving when nothing listens at the endpoint at all', async () => {
     const env = {
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${await freePort()}`,

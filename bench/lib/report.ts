@@ -135,14 +135,24 @@ export function renderReport(results: Results): string {
     out.push(
       `Spans exported to the local OTLP sink (${settings.spanSink}); expected: 2 per sampled request from the api, 1 from the backend, ` +
         "none for the front end's unsampled requests, 3 for each pair's check before the load and 1 for the backend's readiness call " +
-        '(wrk does not count requests in flight when it stops, so a few more arrive):',
+        '(wrk does not count requests in flight when it stops, so a few more arrive). ' +
+        "Undelivered: what each role's SDK counted as dropped on a full queue or failed to export " +
+        '(`otel.sdk.processor.span.processed` with an `error.type`):',
       '',
       table(
-        ['configuration', 'api received / expected', 'backend received / expected'],
+        [
+          'configuration',
+          'api received / expected',
+          'api undelivered',
+          'backend received / expected',
+          'backend undelivered',
+        ],
         endToEnd.spans.map((s) => [
           s.config,
           `${s.received.api} / ${s.expected.api}`,
+          String(s.undelivered.api),
           `${s.received.backend} / ${s.expected.backend}`,
+          String(s.undelivered.backend),
         ]),
       ),
       '',

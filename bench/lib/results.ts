@@ -1,6 +1,7 @@
 import type { E2eRun, PairConfig, PairInstance } from './end-to-end.ts';
 import type { GrpcRun } from './grpc-load.ts';
 import type { Machine } from './machine.ts';
+import type { SpanSink } from './span-sinks.ts';
 import { max, median, min, sum } from './stats.ts';
 
 /** The shape of .bench/results.json, and the summaries computed from the raw runs. */
@@ -67,6 +68,8 @@ export type SpanDelivery = {
   config: string;
   expected: { api: number; backend: number };
   received: { api: number; backend: number };
+  /** What the SDK itself counted as dropped (queue full) or failed to export. */
+  undelivered: { api: number; backend: number };
 };
 
 export type GrpcSummary = {
@@ -301,7 +304,7 @@ export function endToEndRatios(used: readonly E2eRun[], all: readonly E2eRun[] =
 export function spanDelivery(
   configs: readonly PairConfig[],
   instances: readonly PairInstance[],
-  spansOf: (config: string, service: string) => number,
+  sink: Pick<SpanSink, 'spansOf' | 'undeliveredOf'>,
 ): SpanDelivery[] {
   return configs
     .filter((config) => config.api.env.OTEL_EXPORTER_OTLP_ENDPOINT !== undefined)
@@ -317,8 +320,12 @@ export function spanDelivery(
           backend: 2 * pairs + perRequest.backend * load,
         },
         received: {
-          api: spansOf(config.id, 'greeter-api'),
-          backend: spansOf(config.id, 'greeter-backend'),
+          api: sink.spansOf(config.id, 'greeter-api'),
+          backend: sink.spansOf(config.id, 'greeter-backend'),
+        },
+        undelivered: {
+          api: sink.undeliveredOf(config.id, 'greeter-api'),
+          backend: sink.undeliveredOf(config.id, 'greeter-backend'),
         },
       };
     });

@@ -1,8 +1,13 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
-import { startOtlpReceiver } from '../../tools/otlp-receiver/index.ts';
+import {
+  decodeMetricsRequest,
+  type ReceivedMetric,
+  startOtlpReceiver,
+} from '../../tools/otlp-receiver/index.ts';
 import { fields } from './protobuf-fields.ts';
+import { sum } from './stats.ts';
 
 /*
  * Where the "exported" configurations send OTLP/HTTP. Both kinds count spans by the resource
@@ -10,12 +15,16 @@ import { fields } from './protobuf-fields.ts';
  * - receiver: tools/otlp-receiver, which decodes every span (and so checks what is sent).
  * - counter: walks only the protobuf envelope (ResourceSpans > Resource, ScopeSpans > Span) and
  *   answers 200, costing the shared CPUs little more than a remote collector would.
+ * Both also read the SDK's own count of the spans it did not deliver (a full queue, a failed
+ * export), from the metric exports, which come once a minute and at shutdown.
  */
 
 export type SpanSink = {
   readonly kind: 'receiver' | 'counter';
   readonly url: string;
   spansOf(config: string, service: string): number;
+  /** Spans the SDK reported it dropped or failed to export (otel.sdk.processor.span.processed). */
+  undeliveredOf(config: string, service: string): number;
   /** OTLP HTTP requests received (traces and metrics). */
   requests(): number;
   close(): Promise<void>;
@@ -36,17 +45,52 @@ function counter() {
   };
 }
 
+const PROCESSED = 'otel.sdk.processor.span.processed';
+
+/**
+ * The SDK's undelivered-span counts. Its counters are cumulative per process, so each export
+ * repeats the total so far: keep the latest per process and reason, add across them.
+ */
+function undeliveredCounter() {
+  const latest = new Map<string, { config: string; service: string; value: number }>();
+  return {
+    add(metrics: readonly ReceivedMetric[]) {
+      for (const metric of metrics) {
+        if (metric.name !== PROCESSED) continue;
+        const config = String(metric.resource['bench.config']);
+        const service = String(metric.resource['service.name']);
+        const instance = String(metric.resource['service.instance.id']);
+        for (const point of metric.points) {
+          const reason = point.attributes['error.type'];
+          if (reason === undefined) continue;
+          const key = `${config}/${service}/${instance}/${String(reason)}`;
+          latest.set(key, { config, service, value: point.value ?? 0 });
+        }
+      }
+    },
+    get: (config: string, service: string) =>
+      sum(
+        [...latest.values()]
+          .filter((entry) => entry.config === config && entry.service === service)
+          .map((entry) => entry.value),
+      ),
+  };
+}
+
 async function startDecodingSink(): Promise<SpanSink> {
   const receiver = await startOtlpReceiver({ retain: false });
   const counts = counter();
+  const undelivered = undeliveredCounter();
   receiver.onSpans((spans) => {
     for (const span of spans)
       counts.add(String(span.resource['bench.config']), String(span.resource['service.name']), 1);
   });
+  receiver.onMetrics(undelivered.add);
   return {
     kind: 'receiver',
     url: receiver.url,
     spansOf: counts.get,
+    undeliveredOf: undelivered.get,
     requests: () => receiver.requests(),
     close: () => receiver.close(),
   };
@@ -96,17 +140,19 @@ export function countTraceRequest(
 
 async function startCountingSink(): Promise<SpanSink> {
   const counts = counter();
+  const undelivered = undeliveredCounter();
   let requests = 0;
   const server = createServer((req, res) => {
     requests++;
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
-      if (req.url === '/v1/traces' && String(req.headers['content-type']).includes('protobuf')) {
+      if (String(req.headers['content-type']).includes('protobuf')) {
         let body = Buffer.concat(chunks);
         if (req.headers['content-encoding'] === 'gzip') body = gunzipSync(body);
         try {
-          countTraceRequest(body, counts.add);
+          if (req.url === '/v1/traces') countTraceRequest(body, counts.add);
+          if (req.url === '/v1/metrics') undelivered.add(decodeMetricsRequest(body, 'protobuf'));
         } catch (error) {
           res.writeHead(400).end(String(error));
           return;
@@ -122,6 +168,7 @@ async function startCountingSink(): Promise<SpanSink> {
     kind: 'counter',
     url: `http://127.0.0.1:${port}`,
     spansOf: counts.get,
+    undeliveredOf: undelivered.get,
     requests: () => requests,
     close: () =>
       new Promise((resolve) => {

@@ -15,7 +15,7 @@ import {
   W3CBaggagePropagator,
 } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
-import type { MetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { MeterProvider, MetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import {
   BatchSpanProcessor,
   ConsoleSpanExporter,
@@ -124,9 +124,16 @@ export async function startTelemetry(
   ];
   let otlp: GuardedSpanExporter | undefined;
   let tracerProvider: TracerProvider | undefined;
-  let readers: MetricReader[] = [];
+  let meterProvider: MeterProvider | undefined;
   if (!isSdkDisabled()) {
     try {
+      const defaultMetrics = config.onCloudRun || hasOtlpEndpoint('METRICS') ? 'otlp' : 'none';
+      const readers = await metricReaders(
+        exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics),
+        auth,
+        logger,
+      );
+      if (readers.length > 0) meterProvider = await createMeterProvider(resource, readers);
       const defaultExporter = config.onCloudRun || hasOtlpEndpoint('TRACES') ? 'otlp' : 'none';
       for (const choice of exporterChoices('OTEL_TRACES_EXPORTER', defaultExporter)) {
         let exporter: SpanExporter = new ConsoleSpanExporter();
@@ -138,14 +145,15 @@ export async function startTelemetry(
           );
           exporter = otlp;
         }
-        processors.push(new BatchSpanProcessor({ exporter, ...batchOptionsFromEnv() }));
+        processors.push(
+          new BatchSpanProcessor({
+            exporter,
+            ...batchOptionsFromEnv(),
+            // otel.sdk.processor.span.processed: spans exported, failed, or dropped on a full queue.
+            ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
+          }),
+        );
       }
-      const defaultMetrics = config.onCloudRun || hasOtlpEndpoint('METRICS') ? 'otlp' : 'none';
-      readers = await metricReaders(
-        exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics),
-        auth,
-        logger,
-      );
       tracerProvider = new TracerProvider({
         resource,
         sampler: samplerFromEnv(),
@@ -154,12 +162,11 @@ export async function startTelemetry(
     } catch (error) {
       logger.warn({ error }, 'telemetry export could not start; the service runs without it');
       tracerProvider = new TracerProvider({ resource, spanProcessors: processors.slice(0, 1) });
-      readers = [];
+      void meterProvider?.shutdown();
+      meterProvider = undefined;
     }
   }
   if (tracerProvider) trace.setGlobalTracerProvider(tracerProvider);
-  const meterProvider =
-    readers.length > 0 ? await createMeterProvider(resource, readers) : undefined;
   if (meterProvider) metrics.setGlobalMeterProvider(meterProvider);
 
   const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
@@ -189,10 +196,11 @@ export async function startTelemetry(
     }),
     shutdown(withinMs = SHUTDOWN_FLUSH_CAP_MS) {
       const capMs = Math.min(withinMs, SHUTDOWN_FLUSH_CAP_MS);
-      stopping ??= Promise.all([
-        within(tracerProvider?.shutdown(), capMs),
-        within(meterProvider?.shutdown(), capMs),
-      ]).then(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
+      const startedAt = performance.now();
+      // Spans first: their processor counts the last batch in the metrics shut down next.
+      stopping ??= within(tracerProvider?.shutdown(), capMs)
+        .then(() => within(meterProvider?.shutdown(), capMs - (performance.now() - startedAt)))
+        .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
       return stopping;
     },
   };

@@ -5,6 +5,7 @@ export {
   otlpFormatOf,
 } from './decode-request.ts';
 export {
+  type MetricsListener,
   type OtlpReceiver,
   type OtlpReceiverBehaviour,
   type OtlpReceiverOptions,

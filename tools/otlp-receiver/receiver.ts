@@ -18,7 +18,7 @@ export interface OtlpReceiverOptions {
   host?: string;
   /**
    * Default true. False keeps nothing (spans() and metrics() stay empty) and only notifies
-   * onSpans listeners: a sink for long benchmarks.
+   * onSpans and onMetrics listeners: a sink for long benchmarks.
    */
   retain?: boolean;
 }
@@ -33,6 +33,7 @@ export interface OtlpReceiverOptions {
 export type OtlpReceiverBehaviour = 'ok' | 'down' | 'slow' | 'forbidden';
 
 export type SpansListener = (spans: readonly ReceivedSpan[]) => void;
+export type MetricsListener = (metrics: readonly ReceivedMetric[]) => void;
 
 export interface OtlpReceiver {
   /** http://HOST:PORT: use as OTEL_EXPORTER_OTLP_ENDPOINT. */
@@ -55,6 +56,8 @@ export interface OtlpReceiver {
   requests(): number;
   /** Called with the spans of each accepted export request; returns the unsubscribe. */
   onSpans(listener: SpansListener): () => void;
+  /** Called with the metrics of each accepted export request; returns the unsubscribe. */
+  onMetrics(listener: MetricsListener): () => void;
   close(): Promise<void>;
 }
 
@@ -145,6 +148,7 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
   let behaviour: OtlpReceiverBehaviour = 'ok';
   let slowMs = DEFAULT_SLOW_MS;
   const spanListeners = new Set<SpansListener>();
+  const metricListeners = new Set<MetricsListener>();
   const changeListeners = new Set<() => void>();
   const pendingDelays = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
 
@@ -160,12 +164,12 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       pendingDelays.add(entry);
     });
 
-  const notifySpans = (received: readonly ReceivedSpan[]) => {
-    for (const listener of spanListeners) {
+  const notify = <T>(listeners: Set<(received: readonly T[]) => void>, received: readonly T[]) => {
+    for (const listener of listeners) {
       try {
         listener(received);
       } catch (error) {
-        console.error('otlp-receiver: an onSpans listener threw:', error);
+        console.error('otlp-receiver: a listener threw:', error);
       }
     }
   };
@@ -203,11 +207,12 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
       if (signal === 'traces') {
         const received = decodeTraceRequest(body, format);
         if (retain) spans.push(...received);
-        if (received.length > 0) notifySpans(received);
+        if (received.length > 0) notify(spanListeners, received);
         notifyChange();
       } else if (signal === 'metrics') {
         const received = decodeMetricsRequest(body, format);
         if (retain) metrics.push(...received);
+        if (received.length > 0) notify(metricListeners, received);
         notifyChange();
       }
     } catch (error) {
@@ -318,6 +323,10 @@ export async function startOtlpReceiver(options: OtlpReceiverOptions = {}): Prom
     onSpans: (listener) => {
       spanListeners.add(listener);
       return () => spanListeners.delete(listener);
+    },
+    onMetrics: (listener) => {
+      metricListeners.add(listener);
+      return () => metricListeners.delete(listener);
     },
     close: () => {
       if (!closed) {
