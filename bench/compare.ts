@@ -25,6 +25,11 @@ and each build's throughput against the first, paired round by round. For exampl
   --rounds N         measured rounds per build (default 3)
   --seconds S        length of each measured run (default 5)
   --warmup S         warm-up per build before the rounds (default 8)
+  --node-options=O   NODE_OPTIONS for the builds, once per build in their order (default: the
+                     Dockerfile's; write it with "=", as the value starts with a dash); the same
+                     build may be given twice to compare V8 flags:
+                       node bench/compare.ts dist dist --node-options="--max-semi-space-size=8" \
+                         --node-options="--max-semi-space-size=8 --single-threaded-gc"
   -h, --help`;
 
 function parseOptions() {
@@ -35,6 +40,7 @@ function parseOptions() {
       rounds: { type: 'string', default: '3' },
       seconds: { type: 'string', default: '5' },
       warmup: { type: 'string', default: '8' },
+      'node-options': { type: 'string', multiple: true },
       help: { type: 'boolean', short: 'h', default: false },
     },
   });
@@ -56,9 +62,16 @@ function parseOptions() {
       throw new Error(`${build}/entry/main.js is missing: give a build directory like dist/`);
     }
   }
+  const nodeOptions = values['node-options'];
+  if (nodeOptions && nodeOptions.length !== builds.length) {
+    throw new Error(
+      `${nodeOptions.length} --node-options for ${builds.length} builds: give one per build, in their order`,
+    );
+  }
   return {
     telemetry,
     builds,
+    nodeOptions,
     rounds: count('rounds', values.rounds),
     seconds: count('seconds', values.seconds),
     warmupSeconds: count('warmup', values.warmup),
@@ -80,7 +93,13 @@ async function main(): Promise<void> {
     cpSync(build, copy, { recursive: true });
     const id = `#${index + 1}`;
     const product = { entry: `${copy}/entry/main.js`, sink, shippedNodeOptions };
-    return productPair(product, { id, label: build, telemetry: options.telemetry });
+    const nodeOptions = options.nodeOptions?.[index];
+    return productPair(product, {
+      id,
+      label: nodeOptions === undefined ? build : `${build} (NODE_OPTIONS ${nodeOptions})`,
+      telemetry: options.telemetry,
+      ...(nodeOptions === undefined ? {} : { nodeOptions }),
+    });
   });
   try {
     const { runs } = await runEndToEnd(
