@@ -26,10 +26,11 @@ and each build's throughput against the first, paired round by round. For exampl
   --seconds S        length of each measured run (default 5)
   --warmup S         warm-up per build before the rounds (default 8)
   --node-options=O   NODE_OPTIONS for the builds, once per build in their order (default: the
-                     Dockerfile's; write it with "=", as the value starts with a dash); the same
-                     build may be given twice to compare V8 flags:
+                     Dockerfile's; write it with "=", as the value starts with a dash; an empty
+                     value runs V8's defaults); the same build may be given twice to compare
+                     V8 flags (only those Node accepts in NODE_OPTIONS):
                        node bench/compare.ts dist dist --node-options="--max-semi-space-size=8" \
-                         --node-options="--max-semi-space-size=8 --single-threaded-gc"
+                         --node-options="--max-semi-space-size=16"
   -h, --help`;
 
 function parseOptions() {
@@ -96,9 +97,12 @@ async function main(): Promise<void> {
     const nodeOptions = options.nodeOptions?.[index];
     return productPair(product, {
       id,
-      label: nodeOptions === undefined ? build : `${build} (NODE_OPTIONS ${nodeOptions})`,
+      label:
+        nodeOptions === undefined
+          ? build
+          : `${build} (${nodeOptions ? `NODE_OPTIONS ${nodeOptions}` : "V8's defaults"})`,
       telemetry: options.telemetry,
-      ...(nodeOptions === undefined ? {} : { nodeOptions }),
+      ...(nodeOptions === undefined ? {} : { nodeOptions: nodeOptions || undefined }),
     });
   });
   try {

@@ -1,5 +1,7 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { postGreet } from './helpers/http.js';
 import { eventually, startRole } from './helpers/roles.js';
@@ -9,6 +11,36 @@ async function greet(url: string, headers: Record<string, string> = {}): Promise
   const response = await postGreet(url, { name: 'Export' }, headers);
   await response.arrayBuffer();
   return response.status;
+}
+
+/**
+ * The SDK's count of spans that left its queue, from the last metric export (the counter is
+ * cumulative): `error.type` undefined for the delivered, `queue_full` for the dropped, the
+ * error's name for a failed export.
+ */
+function spansProcessed(receiver: OtlpReceiver, errorType: (type: unknown) => boolean): number {
+  const processed = receiver
+    .metrics()
+    .filter((metric) => metric.name === 'otel.sdk.processor.span.processed')
+    .at(-1);
+  return (processed?.points ?? [])
+    .filter((point) => errorType(point.attributes['error.type']))
+    .reduce((total, point) => total + (point.value ?? 0), 0);
+}
+
+/** An OTLP endpoint that takes requests and never answers them. */
+async function startHangingEndpoint(): Promise<{ url: string; close(): Promise<void> }> {
+  const server = createServer(() => {});
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () =>
+      new Promise((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 describe('span export', () => {
@@ -121,17 +153,11 @@ describe('span export', () => {
       expect(await api.stop('SIGTERM')).toBe(0);
 
       const made = 2 * (requests + 1);
-      const processed = metricsReceiver
-        .metrics()
-        .filter((metric) => metric.name === 'otel.sdk.processor.span.processed')
-        .at(-1);
-      const counted = (errorType: string | undefined) =>
-        processed?.points
-          .filter((point) => point.attributes['error.type'] === errorType)
-          .reduce((total, point) => total + (point.value ?? 0), 0) ?? 0;
-      const dropped = counted('queue_full');
+      const dropped = spansProcessed(metricsReceiver, (type) => type === 'queue_full');
       expect(dropped).toBeGreaterThan(0);
-      expect(counted(undefined)).toBe(traces.spans().length);
+      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(
+        traces.spans().length,
+      );
       expect(traces.spans().length + dropped).toBe(made);
       const warnings = api
         .logs()
@@ -143,6 +169,62 @@ describe('span export', () => {
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
       await Promise.all([traces.close(), metricsReceiver.close()]);
+    }
+  });
+
+  it('counts the spans of refused exports as failed', async () => {
+    const traces = await startOtlpReceiver();
+    traces.setBehaviour('forbidden');
+    const metricsReceiver = await startOtlpReceiver();
+    const backend = await startRole('backend');
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces`,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
+        OTEL_BSP_SCHEDULE_DELAY: '20',
+      },
+    });
+    const requests = 5;
+    try {
+      for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
+      expect(await api.stop('SIGTERM')).toBe(0);
+      const failed = (type: unknown) => type !== undefined && type !== 'queue_full';
+      expect(spansProcessed(metricsReceiver, failed)).toBe(2 * requests);
+      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(0);
+      expect(traces.spans()).toHaveLength(0);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await Promise.all([traces.close(), metricsReceiver.close()]);
+    }
+  });
+
+  it('still exports the metrics at shutdown when the span endpoint never answers', async () => {
+    const hanging = await startHangingEndpoint();
+    const metricsReceiver = await startOtlpReceiver();
+    metricsReceiver.setBehaviour('slow', 50);
+    const backend = await startRole('backend');
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${hanging.url}/v1/traces`,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
+      },
+    });
+    try {
+      for (let i = 0; i < 3; i++) expect(await greet(api.url)).toBe(200);
+      const stoppedAt = performance.now();
+      expect(await api.stop('SIGTERM')).toBe(0);
+      // Within the shutdown cap of 4 s, with time to spare for Cloud Run's 10 s.
+      expect(performance.now() - stoppedAt).toBeLessThan(6_000);
+      const durations = metricsReceiver
+        .metrics()
+        .find((metric) => metric.name === 'http.server.request.duration');
+      expect(durations?.points.reduce((total, point) => total + (point.count ?? 0), 0)).toBe(3);
+      expect(api.stderr()).toBe('');
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await Promise.all([hanging.close(), metricsReceiver.close()]);
     }
   });
 

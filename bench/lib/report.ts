@@ -137,7 +137,8 @@ export function renderReport(results: Results): string {
         "none for the front end's unsampled requests, 3 for each pair's check before the load and 1 for the backend's readiness call " +
         '(wrk does not count requests in flight when it stops, so a few more arrive). ' +
         "Undelivered: what each role's SDK counted as dropped on a full queue or failed to export " +
-        '(`otel.sdk.processor.span.processed` with an `error.type`):',
+        '(`otel.sdk.processor.span.processed` with an `error.type`), from its metric export at ' +
+        'shutdown; "no report" when that export did not arrive:',
       '',
       table(
         [
@@ -150,9 +151,9 @@ export function renderReport(results: Results): string {
         endToEnd.spans.map((s) => [
           s.config,
           `${s.received.api} / ${s.expected.api}`,
-          String(s.undelivered.api),
+          String(s.undelivered.api ?? 'no report'),
           `${s.received.backend} / ${s.expected.backend}`,
-          String(s.undelivered.backend),
+          String(s.undelivered.backend ?? 'no report'),
         ]),
       ),
       '',

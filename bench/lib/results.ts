@@ -68,8 +68,8 @@ export type SpanDelivery = {
   config: string;
   expected: { api: number; backend: number };
   received: { api: number; backend: number };
-  /** What the SDK itself counted as dropped (queue full) or failed to export. */
-  undelivered: { api: number; backend: number };
+  /** What the SDK itself counted as dropped (queue full) or failed to export; undefined: no report. */
+  undelivered: { api: number | undefined; backend: number | undefined };
 };
 
 export type GrpcSummary = {

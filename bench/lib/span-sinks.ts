@@ -23,8 +23,11 @@ export type SpanSink = {
   readonly kind: 'receiver' | 'counter';
   readonly url: string;
   spansOf(config: string, service: string): number;
-  /** Spans the SDK reported it dropped or failed to export (otel.sdk.processor.span.processed). */
-  undeliveredOf(config: string, service: string): number;
+  /**
+   * Spans the SDK reported it dropped or failed to export (otel.sdk.processor.span.processed);
+   * undefined when no process of the service sent that metric at all.
+   */
+  undeliveredOf(config: string, service: string): number | undefined;
   /** OTLP HTTP requests received (traces and metrics). */
   requests(): number;
   close(): Promise<void>;
@@ -53,6 +56,7 @@ const PROCESSED = 'otel.sdk.processor.span.processed';
  */
 function undeliveredCounter() {
   const latest = new Map<string, { config: string; service: string; value: number }>();
+  const reported = new Set<string>();
   return {
     add(metrics: readonly ReceivedMetric[]) {
       for (const metric of metrics) {
@@ -60,6 +64,7 @@ function undeliveredCounter() {
         const config = String(metric.resource['bench.config']);
         const service = String(metric.resource['service.name']);
         const instance = String(metric.resource['service.instance.id']);
+        reported.add(`${config}/${service}`);
         for (const point of metric.points) {
           const reason = point.attributes['error.type'];
           if (reason === undefined) continue;
@@ -69,11 +74,13 @@ function undeliveredCounter() {
       }
     },
     get: (config: string, service: string) =>
-      sum(
-        [...latest.values()]
-          .filter((entry) => entry.config === config && entry.service === service)
-          .map((entry) => entry.value),
-      ),
+      reported.has(`${config}/${service}`)
+        ? sum(
+            [...latest.values()]
+              .filter((entry) => entry.config === config && entry.service === service)
+              .map((entry) => entry.value),
+          )
+        : undefined,
   };
 }
 

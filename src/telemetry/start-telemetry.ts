@@ -52,6 +52,8 @@ const TELEMETRY_API = 'https://telemetry.googleapis.com';
 /** The longest a response waits for its spans' export in request mode. */
 export const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
+/** What the metrics keep of the shutdown cap when the spans' flush stalls. */
+const METRICS_SHUTDOWN_RESERVE_MS = 1_000;
 
 export type Telemetry = {
   readonly tracer: Tracer;
@@ -196,11 +198,9 @@ export async function startTelemetry(
     }),
     shutdown(withinMs = SHUTDOWN_FLUSH_CAP_MS) {
       const capMs = Math.min(withinMs, SHUTDOWN_FLUSH_CAP_MS);
-      const startedAt = performance.now();
-      // Spans first: their processor counts the last batch in the metrics shut down next.
-      stopping ??= within(tracerProvider?.shutdown(), capMs)
-        .then(() => within(meterProvider?.shutdown(), capMs - (performance.now() - startedAt)))
-        .then(() => new Promise<void>((resolve) => logger.flush(() => resolve())));
+      stopping ??= shutDownInOrder(tracerProvider, meterProvider, capMs).then(
+        () => new Promise<void>((resolve) => logger.flush(() => resolve())),
+      );
       return stopping;
     },
   };
@@ -328,8 +328,26 @@ async function within(work: Promise<unknown> | undefined, ms: number): Promise<v
   await Promise.race([
     work.catch(() => undefined),
     new Promise((resolve) => {
-      timer = setTimeout(resolve, ms);
+      timer = setTimeout(resolve, Math.max(ms, 0));
     }),
   ]);
   clearTimeout(timer);
+}
+
+/**
+ * Spans first, so that the counts their processor keeps (spans delivered, failed, dropped) are
+ * complete when the metrics go; if the spans' flush stalls, the metrics still get a reserve of
+ * the cap, and the spans go on trying meanwhile.
+ */
+async function shutDownInOrder(
+  tracerProvider: TracerProvider | undefined,
+  meterProvider: MeterProvider | undefined,
+  capMs: number,
+): Promise<void> {
+  const startedAt = performance.now();
+  const spans = tracerProvider?.shutdown();
+  const reserveMs = meterProvider ? Math.min(METRICS_SHUTDOWN_RESERVE_MS, capMs / 2) : 0;
+  await within(spans, capMs - reserveMs);
+  const leftMs = capMs - (performance.now() - startedAt);
+  await within(Promise.allSettled([spans, meterProvider?.shutdown()]), leftMs);
 }
