@@ -1,32 +1,30 @@
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { BackendClient } from '../src/api/backend-client.js';
+import { type BackendClient, createBackendClient } from '../src/api/backend-client.js';
 import { type Api, buildApi } from '../src/api/build-api.js';
 import { parseConfig } from '../src/config.js';
+import { createHealthStatus } from '../src/rpc/health.js';
 import { setRequestAttributes } from '../src/telemetry/request-attributes.js';
 import { startTelemetry } from '../src/telemetry/start-telemetry.js';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
-
-/** A backend client that answers from memory: this file is about the api's hooks, not the hop. */
-const inMemoryBackend: BackendClient = {
-  greet: async ({ name }) => `Hello ${name}!!`,
-  isServing: async () => true,
-  close: () => {},
-};
+import { type GrpcTestServer, startGrpcServer } from './fixtures/grpc/start-grpc-server.js';
 
 describe('request hooks', () => {
   let receiver: OtlpReceiver;
+  let grpcServer: GrpcTestServer;
+  let backend: BackendClient;
   let api: Api;
   let url: string;
   const logLines: Record<string, unknown>[] = [];
 
   beforeAll(async () => {
     receiver = await startOtlpReceiver();
+    grpcServer = await startGrpcServer(createHealthStatus({ '': 'SERVING' }));
     process.env.OTEL_EXPORTER_OTLP_ENDPOINT = receiver.url;
     process.env.OTEL_BSP_SCHEDULE_DELAY = '50';
     const config = parseConfig({
       SERVICE_ROLE: 'api',
-      BACKEND_URL: 'http://127.0.0.1:1',
+      BACKEND_URL: grpcServer.url,
       LOG_LEVEL: 'info',
     });
     const telemetry = await startTelemetry(config, {
@@ -38,9 +36,11 @@ describe('request hooks', () => {
         },
       }),
     });
+    if (!config.backend) throw new Error('parseConfig gave the api no backend');
+    backend = createBackendClient(config.backend, { telemetry });
     api = await buildApi({
       telemetry,
-      backend: inMemoryBackend,
+      backend,
       requestHooks: [
         () => {
           throw new Error('hook exploded');
@@ -58,6 +58,8 @@ describe('request hooks', () => {
   });
   afterAll(async () => {
     await api?.app.close();
+    backend?.close();
+    await grpcServer?.close();
     await receiver?.close();
     delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
     delete process.env.OTEL_BSP_SCHEDULE_DELAY;

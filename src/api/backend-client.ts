@@ -1,21 +1,19 @@
 import type { Http2Session } from 'node:http2';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { type CallOptions, Code, ConnectError, createClient } from '@connectrpc/connect';
 import { type GrpcTransportOptions, Http2SessionManager } from '@connectrpc/connect-node';
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
-import { type IdTokenCredentials, isCredentialsError } from '../identity/id-token-credentials.js';
-import { createClientTracingInterceptor, withAttempt } from '../telemetry/rpc-tracing.js';
+import type { IdTokenCredentials } from '../identity/id-token-credentials.js';
+import { createClientTracingInterceptor } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { createGrpcUnaryTransport } from './grpc-unary-transport.js';
+import { createRetryInterceptor } from './retry-interceptor.js';
 
-/** The original service's policy: only UNAVAILABLE is retried, with full-jitter backoff. */
-export const RETRY_POLICY = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
+/** The original service's backoff: 100 ms doubling to 10 s, full jitter (UNAVAILABLE only). */
+export const RETRY_BACKOFF = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
 
 const READINESS_TIMEOUT_MS = 1_000;
-/** A retry is not started with less of the deadline left than this. */
-const MIN_ATTEMPT_MS = 50;
 
 export type GreetInput = { name: string; withError: boolean };
 
@@ -46,10 +44,12 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     deps.telemetry.meter,
     target.url,
   );
+  // Outermost first: each attempt the retries make gets its own CLIENT span.
+  const retries = createRetryInterceptor({ maxAttempts: target.maxAttempts, ...RETRY_BACKOFF });
   const baseUrl = target.url.toString();
   const backend = createClient(
     BackendService,
-    createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: [tracing] }),
+    createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: [retries, tracing] }),
   );
   const health = createClient(Health, createGrpcUnaryTransport({ baseUrl, sessionManager }));
   const { credentials } = deps;
@@ -57,38 +57,23 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
   const credentialHeaders =
     credentials && (async () => ({ authorization: await credentials.authorization() }));
 
+  /**
+   * What every backend call takes: the credentials, fetched first so that a slow token source is
+   * not mistaken for a slow backend, and the deadline (BACKEND_TIMEOUT_MS from now, the fetch
+   * and any retries included).
+   */
+  async function callOptions(signal: AbortSignal | undefined): Promise<CallOptions> {
+    const deadline = Date.now() + target.timeoutMs;
+    const headers = credentialHeaders ? await credentialHeaders() : undefined;
+    const timeoutMs = deadline - Date.now();
+    if (timeoutMs <= 0) throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
+    return { timeoutMs, ...(headers ? { headers } : {}), ...(signal ? { signal } : {}) };
+  }
+
   return {
     async greet(input, signal) {
-      const deadline = Date.now() + target.timeoutMs;
-      for (let attempt = 1; ; attempt++) {
-        const timeoutMs = deadline - Date.now();
-        if (timeoutMs <= 0)
-          throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
-        try {
-          const callHeaders = credentialHeaders ? await credentialHeaders() : undefined;
-          const response = await withAttempt(attempt, () =>
-            backend.greet(input, {
-              timeoutMs,
-              ...(callHeaders ? { headers: callHeaders } : {}),
-              ...(signal ? { signal } : {}),
-            }),
-          );
-          return response.reply;
-        } catch (thrown) {
-          const error = ConnectError.from(thrown);
-          // Credentials failures are not the backend's: google-auth-library already retried.
-          const retryable = error.code === Code.Unavailable && !isCredentialsError(error);
-          if (!retryable || attempt >= target.maxAttempts) throw error;
-          const backoff = Math.min(
-            RETRY_POLICY.maxBackoffMs,
-            RETRY_POLICY.initialBackoffMs * 2 ** (attempt - 1),
-          );
-          const delay = Math.random() * backoff;
-          // An attempt left with a few milliseconds could only time out: report why we retried.
-          if (Date.now() + delay + MIN_ATTEMPT_MS >= deadline) throw error;
-          await sleep(delay, undefined, signal ? { signal } : {});
-        }
-      }
+      const { reply } = await backend.greet(input, await callOptions(signal));
+      return reply;
     },
     async isServing() {
       try {

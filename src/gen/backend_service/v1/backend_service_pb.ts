@@ -10,7 +10,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file backend_service/v1/backend_service.proto.
  */
 export const file_backend_service_v1_backend_service: GenFile = /*@__PURE__*/
-  fileDesc("CihiYWNrZW5kX3NlcnZpY2UvdjEvYmFja2VuZF9zZXJ2aWNlLnByb3RvEhJiYWNrZW5kX3NlcnZpY2UudjEiMAoMR3JlZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKd2l0aF9lcnJvchgCIAEoCCIkCg1HcmVldFJlc3BvbnNlEg0KBXJlcGx5GAIgASgJSgQIARACMl4KDkJhY2tlbmRTZXJ2aWNlEkwKBUdyZWV0EiAuYmFja2VuZF9zZXJ2aWNlLnYxLkdyZWV0UmVxdWVzdBohLmJhY2tlbmRfc2VydmljZS52MS5HcmVldFJlc3BvbnNlYgZwcm90bzM");
+  fileDesc("CihiYWNrZW5kX3NlcnZpY2UvdjEvYmFja2VuZF9zZXJ2aWNlLnByb3RvEhJiYWNrZW5kX3NlcnZpY2UudjEiMAoMR3JlZXRSZXF1ZXN0EgwKBG5hbWUYASABKAkSEgoKd2l0aF9lcnJvchgCIAEoCCIkCg1HcmVldFJlc3BvbnNlEg0KBXJlcGx5GAIgASgJSgQIARACMmMKDkJhY2tlbmRTZXJ2aWNlElEKBUdyZWV0EiAuYmFja2VuZF9zZXJ2aWNlLnYxLkdyZWV0UmVxdWVzdBohLmJhY2tlbmRfc2VydmljZS52MS5HcmVldFJlc3BvbnNlIgOQAgJiBnByb3RvMw");
 
 /**
  * @generated from message backend_service.v1.GreetRequest
@@ -64,7 +64,8 @@ export const GreetResponseSchema: GenMessage<GreetResponse> = /*@__PURE__*/
 export const BackendService: GenService<{
   /**
    * Greet answers "Hello <name>!!". with_error = true fails on purpose with
-   * INTERNAL "greeting failed on purpose (with_error=true)".
+   * INTERNAL "greeting failed on purpose (with_error=true)". Idempotent: the api
+   * retries it when the backend is UNAVAILABLE.
    *
    * @generated from rpc backend_service.v1.BackendService.Greet
    */

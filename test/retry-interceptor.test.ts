@@ -1,0 +1,184 @@
+import { once } from 'node:events';
+import { createServer, type ServerHttp2Session } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { Code, ConnectError, createClient, type HandlerContext } from '@connectrpc/connect';
+import { connectNodeAdapter, Http2SessionManager } from '@connectrpc/connect-node';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { createGrpcUnaryTransport } from '../src/api/grpc-unary-transport.js';
+import { createRetryInterceptor, type RetryPolicy } from '../src/api/retry-interceptor.js';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
+
+/*
+ * A real backend whose methods fail as told, and Connect clients over the api's transport with
+ * the retry interceptor. Greet is marked IDEMPOTENT in its proto; grpc.health.v1's Check is not.
+ */
+
+type Failure = { code: Code; times: number };
+type Call = { method: string; timeoutHeader: string | null; at: number };
+
+let failure: Failure = { code: Code.Unavailable, times: 0 };
+let calls: Call[] = [];
+let baseUrl = '';
+let close: () => Promise<void>;
+
+function answer(method: string, context: HandlerContext): void {
+  const timeoutHeader = context.requestHeader.get('grpc-timeout');
+  calls.push({ method, timeoutHeader, at: performance.now() });
+  if (calls.length <= failure.times) throw new ConnectError('not now', failure.code);
+}
+
+beforeAll(async () => {
+  const server = createServer(
+    connectNodeAdapter({
+      routes: (router) => {
+        router.service(BackendService, {
+          greet: ({ name }, context) => {
+            answer('Greet', context);
+            return { reply: `Hello ${name}!!` };
+          },
+        });
+        router.service(Health, {
+          check: (_, context) => {
+            answer('Check', context);
+            return { status: HealthCheckResponse_ServingStatus.SERVING };
+          },
+          watch: async function* () {},
+          list: () => ({ statuses: {} }),
+        });
+      },
+    }),
+  );
+  const sessions = new Set<ServerHttp2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.once('close', () => sessions.delete(session));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  close = async () => {
+    for (const session of sessions) session.close();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+});
+
+afterAll(() => close());
+
+beforeEach(() => {
+  calls = [];
+  failure = { code: Code.Unavailable, times: 0 };
+});
+
+function clients(policy: Partial<RetryPolicy> = {}) {
+  const sessionManager = new Http2SessionManager(baseUrl);
+  const transport = createGrpcUnaryTransport({
+    baseUrl,
+    sessionManager,
+    interceptors: [
+      createRetryInterceptor({ maxAttempts: 4, initialBackoffMs: 5, maxBackoffMs: 20, ...policy }),
+    ],
+  });
+  return {
+    backend: createClient(BackendService, transport),
+    health: createClient(Health, transport),
+    [Symbol.dispose]: () => sessionManager.abort(),
+  };
+}
+
+async function outcome(call: Promise<unknown>): Promise<string> {
+  try {
+    await call;
+    return 'OK';
+  } catch (error) {
+    return Code[ConnectError.from(error).code] ?? 'unknown';
+  }
+}
+
+describe('retries on UNAVAILABLE', () => {
+  it('retries a method marked idempotent until it succeeds', async () => {
+    using client = clients();
+    failure = { code: Code.Unavailable, times: 2 };
+    const { reply } = await client.backend.greet({ name: 'Ada' }, { timeoutMs: 5_000 });
+    expect(reply).toBe('Hello Ada!!');
+    expect(calls.map((call) => call.method)).toEqual(['Greet', 'Greet', 'Greet']);
+  });
+
+  it('gives each attempt what is left of the one deadline', async () => {
+    using client = clients({ initialBackoffMs: 300, maxBackoffMs: 300 });
+    failure = { code: Code.Unavailable, times: 3 };
+    await client.backend.greet({ name: 'Ada' }, { timeoutMs: 5_000 });
+    expect(calls).toHaveLength(4);
+    expect(calls.every((call) => /^\d+m$/.test(call.timeoutHeader ?? ''))).toBe(true);
+    const first = calls[0]?.at ?? 0;
+    for (const call of calls) {
+      const left = 5_000 - (call.at - first);
+      expect(Math.abs(Number(call.timeoutHeader?.slice(0, -1)) - left)).toBeLessThan(50);
+    }
+  });
+
+  it('does not retry a method without an idempotency level: it may have run', async () => {
+    using client = clients();
+    failure = { code: Code.Unavailable, times: 1 };
+    expect(await outcome(client.health.check({ service: '' }, { timeoutMs: 5_000 }))).toBe(
+      'Unavailable',
+    );
+    expect(calls.map((call) => call.method)).toEqual(['Check']);
+  });
+
+  it('stops after maxAttempts and reports UNAVAILABLE', async () => {
+    using client = clients({ maxAttempts: 3 });
+    failure = { code: Code.Unavailable, times: 100 };
+    expect(await outcome(client.backend.greet({ name: 'Ada' }, { timeoutMs: 5_000 }))).toBe(
+      'Unavailable',
+    );
+    expect(calls).toHaveLength(3);
+  });
+
+  it.each([Code.Internal, Code.InvalidArgument, Code.DeadlineExceeded, Code.ResourceExhausted])(
+    'does not retry code %s',
+    async (code) => {
+      using client = clients();
+      failure = { code, times: 1 };
+      expect(await outcome(client.backend.greet({ name: 'Ada' }, { timeoutMs: 5_000 }))).toBe(
+        Code[code],
+      );
+      expect(calls).toHaveLength(1);
+    },
+  );
+
+  it('does not start an attempt that the deadline would cut short', async () => {
+    using client = clients({ initialBackoffMs: 10_000, maxBackoffMs: 10_000 });
+    failure = { code: Code.Unavailable, times: 100 };
+    const startedAt = performance.now();
+    // Backoff is drawn from 0-10 s: nearly always past the 300 ms deadline.
+    const result = await outcome(client.backend.greet({ name: 'Ada' }, { timeoutMs: 300 }));
+    expect(['Unavailable', 'DeadlineExceeded']).toContain(result);
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+  });
+
+  it("stops waiting when the caller's signal is aborted during the backoff", async () => {
+    using client = clients({ initialBackoffMs: 2_000, maxBackoffMs: 2_000 });
+    failure = { code: Code.Unavailable, times: 100 };
+    const caller = new AbortController();
+    setTimeout(() => caller.abort(), 100);
+    const startedAt = performance.now();
+    const result = await outcome(
+      client.backend.greet({ name: 'Ada' }, { timeoutMs: 60_000, signal: caller.signal }),
+    );
+    // Aborted during the backoff (canceled), unless the draw was under 100 ms and the next
+    // attempt failed first: then the abort met a second backoff.
+    expect(result).toBe('Canceled');
+    expect(performance.now() - startedAt).toBeLessThan(1_000);
+    expect(calls.length).toBeLessThanOrEqual(3);
+  });
+
+  it('with maxAttempts 1 makes one attempt', async () => {
+    using client = clients({ maxAttempts: 1 });
+    failure = { code: Code.Unavailable, times: 1 };
+    expect(await outcome(client.backend.greet({ name: 'Ada' }, { timeoutMs: 5_000 }))).toBe(
+      'Unavailable',
+    );
+    expect(calls).toHaveLength(1);
+  });
+});
