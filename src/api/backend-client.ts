@@ -4,7 +4,10 @@ import { type GrpcTransportOptions, Http2SessionManager } from '@connectrpc/conn
 import type { BackendTarget } from '../config.js';
 import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../gen/grpc/health/v1/health_pb.js';
-import type { IdTokenCredentials } from '../identity/id-token-credentials.js';
+import {
+  createCredentialsInterceptor,
+  type IdTokenCredentials,
+} from '../identity/id-token-credentials.js';
 import { createClientTracingInterceptor } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { createGrpcUnaryTransport } from './grpc-unary-transport.js';
@@ -44,30 +47,34 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     deps.telemetry.meter,
     target.url,
   );
-  // Outermost first: each attempt the retries make gets its own CLIENT span.
+  // Without credentials (h2c, locally) a call awaits nothing before it starts.
+  const credentials = deps.credentials ? [createCredentialsInterceptor(deps.credentials)] : [];
   const retries = createRetryInterceptor({ maxAttempts: target.maxAttempts, ...RETRY_BACKOFF });
   const baseUrl = target.url.toString();
-  const backend = createClient(
-    BackendService,
-    createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: [retries, tracing] }),
+  // Outermost first: each attempt gets a fresh token, then a CLIENT span of its own.
+  const transport = createGrpcUnaryTransport({
+    baseUrl,
+    sessionManager,
+    interceptors: [retries, ...credentials, tracing],
+  });
+  // Another service of the backend gets its client on the same transport.
+  const backend = createClient(BackendService, transport);
+  const health = createClient(
+    Health,
+    createGrpcUnaryTransport({ baseUrl, sessionManager, interceptors: credentials }),
   );
-  const health = createClient(Health, createGrpcUnaryTransport({ baseUrl, sessionManager }));
-  const { credentials } = deps;
-  // Undefined without credentials: a call then awaits nothing before it starts.
-  const credentialHeaders =
-    credentials && (async () => ({ authorization: await credentials.authorization() }));
 
   /**
-   * What every backend call takes: the credentials, fetched first so that a slow token source is
-   * not mistaken for a slow backend, and the deadline (BACKEND_TIMEOUT_MS from now, the fetch
-   * and any retries included).
+   * Every backend call's options: its deadline, BACKEND_TIMEOUT_MS with the token and any retries
+   * included. The token is asked for before the call's clock starts, so that a slow or failing
+   * token source is reported as such rather than as a deadline; the attempts then find it cached.
    */
   async function callOptions(signal: AbortSignal | undefined): Promise<CallOptions> {
-    const deadline = Date.now() + target.timeoutMs;
-    const headers = credentialHeaders ? await credentialHeaders() : undefined;
-    const timeoutMs = deadline - Date.now();
+    const startedAt = Date.now();
+    await deps.credentials?.authorization();
+    const timeoutMs = target.timeoutMs - (Date.now() - startedAt);
     if (timeoutMs <= 0) throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
-    return { timeoutMs, ...(headers ? { headers } : {}), ...(signal ? { signal } : {}) };
+    return { timeoutMs, ...(signal ? { signal } : {}) };
   }
 
   return {
@@ -77,11 +84,7 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     },
     async isServing() {
       try {
-        const callHeaders = credentialHeaders ? await credentialHeaders() : undefined;
-        const { status } = await health.check(
-          { service: '' },
-          { timeoutMs: READINESS_TIMEOUT_MS, ...(callHeaders ? { headers: callHeaders } : {}) },
-        );
+        const { status } = await health.check({ service: '' }, { timeoutMs: READINESS_TIMEOUT_MS });
         return status === HealthCheckResponse_ServingStatus.SERVING;
       } catch {
         return false;

@@ -159,7 +159,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
       const requestHeader = new Headers(header);
       requestHeader.set('content-type', 'application/grpc+proto');
       if (!requestHeader.has('user-agent')) requestHeader.set('user-agent', USER_AGENT);
-      if (deadlineMs !== undefined) requestHeader.set('grpc-timeout', `${deadlineMs}m`);
+      if (deadlineMs !== undefined) requestHeader.set('grpc-timeout', grpcTimeout(deadlineMs));
       requestHeader.set('te', 'trailers');
       let error: ConnectError | undefined;
       try {
@@ -235,6 +235,11 @@ async function unaryResponse(
 
 function normalize<T extends DescMessage>(schema: T, input: unknown) {
   return isMessage(input, schema) ? input : create(schema, input as never);
+}
+
+/** gRPC's TimeoutValue is a whole number of at most 8 digits: milliseconds, rounded up. */
+function grpcTimeout(ms: number): string {
+  return `${Math.min(Math.ceil(ms), 99_999_999)}m`;
 }
 
 function applyInterceptors(

@@ -1,4 +1,4 @@
-import { Code, ConnectError } from '@connectrpc/connect';
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
 
 /** Refresh this long before expiry, so a token never expires on the wire. */
@@ -90,6 +90,18 @@ export function createIdTokenCredentials(
         return `Bearer ${usable}`;
       }
     },
+  };
+}
+
+/**
+ * Gives every call attempt its `authorization` header, asked of `credentials` each time, so that
+ * a retry never sends a token that expired meanwhile. Placed outside the tracing interceptor: a
+ * slow or failing token source is not counted as the backend's time or failure.
+ */
+export function createCredentialsInterceptor(credentials: IdTokenCredentials): Interceptor {
+  return (next) => async (req) => {
+    req.header.set('authorization', await credentials.authorization());
+    return next(req);
   };
 }
 
