@@ -28,6 +28,29 @@ function spansProcessed(receiver: OtlpReceiver, errorType: (type: unknown) => bo
     .reduce((total, point) => total + (point.value ?? 0), 0);
 }
 
+/** The api and its backend, the api sending spans to `tracesUrl` and metrics to `metricsUrl`. */
+async function startApiExportingTo(
+  tracesUrl: string,
+  metricsUrl: string,
+  env: Record<string, string> = {},
+) {
+  const backend = await startRole('backend');
+  try {
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${tracesUrl}/v1/traces`,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsUrl}/v1/metrics`,
+        ...env,
+      },
+    });
+    return { api, stop: () => Promise.all([api.stop(), backend.stop()]) };
+  } catch (error) {
+    await backend.stop();
+    throw error;
+  }
+}
+
 /** An OTLP endpoint that takes requests and never answers them. */
 async function startHangingEndpoint(): Promise<{ url: string; close(): Promise<void> }> {
   const server = createServer(() => {});
@@ -132,18 +155,12 @@ describe('span export', () => {
     const traces = await startOtlpReceiver();
     traces.setBehaviour('slow', 400);
     const metricsReceiver = await startOtlpReceiver();
-    const backend = await startRole('backend');
-    const api = await startRole('api', {
-      env: {
-        BACKEND_URL: backend.url,
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces`,
-        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
-        OTEL_BSP_MAX_QUEUE_SIZE: '4',
-        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
-        OTEL_BSP_SCHEDULE_DELAY: '20',
-        OTEL_METRIC_EXPORT_INTERVAL: '60000',
-      },
+    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
+      OTEL_BSP_MAX_QUEUE_SIZE: '4',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
+      OTEL_BSP_SCHEDULE_DELAY: '20',
     });
+    const { api } = roles;
     const requests = 20;
     try {
       for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
@@ -167,7 +184,7 @@ describe('span export', () => {
       expect(warnings.length).toBeGreaterThan(0);
       expect(warnings.every((line) => line.severity === 'WARNING')).toBe(true);
     } finally {
-      await Promise.all([api.stop(), backend.stop()]);
+      await roles.stop();
       await Promise.all([traces.close(), metricsReceiver.close()]);
     }
   });
@@ -176,15 +193,10 @@ describe('span export', () => {
     const traces = await startOtlpReceiver();
     traces.setBehaviour('forbidden');
     const metricsReceiver = await startOtlpReceiver();
-    const backend = await startRole('backend');
-    const api = await startRole('api', {
-      env: {
-        BACKEND_URL: backend.url,
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${traces.url}/v1/traces`,
-        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
-        OTEL_BSP_SCHEDULE_DELAY: '20',
-      },
+    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
+      OTEL_BSP_SCHEDULE_DELAY: '20',
     });
+    const { api } = roles;
     const requests = 5;
     try {
       for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
@@ -194,7 +206,7 @@ describe('span export', () => {
       expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(0);
       expect(traces.spans()).toHaveLength(0);
     } finally {
-      await Promise.all([api.stop(), backend.stop()]);
+      await roles.stop();
       await Promise.all([traces.close(), metricsReceiver.close()]);
     }
   });
@@ -203,14 +215,8 @@ describe('span export', () => {
     const hanging = await startHangingEndpoint();
     const metricsReceiver = await startOtlpReceiver();
     metricsReceiver.setBehaviour('slow', 50);
-    const backend = await startRole('backend');
-    const api = await startRole('api', {
-      env: {
-        BACKEND_URL: backend.url,
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${hanging.url}/v1/traces`,
-        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsReceiver.url}/v1/metrics`,
-      },
-    });
+    const roles = await startApiExportingTo(hanging.url, metricsReceiver.url);
+    const { api } = roles;
     try {
       for (let i = 0; i < 3; i++) expect(await greet(api.url)).toBe(200);
       const stoppedAt = performance.now();
@@ -223,7 +229,7 @@ describe('span export', () => {
       expect(durations?.points.reduce((total, point) => total + (point.count ?? 0), 0)).toBe(3);
       expect(api.stderr()).toBe('');
     } finally {
-      await Promise.all([api.stop(), backend.stop()]);
+      await roles.stop();
       await Promise.all([hanging.close(), metricsReceiver.close()]);
     }
   });
