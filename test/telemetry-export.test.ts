@@ -189,6 +189,33 @@ describe('span export', () => {
     }
   });
 
+  it('request mode under load: every span delivered, in fewer exports than requests', async () => {
+    // 64 requests at once, each flushing its spans before it answers: one export each would pass
+    // the exporter's limit of 30 at once, and the exports past it would drop their spans.
+    const traces = await startOtlpReceiver();
+    traces.setBehaviour('slow', 50);
+    const metricsReceiver = await startOtlpReceiver();
+    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
+      TELEMETRY_EXPORT_MODE: 'request',
+      OTEL_TRACES_SAMPLER: 'always_on',
+    });
+    const { api } = roles;
+    const requests = 64;
+    try {
+      const statuses = await Promise.all(Array.from({ length: requests }, () => greet(api.url)));
+      expect(statuses.every((status) => status === 200)).toBe(true);
+      // Each answer waited for a flush that carried its spans.
+      expect(traces.spans()).toHaveLength(2 * requests);
+      expect(traces.requests()).toBeLessThan(requests / 2);
+      expect(await api.stop('SIGTERM')).toBe(0);
+      expect(spansProcessed(metricsReceiver, (type) => type !== undefined)).toBe(0);
+      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(2 * requests);
+    } finally {
+      await roles.stop();
+      await Promise.all([traces.close(), metricsReceiver.close()]);
+    }
+  });
+
   it('counts the spans of refused exports as failed', async () => {
     const traces = await startOtlpReceiver();
     traces.setBehaviour('forbidden');

@@ -26,6 +26,7 @@ import {
 import type { Config } from '../config.js';
 import { loadGoogleAuthLibrary } from '../identity/google-auth-library.js';
 import { lazy } from '../lazy.js';
+import { coalesceFlushes } from './coalesce-flushes.js';
 import {
   type GuardedSpanExporter,
   guardMetricExporter,
@@ -52,6 +53,14 @@ const TELEMETRY_API = 'https://telemetry.googleapis.com';
 /** The longest a response waits for its spans' export in request mode. */
 export const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
+/**
+ * Request mode's flushes in flight at once. Each takes what is queued when it starts, so they stay
+ * well under the exporter's 30 concurrent exports (8 flushes + 2,048 queued spans in batches of
+ * 512 + the processor's own timer: 13); more waiting requests share the next one. Measured with
+ * every request sampled (docs/benchmarks.md): 1 costs a slow endpoint's requests a second round
+ * trip, 16 costs a fast one's CPU in exports.
+ */
+const MAX_CONCURRENT_REQUEST_FLUSHES = 8;
 /** What the metrics keep of the shutdown cap when the spans' flush stalls. */
 const METRICS_SHUTDOWN_RESERVE_MS = 1_000;
 
@@ -171,16 +180,18 @@ export async function startTelemetry(
   if (tracerProvider) trace.setGlobalTracerProvider(tracerProvider);
   if (meterProvider) metrics.setGlobalMeterProvider(meterProvider);
 
-  const flushPerRequest = config.telemetryExportMode === 'request' && tracerProvider !== undefined;
   // Nothing to wait for when spans go out in batches.
-  const afterRequest = flushPerRequest
-    ? () => {
-        // A down or slow endpoint must not slow requests: while exports fail or take longer
-        // than the cap, the flush starts but the response does not wait for it.
-        const flushing = within(tracerProvider?.forceFlush(), REQUEST_FLUSH_CAP_MS);
-        return otlp && !otlp.isPrompt(REQUEST_FLUSH_CAP_MS) ? Promise.resolve() : flushing;
-      }
-    : undefined;
+  let afterRequest: (() => Promise<void>) | undefined;
+  if (config.telemetryExportMode === 'request' && tracerProvider) {
+    const provider = tracerProvider;
+    const flush = coalesceFlushes(() => provider.forceFlush(), MAX_CONCURRENT_REQUEST_FLUSHES);
+    afterRequest = () => {
+      // A down or slow endpoint must not slow requests: while exports fail or take longer
+      // than the cap, the flush starts but the response does not wait for it.
+      const flushing = within(flush(), REQUEST_FLUSH_CAP_MS);
+      return otlp && !otlp.isPrompt(REQUEST_FLUSH_CAP_MS) ? Promise.resolve() : flushing;
+    };
+  }
 
   const tracer = trace.getTracer('cloud-run-services');
   let stopping: Promise<void> | undefined;
