@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { coalesceFlushes } from '../src/telemetry/coalesce-flushes.js';
 
+/** Lets every pending promise callback run (flushes start in one). */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
 /** A flush the test ends by hand, recording how many run at once. */
 function controlledFlushes() {
   const pending: Array<{ end: () => void; fail: () => void }> = [];
@@ -29,8 +32,9 @@ function controlledFlushes() {
       }),
     /** Ends the oldest running flush and lets the promise callbacks run. */
     async endOldest(how: 'end' | 'fail' = 'end') {
+      await settle();
       pending.shift()?.[how]();
-      await new Promise((resolve) => setImmediate(resolve));
+      await settle();
     },
     stats: () => ({ started, running, mostAtOnce }),
   };
@@ -42,6 +46,7 @@ describe('coalesceFlushes', () => {
     const flush = coalesceFlushes(flushes.flush, 2);
     const resolved: number[] = [];
     const calls = Array.from({ length: 10 }, (_, i) => flush().then(() => resolved.push(i)));
+    await settle();
     expect(flushes.stats()).toEqual({ started: 2, running: 2, mostAtOnce: 2 });
 
     await flushes.endOldest();
@@ -65,12 +70,26 @@ describe('coalesceFlushes', () => {
     await first;
     // `second` is running now: a caller's spans may have been queued after it started.
     const third = flush();
+    await settle();
     expect(flushes.stats().started).toBe(2);
     await flushes.endOldest();
     await second;
+    await settle();
     expect(flushes.stats().started).toBe(3);
     await flushes.endOldest();
     await third;
+  });
+
+  it('frees the slot of a flush that throws before it returns a promise', async () => {
+    let calls = 0;
+    const flush = coalesceFlushes(() => {
+      calls++;
+      if (calls === 1) throw new Error('thrown, not rejected');
+      return Promise.resolve();
+    }, 1);
+    await expect(flush()).resolves.toBeUndefined();
+    await expect(flush()).resolves.toBeUndefined();
+    expect(calls).toBe(2);
   });
 
   it('resolves callers when a flush fails, and keeps going', async () => {

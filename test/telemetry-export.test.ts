@@ -216,6 +216,36 @@ describe('span export', () => {
     }
   });
 
+  it('request mode, a slow endpoint under load: answers within the cap, and every span arrives later', async () => {
+    const traces = await startOtlpReceiver();
+    traces.setBehaviour('slow', 3_000);
+    const metricsReceiver = await startOtlpReceiver();
+    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
+      TELEMETRY_EXPORT_MODE: 'request',
+      OTEL_TRACES_SAMPLER: 'always_on',
+    });
+    const { api } = roles;
+    const requests = 48;
+    try {
+      const timed = async () => {
+        const startedAt = performance.now();
+        const status = await greet(api.url);
+        return { status, ms: performance.now() - startedAt };
+      };
+      const answers = await Promise.all(Array.from({ length: requests }, timed));
+      expect(answers.every((answer) => answer.status === 200)).toBe(true);
+      // The flush cap is 1 s; none waits for the 3 s exports.
+      expect(Math.max(...answers.map((answer) => answer.ms))).toBeLessThan(2_000);
+      await traces.waitForSpans((spans) => spans.length >= 2 * requests, { timeoutMs: 15_000 });
+      expect(await api.stop('SIGTERM')).toBe(0);
+      expect(spansProcessed(metricsReceiver, (type) => type !== undefined)).toBe(0);
+      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(2 * requests);
+    } finally {
+      await roles.stop();
+      await Promise.all([traces.close(), metricsReceiver.close()]);
+    }
+  });
+
   it('counts the spans of refused exports as failed', async () => {
     const traces = await startOtlpReceiver();
     traces.setBehaviour('forbidden');

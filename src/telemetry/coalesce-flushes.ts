@@ -13,7 +13,8 @@ export function coalesceFlushes(
   let next: { flushed: Promise<void>; start(): void } | undefined;
   const run = (): Promise<void> => {
     running++;
-    return flush()
+    return Promise.resolve()
+      .then(flush)
       .then(settled, settled)
       .finally(() => {
         running--;

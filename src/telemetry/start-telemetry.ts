@@ -54,11 +54,9 @@ const TELEMETRY_API = 'https://telemetry.googleapis.com';
 export const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
 /**
- * Request mode's flushes in flight at once. Each takes what is queued when it starts, so they stay
- * well under the exporter's 30 concurrent exports (8 flushes + 2,048 queued spans in batches of
- * 512 + the processor's own timer: 13); more waiting requests share the next one. Measured with
- * every request sampled (docs/benchmarks.md): 1 costs a slow endpoint's requests a second round
- * trip, 16 costs a fast one's CPU in exports.
+ * Request mode's flushes in flight at once; more waiting requests share the next one. Measured
+ * with every request sampled (docs/benchmarks.md): 1 costs a slow endpoint's requests a second
+ * round trip, 16 costs a fast one's CPU in exports.
  */
 const MAX_CONCURRENT_REQUEST_FLUSHES = 8;
 /** What the metrics keep of the shutdown cap when the spans' flush stalls. */
@@ -146,11 +144,12 @@ export async function startTelemetry(
       );
       if (readers.length > 0) meterProvider = await createMeterProvider(resource, readers);
       const defaultExporter = config.onCloudRun || hasOtlpEndpoint('TRACES') ? 'otlp' : 'none';
+      const batchOptions = batchOptionsFromEnv();
       for (const choice of exporterChoices('OTEL_TRACES_EXPORTER', defaultExporter)) {
         let exporter: SpanExporter = new ConsoleSpanExporter();
         if (choice === 'otlp') {
           otlp = guardSpanExporter(
-            await otlpSpanExporter(auth),
+            await otlpSpanExporter(auth, exportsAtOnce(batchOptions)),
             logger,
             describeTarget('TRACES', auth),
           );
@@ -159,7 +158,7 @@ export async function startTelemetry(
         processors.push(
           new BatchSpanProcessor({
             exporter,
-            ...batchOptionsFromEnv(),
+            ...batchOptions,
             // otel.sdk.processor.span.processed: spans exported, failed, or dropped on a full queue.
             ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
           }),
@@ -260,8 +259,23 @@ function otlpOptions(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefin
   return otlpEndpointIsGoogle(signal) ? { headers: auth } : {};
 }
 
-async function otlpSpanExporter(auth: GoogleHeaders | undefined): Promise<SpanExporter> {
-  const options = otlpOptions('TRACES', auth);
+/**
+ * The most span exports that can be in flight at once, so that the exporter never refuses one
+ * ("Concurrent export limit reached", its default limit being 30): each request-mode flush and
+ * the shutdown flush can take a full queue in batches, and the processor's timer sends one more.
+ * 37 with the SDK's defaults (a queue of 2,048 in batches of 512).
+ */
+function exportsAtOnce(batch: { maxQueueSize?: number; maxExportBatchSize?: number }): number {
+  const queue = batch.maxQueueSize ?? 2_048;
+  const batchesPerFlush = Math.ceil(queue / Math.min(batch.maxExportBatchSize ?? 512, queue));
+  return (MAX_CONCURRENT_REQUEST_FLUSHES + 1) * batchesPerFlush + 1;
+}
+
+async function otlpSpanExporter(
+  auth: GoogleHeaders | undefined,
+  concurrencyLimit: number,
+): Promise<SpanExporter> {
+  const options = { ...otlpOptions('TRACES', auth), concurrencyLimit };
   if (otlpProtocol('TRACES') === 'http/json') {
     const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
     return new OTLPTraceExporter(options);
