@@ -1,10 +1,14 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import {
+  type OtlpReceiver,
+  type OtlpReceiverBehaviour,
+  startOtlpReceiver,
+} from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { postGreet } from './helpers/http.js';
-import { eventually, startRole } from './helpers/roles.js';
+import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 async function greet(url: string, headers: Record<string, string> = {}): Promise<number> {
@@ -28,27 +32,56 @@ function spansProcessed(receiver: OtlpReceiver, errorType: (type: unknown) => bo
     .reduce((total, point) => total + (point.value ?? 0), 0);
 }
 
-/** The api and its backend, the api sending spans to `tracesUrl` and metrics to `metricsUrl`. */
-async function startApiExportingTo(
-  tracesUrl: string,
-  metricsUrl: string,
-  env: Record<string, string> = {},
-) {
+type SplitExport = { api: RoleProcess; traces: OtlpReceiver; metrics: OtlpReceiver };
+
+type Answering = { behaviour: OtlpReceiverBehaviour; delayMs?: number };
+
+type SplitExportSetup = {
+  env?: Record<string, string>;
+  /** How each receiver answers (default: at once). */
+  traces?: Answering;
+  metrics?: Answering;
+  /** Spans go here instead of the span receiver. */
+  tracesUrl?: string;
+};
+
+/**
+ * Runs `body` with the api (and its backend) sending spans to one receiver and metrics to
+ * another, and stops them all after.
+ */
+async function withSplitExport(
+  setup: SplitExportSetup,
+  body: (roles: SplitExport) => Promise<void>,
+): Promise<void> {
+  const traces = await startOtlpReceiver();
+  const metrics = await startOtlpReceiver();
+  if (setup.traces) traces.setBehaviour(setup.traces.behaviour, setup.traces.delayMs);
+  if (setup.metrics) metrics.setBehaviour(setup.metrics.behaviour, setup.metrics.delayMs);
   const backend = await startRole('backend');
   try {
     const api = await startRole('api', {
       env: {
         BACKEND_URL: backend.url,
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${tracesUrl}/v1/traces`,
-        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metricsUrl}/v1/metrics`,
-        ...env,
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${setup.tracesUrl ?? traces.url}/v1/traces`,
+        OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `${metrics.url}/v1/metrics`,
+        ...setup.env,
       },
     });
-    return { api, stop: () => Promise.all([api.stop(), backend.stop()]) };
-  } catch (error) {
+    try {
+      await body({ api, traces, metrics });
+    } finally {
+      await api.stop();
+    }
+  } finally {
     await backend.stop();
-    throw error;
+    await Promise.all([traces.close(), metrics.close()]);
   }
+}
+
+/** After the api has stopped: the SDK counted `spans` delivered and none lost. */
+function expectAllDelivered(metrics: OtlpReceiver, spans: number): void {
+  expect(spansProcessed(metrics, (type) => type !== undefined)).toBe(0);
+  expect(spansProcessed(metrics, (type) => type === undefined)).toBe(spans);
 }
 
 /** An OTLP endpoint that takes requests and never answers them. */
@@ -152,17 +185,16 @@ describe('span export', () => {
 
   it('counts the spans a full queue drops, and accounts for every span', async () => {
     // A slow endpoint and a queue of 4: most spans of a burst cannot wait for it.
-    const traces = await startOtlpReceiver();
-    traces.setBehaviour('slow', 400);
-    const metricsReceiver = await startOtlpReceiver();
-    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
-      OTEL_BSP_MAX_QUEUE_SIZE: '4',
-      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
-      OTEL_BSP_SCHEDULE_DELAY: '20',
-    });
-    const { api } = roles;
-    const requests = 20;
-    try {
+    const setup = {
+      traces: { behaviour: 'slow', delayMs: 400 },
+      env: {
+        OTEL_BSP_MAX_QUEUE_SIZE: '4',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
+        OTEL_BSP_SCHEDULE_DELAY: '20',
+      },
+    } as const;
+    await withSplitExport(setup, async ({ api, traces, metrics }) => {
+      const requests = 20;
       for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
       // Once the queue has drained, the next span in says how many were dropped.
       await eventually(() => expect(traces.spans().length).toBeGreaterThanOrEqual(6), 5_000);
@@ -170,11 +202,9 @@ describe('span export', () => {
       expect(await api.stop('SIGTERM')).toBe(0);
 
       const made = 2 * (requests + 1);
-      const dropped = spansProcessed(metricsReceiver, (type) => type === 'queue_full');
+      const dropped = spansProcessed(metrics, (type) => type === 'queue_full');
       expect(dropped).toBeGreaterThan(0);
-      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(
-        traces.spans().length,
-      );
+      expect(spansProcessed(metrics, (type) => type === undefined)).toBe(traces.spans().length);
       expect(traces.spans().length + dropped).toBe(made);
       const warnings = api
         .logs()
@@ -183,50 +213,40 @@ describe('span export', () => {
         );
       expect(warnings.length).toBeGreaterThan(0);
       expect(warnings.every((line) => line.severity === 'WARNING')).toBe(true);
-    } finally {
-      await roles.stop();
-      await Promise.all([traces.close(), metricsReceiver.close()]);
-    }
+    });
   });
+
+  const requestModeUnderLoad = {
+    TELEMETRY_EXPORT_MODE: 'request',
+    OTEL_TRACES_SAMPLER: 'always_on',
+  };
 
   it('request mode under load: every span delivered, in fewer exports than requests', async () => {
     // 64 requests at once, each flushing its spans before it answers: one export each would pass
     // the exporter's limit of 30 at once, and the exports past it would drop their spans.
-    const traces = await startOtlpReceiver();
-    traces.setBehaviour('slow', 50);
-    const metricsReceiver = await startOtlpReceiver();
-    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
-      TELEMETRY_EXPORT_MODE: 'request',
-      OTEL_TRACES_SAMPLER: 'always_on',
-    });
-    const { api } = roles;
-    const requests = 64;
-    try {
+    const setup = {
+      traces: { behaviour: 'slow', delayMs: 50 },
+      env: requestModeUnderLoad,
+    } as const;
+    await withSplitExport(setup, async ({ api, traces, metrics }) => {
+      const requests = 64;
       const statuses = await Promise.all(Array.from({ length: requests }, () => greet(api.url)));
       expect(statuses.every((status) => status === 200)).toBe(true);
       // Each answer waited for a flush that carried its spans.
       expect(traces.spans()).toHaveLength(2 * requests);
       expect(traces.requests()).toBeLessThan(requests / 2);
       expect(await api.stop('SIGTERM')).toBe(0);
-      expect(spansProcessed(metricsReceiver, (type) => type !== undefined)).toBe(0);
-      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(2 * requests);
-    } finally {
-      await roles.stop();
-      await Promise.all([traces.close(), metricsReceiver.close()]);
-    }
+      expectAllDelivered(metrics, 2 * requests);
+    });
   });
 
   it('request mode, a slow endpoint under load: answers within the cap, and every span arrives later', async () => {
-    const traces = await startOtlpReceiver();
-    traces.setBehaviour('slow', 3_000);
-    const metricsReceiver = await startOtlpReceiver();
-    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
-      TELEMETRY_EXPORT_MODE: 'request',
-      OTEL_TRACES_SAMPLER: 'always_on',
-    });
-    const { api } = roles;
-    const requests = 48;
-    try {
+    const setup = {
+      traces: { behaviour: 'slow', delayMs: 3_000 },
+      env: requestModeUnderLoad,
+    } as const;
+    await withSplitExport(setup, async ({ api, traces, metrics }) => {
+      const requests = 48;
       const timed = async () => {
         const startedAt = performance.now();
         const status = await greet(api.url);
@@ -238,56 +258,44 @@ describe('span export', () => {
       expect(Math.max(...answers.map((answer) => answer.ms))).toBeLessThan(2_000);
       await traces.waitForSpans((spans) => spans.length >= 2 * requests, { timeoutMs: 15_000 });
       expect(await api.stop('SIGTERM')).toBe(0);
-      expect(spansProcessed(metricsReceiver, (type) => type !== undefined)).toBe(0);
-      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(2 * requests);
-    } finally {
-      await roles.stop();
-      await Promise.all([traces.close(), metricsReceiver.close()]);
-    }
+      expectAllDelivered(metrics, 2 * requests);
+    });
   });
 
   it('counts the spans of refused exports as failed', async () => {
-    const traces = await startOtlpReceiver();
-    traces.setBehaviour('forbidden');
-    const metricsReceiver = await startOtlpReceiver();
-    const roles = await startApiExportingTo(traces.url, metricsReceiver.url, {
-      OTEL_BSP_SCHEDULE_DELAY: '20',
-    });
-    const { api } = roles;
-    const requests = 5;
-    try {
+    const setup = {
+      traces: { behaviour: 'forbidden' },
+      env: { OTEL_BSP_SCHEDULE_DELAY: '20' },
+    } as const;
+    await withSplitExport(setup, async ({ api, traces, metrics }) => {
+      const requests = 5;
       for (let i = 0; i < requests; i++) expect(await greet(api.url)).toBe(200);
       expect(await api.stop('SIGTERM')).toBe(0);
       const failed = (type: unknown) => type !== undefined && type !== 'queue_full';
-      expect(spansProcessed(metricsReceiver, failed)).toBe(2 * requests);
-      expect(spansProcessed(metricsReceiver, (type) => type === undefined)).toBe(0);
+      expect(spansProcessed(metrics, failed)).toBe(2 * requests);
+      expect(spansProcessed(metrics, (type) => type === undefined)).toBe(0);
       expect(traces.spans()).toHaveLength(0);
-    } finally {
-      await roles.stop();
-      await Promise.all([traces.close(), metricsReceiver.close()]);
-    }
+    });
   });
 
   it('still exports the metrics at shutdown when the span endpoint never answers', async () => {
     const hanging = await startHangingEndpoint();
-    const metricsReceiver = await startOtlpReceiver();
-    metricsReceiver.setBehaviour('slow', 50);
-    const roles = await startApiExportingTo(hanging.url, metricsReceiver.url);
-    const { api } = roles;
+    const setup = { tracesUrl: hanging.url, metrics: { behaviour: 'slow', delayMs: 50 } } as const;
     try {
-      for (let i = 0; i < 3; i++) expect(await greet(api.url)).toBe(200);
-      const stoppedAt = performance.now();
-      expect(await api.stop('SIGTERM')).toBe(0);
-      // Within the shutdown cap of 4 s, with time to spare for Cloud Run's 10 s.
-      expect(performance.now() - stoppedAt).toBeLessThan(6_000);
-      const durations = metricsReceiver
-        .metrics()
-        .find((metric) => metric.name === 'http.server.request.duration');
-      expect(durations?.points.reduce((total, point) => total + (point.count ?? 0), 0)).toBe(3);
-      expect(api.stderr()).toBe('');
+      await withSplitExport(setup, async ({ api, metrics }) => {
+        for (let i = 0; i < 3; i++) expect(await greet(api.url)).toBe(200);
+        const stoppedAt = performance.now();
+        expect(await api.stop('SIGTERM')).toBe(0);
+        // Within the shutdown cap of 4 s, with time to spare for Cloud Run's 10 s.
+        expect(performance.now() - stoppedAt).toBeLessThan(6_000);
+        const durations = metrics
+          .metrics()
+          .find((metric) => metric.name === 'http.server.request.duration');
+        expect(durations?.points.reduce((total, point) => total + (point.count ?? 0), 0)).toBe(3);
+        expect(api.stderr()).toBe('');
+      });
     } finally {
-      await roles.stop();
-      await Promise.all([hanging.close(), metricsReceiver.close()]);
+      await hanging.close();
     }
   });
 
