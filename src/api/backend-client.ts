@@ -47,7 +47,7 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
     deps.telemetry.meter,
     target.url,
   );
-  // Without credentials (h2c, locally) a call awaits nothing before it starts.
+  // A token for each attempt, where there are credentials (https targets; none on local h2c).
   const credentials = deps.credentials ? [createCredentialsInterceptor(deps.credentials)] : [];
   const retries = createRetryInterceptor({ maxAttempts: target.maxAttempts, ...RETRY_BACKOFF });
   const baseUrl = target.url.toString();
@@ -71,7 +71,7 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
    */
   async function callOptions(signal: AbortSignal | undefined): Promise<CallOptions> {
     const startedAt = Date.now();
-    await deps.credentials?.authorization();
+    if (deps.credentials) await deps.credentials.authorization();
     const timeoutMs = target.timeoutMs - (Date.now() - startedAt);
     if (timeoutMs <= 0) throw new ConnectError('backend deadline exceeded', Code.DeadlineExceeded);
     return { timeoutMs, ...(signal ? { signal } : {}) };
