@@ -20,6 +20,7 @@ import {
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
+import { grpcTimeout } from '../grpc/timeout.js';
 
 /** gRPC's default message size limit. */
 const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
@@ -235,11 +236,6 @@ async function unaryResponse(
 
 function normalize<T extends DescMessage>(schema: T, input: unknown) {
   return isMessage(input, schema) ? input : create(schema, input as never);
-}
-
-/** gRPC's TimeoutValue is a whole number of at most 8 digits: milliseconds, rounded up. */
-function grpcTimeout(ms: number): string {
-  return `${Math.min(Math.ceil(ms), 99_999_999)}m`;
 }
 
 function applyInterceptors(

@@ -1,6 +1,8 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { parseTimeout } from '@connectrpc/connect/protocol-grpc';
+import { grpcTimeout } from '../grpc/timeout.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
 import { withAttempt } from '../telemetry/rpc-tracing.js';
 
@@ -52,14 +54,14 @@ export function createRetryInterceptor(policy: RetryPolicy): Interceptor {
         if (deadline !== undefined && Date.now() + delay + MIN_ATTEMPT_MS >= deadline) throw thrown;
         await sleep(delay, undefined, { signal: req.signal });
         if (deadline !== undefined)
-          req.header.set('grpc-timeout', `${Math.max(deadline - Date.now(), 1)}m`);
+          req.header.set('grpc-timeout', grpcTimeout(deadline - Date.now()));
       }
     }
   };
 }
 
-/** The call's deadline from the `grpc-timeout` our transport sets (`<ms>m`), as a Date.now() time. */
+/** The call's deadline from its `grpc-timeout`, as a Date.now() time. */
 function deadlineOf(timeout: string | null): number | undefined {
-  const match = timeout ? /^(\d{1,8})m$/.exec(timeout) : null;
-  return match ? Date.now() + Number(match[1]) : undefined;
+  const { timeoutMs } = parseTimeout(timeout, Number.POSITIVE_INFINITY);
+  return timeoutMs === undefined ? undefined : Date.now() + timeoutMs;
 }
