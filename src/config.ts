@@ -12,20 +12,30 @@ const flag = z
   .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
   .transform((value) => value === 'true' || value === '1');
 
+/**
+ * A whole number written in decimal digits: `Number()` would also take `0x1f`, `5e3` or `1_0`,
+ * which no one means in an environment variable.
+ */
+const wholeNumber = (error: string) =>
+  z
+    .string()
+    .trim()
+    .regex(/^\d{1,16}$/, { error })
+    .transform(Number);
+
 const milliseconds = (max: number) =>
-  z.coerce
-    .number({ error: 'must be a number of milliseconds' })
-    .int()
-    .min(1)
-    .max(max, { error: `must be at most ${max} ms` });
+  wholeNumber('must be a whole number of milliseconds').pipe(
+    z
+      .number()
+      .min(1, { error: 'must be at least 1 ms' })
+      .max(max, { error: `must be at most ${max} ms` }),
+  );
 
 /** 0 turns the check off. */
 const millisecondsOrOff = (max: number) =>
-  z.coerce
-    .number({ error: 'must be a number of milliseconds (0 turns it off)' })
-    .int()
-    .min(0)
-    .max(max, { error: `must be at most ${max} ms` });
+  wholeNumber('must be a whole number of milliseconds (0 turns it off)').pipe(
+    z.number().max(max, { error: `must be at most ${max} ms` }),
+  );
 
 /** The api's HTTP server limits and load shedding; see docs/reliability.md. */
 export const API_LIMIT_DEFAULTS = Object.freeze({
@@ -37,9 +47,21 @@ export const API_LIMIT_DEFAULTS = Object.freeze({
 
 export type ApiLimits = Readonly<Record<keyof typeof API_LIMIT_DEFAULTS, number>>;
 
-const httpUrl = z
+/** A service's base URL: scheme, host and port only, so that nothing in it is silently dropped. */
+const serviceUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
-  .transform((value) => new URL(value));
+  .transform((value) => new URL(value))
+  .refine(
+    (url) => url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password,
+    {
+      error:
+        "must be the service's base URL (scheme, host and port), without path, query or credentials",
+    },
+  );
+
+/** Case-insensitive, as log levels usually are in environment variables. */
+const lowerCase = <T extends z.ZodType>(schema: T) =>
+  z.preprocess((value) => (typeof value === 'string' ? value.toLowerCase() : value), schema);
 
 const list = z
   .string()
@@ -48,26 +70,29 @@ const list = z
 
 const EnvSchema = z.object({
   SERVICE_ROLE: oneOf(ROLES),
-  PORT: z.coerce
-    .number({ error: 'must be a TCP port number' })
-    .int()
-    .min(0)
-    .max(65535, { error: 'must be a TCP port (0-65535)' })
+  PORT: wholeNumber('must be a TCP port (0-65535)')
+    .pipe(z.number().max(65535, { error: 'must be a TCP port (0-65535)' }))
     .default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
-  LOG_LEVEL: oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  LOG_LEVEL: lowerCase(
+    oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  ),
   LOG_FORMAT: oneOf(['json', 'pretty']).optional(),
   SERVICE_NAMESPACE: z.string().min(1).default('greeter'),
   DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
   SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),
-  BACKEND_URL: httpUrl.optional(),
-  BACKEND_AUDIENCE: z.url({ error: 'must be a URL (the backend service URL)' }).optional(),
+  BACKEND_URL: serviceUrl.optional(),
+  BACKEND_AUDIENCE: z
+    .url({ protocol: /^https?$/, error: 'must be a URL (the backend service URL)' })
+    .optional(),
   BACKEND_TIMEOUT_MS: milliseconds(300_000).default(5_000),
-  BACKEND_MAX_ATTEMPTS: z.coerce
-    .number({ error: 'must be a whole number of attempts, 1 to 10' })
-    .int({ error: 'must be a whole number of attempts, 1 to 10' })
-    .min(1, { error: 'must be at least 1 (1 means no retry)' })
-    .max(10, { error: 'must be at most 10' })
+  BACKEND_MAX_ATTEMPTS: wholeNumber('must be a whole number of attempts, 1 to 10')
+    .pipe(
+      z
+        .number()
+        .min(1, { error: 'must be at least 1 (1 means no retry)' })
+        .max(10, { error: 'must be at most 10' }),
+    )
     .default(5),
   HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(
     API_LIMIT_DEFAULTS.HTTP_HEADERS_TIMEOUT_MS,
@@ -78,17 +103,23 @@ const EnvSchema = z.object({
   OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: millisecondsOrOff(60_000).default(
     API_LIMIT_DEFAULTS.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
   ),
-  OVERLOAD_SAMPLE_INTERVAL_MS: z.coerce
-    .number({ error: 'must be a number of milliseconds' })
-    .int()
-    .min(10, { error: 'must be at least 10 ms (the event-loop delay resolution)' })
-    .max(60_000, { error: 'must be at most 60000 ms' })
+  OVERLOAD_SAMPLE_INTERVAL_MS: wholeNumber('must be a whole number of milliseconds')
+    .pipe(
+      z
+        .number()
+        .min(10, { error: 'must be at least 10 ms (the event-loop delay resolution)' })
+        .max(60_000, { error: 'must be at most 60000 ms' }),
+    )
     .default(API_LIMIT_DEFAULTS.OVERLOAD_SAMPLE_INTERVAL_MS),
   GRPC_REFLECTION: flag.default(true),
   GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
   AUTH_VERIFY_TOKENS: flag.default(false),
   AUTH_AUDIENCE: z.url({ error: 'must be a URL (this service URL)' }).optional(),
-  AUTH_ALLOWED_CALLERS: list.optional(),
+  AUTH_ALLOWED_CALLERS: list
+    .refine((callers) => callers.length > 0, {
+      error: 'lists no service account: name the callers, comma-separated, or leave it unset',
+    })
+    .optional(),
   AUTH_CERTS_URL: z
     .url({
       error: "must be the URL of Google's token signing keys (the default is right on Cloud Run)",

@@ -69,6 +69,51 @@ describe('parseConfig', () => {
     ]);
   });
 
+  it('takes numbers in decimal digits only, and service URLs without anything that would be dropped', () => {
+    expect(
+      problemsOf({
+        SERVICE_ROLE: 'api',
+        PORT: '0x1f90',
+        BACKEND_TIMEOUT_MS: '5e3',
+        BACKEND_MAX_ATTEMPTS: '2.5',
+        BACKEND_URL: 'http://127.0.0.1:8081/v1',
+        BACKEND_AUDIENCE: 'mailto:someone@example.com',
+      }),
+    ).toEqual([
+      'PORT: must be a TCP port (0-65535) (got "0x1f90")',
+      'BACKEND_URL: must be the service\'s base URL (scheme, host and port), without path, query or credentials (got "http://127.0.0.1:8081/v1")',
+      'BACKEND_AUDIENCE: must be a URL (the backend service URL) (got "mailto:someone@example.com")',
+      'BACKEND_TIMEOUT_MS: must be a whole number of milliseconds (got "5e3")',
+      'BACKEND_MAX_ATTEMPTS: must be a whole number of attempts, 1 to 10 (got "2.5")',
+    ]);
+    for (const url of ['http://h:1?x=1', 'http://user:pw@h:1', 'https://h#top']) {
+      expect(problemsOf({ SERVICE_ROLE: 'api', BACKEND_URL: url })).toEqual([
+        expect.stringMatching(/^BACKEND_URL: must be the service's base URL/),
+      ]);
+    }
+    const config = parseConfig({
+      SERVICE_ROLE: 'api',
+      BACKEND_URL: 'https://greeter-backend-abc-ew.a.run.app/',
+      PORT: ' 8081 ',
+      LOG_LEVEL: 'WARN',
+    });
+    expect(config).toMatchObject({ PORT: 8081, LOG_LEVEL: 'warn' });
+    expect(config.backend?.url.href).toBe('https://greeter-backend-abc-ew.a.run.app/');
+  });
+
+  it('refuses an AUTH_ALLOWED_CALLERS that lists nobody (it would refuse every caller)', () => {
+    expect(
+      problemsOf({
+        SERVICE_ROLE: 'backend',
+        AUTH_VERIFY_TOKENS: 'true',
+        AUTH_AUDIENCE: 'https://b.example',
+        AUTH_ALLOWED_CALLERS: ' , ',
+      }),
+    ).toEqual([
+      'AUTH_ALLOWED_CALLERS: lists no service account: name the callers, comma-separated, or leave it unset (got " , ")',
+    ]);
+  });
+
   it('checks what one variable requires of another', () => {
     expect(problemsOf({ SERVICE_ROLE: 'api' })).toEqual([
       expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),

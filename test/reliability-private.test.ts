@@ -277,6 +277,29 @@ describe('the private role under bad input (token check on)', () => {
       );
       expect(binary.httpStatus).toBe(500);
       expect(JSON.parse(binary.body)).toMatchObject({ code: 'internal' });
+      // Errors from the handler are logged with the status they went out with, as Cloud Logging
+      // shows it (bytes that do not parse never reach the handler, nor its access line).
+      for (const [body, status] of [
+        ['{"name":" "}', 400],
+        ['{"name":"Ada","withError":true}', 500],
+      ] as const) {
+        const answer = await rawCall(
+          backend.url,
+          GREET,
+          { ...connectHeaders, 'content-type': 'application/json' },
+          Buffer.from(body),
+        );
+        expect(answer.httpStatus).toBe(status);
+      }
+      await expect
+        .poll(() =>
+          backend
+            .logs()
+            .map((line) => line.httpRequest as { requestUrl: string; status: number } | undefined)
+            .filter((access) => access?.requestUrl === GREET)
+            .map((access) => access?.status),
+        )
+        .toEqual(expect.arrayContaining([400, 500]));
       const unknown = await rawCall(
         backend.url,
         '/nope.v1.Nope/Greet',
@@ -284,6 +307,32 @@ describe('the private role under bad input (token check on)', () => {
         Buffer.from('{}'),
       );
       expect(unknown.httpStatus).toBe(404);
+    });
+
+    it('answers a malformed :authority with HTTP 400 on every protocol, and keeps serving', async () => {
+      for (const authority of ['localhost:99999', '[']) {
+        for (const contentType of ['application/json', 'application/grpc-web+proto']) {
+          const answer = await rawCall(
+            backend.url,
+            GREET,
+            { ':authority': authority, 'content-type': contentType },
+            Buffer.from('{}'),
+          );
+          expect(answer.httpStatus, `${authority} ${contentType}`).toBe(400);
+          expect(answer.body).toContain(':authority (Host) header must be a host');
+        }
+        const watch = await rawCall(
+          backend.url,
+          '/grpc.health.v1.Health/Watch',
+          { ':authority': authority, ...grpc },
+          envelope(Buffer.alloc(0)),
+        );
+        expect(watch.httpStatus).toBe(400);
+      }
+      const health = createClient(Health, createGrpcTransport({ baseUrl: backend.url }));
+      expect((await health.check({ service: '' })).status).toBe(
+        HealthCheckResponse_ServingStatus.SERVING,
+      );
     });
 
     it('answers an unsupported content type with HTTP 415', async () => {

@@ -1,4 +1,9 @@
-import { createServer, type Http2Server, type Http2Session } from 'node:http2';
+import {
+  createServer,
+  type Http2Server,
+  type Http2ServerResponse,
+  type Http2Session,
+} from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
 import type { HandlerContext, Interceptor } from '@connectrpc/connect';
@@ -81,7 +86,14 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   const server = createServer((request, response) => {
     capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
     releaseUnreadRequest(request);
-    if (!fastPath.serve(request, response)) handler(request, response);
+    if (fastPath.serve(request, response)) return;
+    // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
+    // missing or malformed one (`[`, a port over 65535) would throw out of this listener.
+    if (!URL.canParse(`http://${request.authority}`)) {
+      refuseBadAuthority(response);
+      return;
+    }
+    handler(request, response);
   });
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {
@@ -103,4 +115,9 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       for (const session of sessions) session.destroy();
     },
   };
+}
+
+function refuseBadAuthority(response: Http2ServerResponse): void {
+  response.writeHead(400, { 'content-type': 'text/plain; charset=utf-8' });
+  response.end('the :authority (Host) header must be a host, with an optional port (0-65535)\n');
 }

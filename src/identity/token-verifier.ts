@@ -49,6 +49,11 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
   const audience = config.AUTH_AUDIENCE;
   if (!audience) throw new Error('AUTH_AUDIENCE is required when AUTH_VERIFY_TOKENS=true');
   const allowed = config.AUTH_ALLOWED_CALLERS ? new Set(config.AUTH_ALLOWED_CALLERS) : undefined;
+  if (!allowed) {
+    logger.warn(
+      'AUTH_ALLOWED_CALLERS is not set: any Google service account, from any project, that asks for a token for this audience is let in. List the callers (comma-separated emails) to admit only them, as Cloud Run IAM would.',
+    );
+  }
   // Loaded with the first token to check, off the start-up path.
   const oauthClient = lazy(async () => new (await loadGoogleAuthLibrary()).OAuth2Client());
   const certs = createCertsCache(config.AUTH_CERTS_URL);

@@ -24,7 +24,12 @@ import {
   METRIC_RPC_SERVER_CALL_DURATION,
   RPC_SYSTEM_NAME_VALUE_GRPC,
 } from '@opentelemetry/semantic-conventions';
-import { connectCodeName, grpcCodeName, isServerFault } from '../errors/status.js';
+import {
+  codeToHttpStatus,
+  connectCodeName,
+  grpcCodeName,
+  isServerFault,
+} from '../errors/status.js';
 import { withPropagatedAttributes } from './request-attributes.js';
 import { RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
@@ -77,7 +82,7 @@ export function createServerTracingInterceptor(
       const httpRequest: HttpRequestLog = {
         requestMethod: req.requestMethod,
         requestUrl: path,
-        status: 200,
+        status: httpStatus(system, req.stream, code),
         protocol: 'HTTP/2',
       };
       const userAgent = req.header.get('user-agent');
@@ -182,6 +187,16 @@ export function createClientTracingInterceptor(
       });
     }
   };
+}
+
+/**
+ * The HTTP status the answer went out with: gRPC and gRPC-Web answer 200 and carry the code in
+ * trailers, as Connect streams do in their last message; a unary Connect-protocol error is
+ * sent with its code's HTTP status.
+ */
+function httpStatus(system: string, stream: boolean, code: Code | undefined): number {
+  if (code === undefined || stream || system === RPC_SYSTEM_NAME_VALUE_GRPC) return 200;
+  return codeToHttpStatus(code);
 }
 
 /** gRPC reports canonical upper-case names; the Connect protocol its lower-case strings. */
