@@ -13,6 +13,7 @@ import { create, fromBinary, type MessageInitShape, toBinary } from '@bufbuild/p
 import {
   Code,
   ConnectError,
+  type ConnectRouter,
   createClient,
   type HandlerContext,
   type Interceptor,
@@ -31,6 +32,11 @@ import {
   GreetRequestSchema,
   GreetResponseSchema,
 } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import {
+  Health,
+  HealthCheckRequestSchema,
+  type HealthCheckResponse_ServingStatus,
+} from '../src/gen/grpc/health/v1/health_pb.js';
 import { registerBackendService } from '../src/rpc/backend-service.js';
 import { generateGreeterStubs, grpcioGreet } from './helpers/grpcio.js';
 
@@ -703,6 +709,39 @@ describe('a unary call whose answer Node refuses to send', () => {
       expect(replyOf(next)).toBe('Hello David!!');
     } finally {
       await server.close();
+    }
+  });
+});
+
+describe('a unary reply that cannot be encoded', () => {
+  it('is INTERNAL with Connect’s "serialize binary" message on both paths', async () => {
+    // An int32 field given a fraction: what a forked handler with a bug could return.
+    const register = (router: ConnectRouter) =>
+      router.service(Health, {
+        check: () => ({ status: 1.5 as HealthCheckResponse_ServingStatus }),
+        async *watch() {},
+      });
+    const fastPath = createGrpcUnaryFastPath(options);
+    const withFastPath = connectNodeAdapter({
+      ...options,
+      routes: (router) => register(fastPath.learn(router)),
+    });
+    const fast = await listen((request, response) => {
+      if (!fastPath.serve(request, response)) withFastPath(request, response);
+    });
+    const reference = await listen(connectNodeAdapter({ ...options, routes: register }));
+    const request = {
+      path: '/grpc.health.v1.Health/Check',
+      body: envelope(toBinary(HealthCheckRequestSchema, create(HealthCheckRequestSchema))),
+    };
+    try {
+      const fromConnect = await rawCall(reference.port, request);
+      const fromFast = await rawCall(fast.port, request);
+      expect(fromFast).toEqual(fromConnect);
+      expect(grpcStatus(fromFast)).toBe(String(Code.Internal));
+      expect(grpcMessage(fromFast)).toMatch(/^serialize binary: .*invalid int32: 1\.5/);
+    } finally {
+      await Promise.all([fast.close(), reference.close()]);
     }
   });
 });

@@ -19,7 +19,8 @@ import { describe, expect, it } from 'vitest';
 import {
   createCloudRunPropagator,
   formatTraceParent,
-  getFrontEndSpanContext,
+  getLinkedSpanContext,
+  type LinkedSpanContext,
 } from '../src/telemetry/propagation/index.js';
 
 const TRACE_A = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -34,6 +35,10 @@ const ctx = (traceId: string, spanId: string, traceFlags = 1, traceState?: strin
   traceState === undefined
     ? { traceId, spanId, traceFlags }
     : { traceId, spanId, traceFlags, traceState };
+
+function linkedSummary(linked: LinkedSpanContext | undefined) {
+  return linked && { ...summary(linked.spanContext), frontEnd: linked.frontEnd };
+}
 
 function summary(spanContext: SpanContext | undefined) {
   if (!spanContext) return undefined;
@@ -122,7 +127,14 @@ describe('inject', () => {
 });
 
 describe('extract', () => {
-  it.each<[string, Record<string, unknown>, Expected | undefined, Expected | undefined]>([
+  it.each<
+    [
+      string,
+      Record<string, unknown>,
+      Expected | undefined,
+      (Expected & { frontEnd: boolean }) | undefined,
+    ]
+  >([
     [
       'front end rewrote traceparent: client parent, front end kept',
       {
@@ -132,7 +144,7 @@ describe('extract', () => {
         'x-cloud-trace-context': `${TRACE_A}/${BigInt(`0x${FRONT_END_SPAN}`)};o=1`,
       },
       ctx(TRACE_A, CLIENT_SPAN, 1, 'vendor=value'),
-      ctx(TRACE_A, FRONT_END_SPAN),
+      { ...ctx(TRACE_A, FRONT_END_SPAN), frontEnd: true },
     ],
     [
       "rewrite with other flags: the client's sampling decision wins",
@@ -141,16 +153,16 @@ describe('extract', () => {
         traceparent: tp(TRACE_A, FRONT_END_SPAN, '00'),
       },
       ctx(TRACE_A, CLIENT_SPAN, 1),
-      ctx(TRACE_A, FRONT_END_SPAN, 0),
+      { ...ctx(TRACE_A, FRONT_END_SPAN, 0), frontEnd: true },
     ],
     [
-      'trace ids differ: traceparent wins, client kept',
+      'trace ids differ: traceparent wins, client kept (not as the front end)',
       {
         'x-client-traceparent': tp(TRACE_B, CLIENT_SPAN),
         traceparent: tp(TRACE_A, FRONT_END_SPAN),
       },
       ctx(TRACE_A, FRONT_END_SPAN),
-      ctx(TRACE_B, CLIENT_SPAN),
+      { ...ctx(TRACE_B, CLIENT_SPAN), frontEnd: false },
     ],
     [
       'both headers equal: no front-end span',
@@ -221,7 +233,7 @@ describe('extract', () => {
         tracestate: ['a=1', 'b=2'],
       },
       ctx(TRACE_A, CLIENT_SPAN, 1, 'a=1,b=2'),
-      ctx(TRACE_A, FRONT_END_SPAN),
+      { ...ctx(TRACE_A, FRONT_END_SPAN), frontEnd: true },
     ],
     [
       'upper-case traceparent is invalid',
@@ -230,10 +242,10 @@ describe('extract', () => {
       undefined,
     ],
     ['no headers', {}, undefined, undefined],
-  ])('%s', (_name, carrier, parent, frontEnd) => {
+  ])('%s', (_name, carrier, parent, linked) => {
     const context = extract(carrier);
     expect(summary(trace.getSpanContext(context))).toStrictEqual(parent);
-    expect(summary(getFrontEndSpanContext(context))).toStrictEqual(frontEnd);
+    expect(linkedSummary(getLinkedSpanContext(context))).toStrictEqual(linked);
   });
 
   it('returns the context unchanged when every header is junk', () => {
@@ -256,8 +268,8 @@ describe('extract', () => {
       { traceparent: tp(TRACE_B, CLIENT_SPAN) },
       defaultTextMapGetter,
     );
-    expect(getFrontEndSpanContext(first)).toBeDefined();
-    expect(getFrontEndSpanContext(second)).toBeUndefined();
+    expect(getLinkedSpanContext(first)).toBeDefined();
+    expect(getLinkedSpanContext(second)).toBeUndefined();
   });
 });
 
@@ -286,10 +298,10 @@ describe('properties', () => {
       fc.property(fc.dictionary(key, value), (carrier) => {
         const context = extract(carrier);
         const parent = trace.getSpanContext(context);
-        const frontEnd = getFrontEndSpanContext(context);
+        const linked = getLinkedSpanContext(context);
         if (parent) expect(isSpanContextValid(parent)).toBe(true);
         else expect(context).toBe(ROOT_CONTEXT);
-        if (frontEnd) expect(isSpanContextValid(frontEnd)).toBe(true);
+        if (linked) expect(isSpanContextValid(linked.spanContext)).toBe(true);
       }),
       { numRuns: 2000 },
     );
@@ -314,8 +326,8 @@ describe('properties', () => {
           ...client,
           traceFlags: sampled,
         });
-        expect(summary(getFrontEndSpanContext(context))).toStrictEqual(
-          rewrite ? frontEnd : undefined,
+        expect(linkedSummary(getLinkedSpanContext(context))).toStrictEqual(
+          rewrite ? { ...frontEnd, frontEnd: true } : undefined,
         );
       }),
     );

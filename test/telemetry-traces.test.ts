@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
@@ -29,6 +31,30 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
 
   const greet = (body: unknown, headers: Record<string, string> = {}) =>
     postGreet(api.url, body, headers);
+  const apiServerSpan = async (traceId: string) => {
+    const spans = await receiver.waitForSpans((all) =>
+      all.some((span) => span.traceId === traceId && span.kind === 'SERVER'),
+    );
+    const found = spans.find((span) => span.traceId === traceId && span.kind === 'SERVER');
+    if (!found) throw new Error(`no SERVER span in trace ${traceId}`);
+    return found;
+  };
+  const durationPoints = () =>
+    receiver
+      .metrics()
+      .filter(
+        (m) =>
+          m.name === 'http.server.request.duration' && m.resource['service.name'] === 'greeter-api',
+      )
+      .flatMap((m) => m.points);
+  const accessLine = (role: RoleProcess, traceId: string) =>
+    role
+      .logs()
+      .find(
+        (line) =>
+          line['logging.googleapis.com/trace'] === `projects/test-project/traces/${traceId}` &&
+          line.httpRequest !== undefined,
+      );
 
   it('links api SERVER → api CLIENT → backend SERVER under the caller’s traceparent', async () => {
     const parent = newTraceParent();
@@ -57,6 +83,8 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       'client.address': '127.0.0.1',
       'network.protocol.version': '1.1',
     });
+    expect(server.attributes['http.request.method_original']).toBeUndefined();
+    expect(server.attributes['url.query']).toBeUndefined();
     for (const span of [client, rpc]) {
       expect(span.name).toBe('backend_service.v1.BackendService/Greet');
       expect(span.attributes).toMatchObject({
@@ -190,6 +218,127 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     expect(mine[0]?.attributes['error.type']).toBeUndefined();
   });
 
+  it.each([
+    // The conventions' known methods (1.45) include QUERY; anything else is _OTHER.
+    { sent: 'PROPFIND', name: 'HTTP', method: '_OTHER', original: 'PROPFIND' },
+    { sent: 'QUERY', name: 'QUERY', method: 'QUERY', original: undefined },
+  ])('names a $sent request $name, with http.request.method=$method', async (row) => {
+    const parent = newTraceParent();
+    const response = await fetch(`${api.url}/greet`, {
+      method: row.sent,
+      headers: { traceparent: parent.header },
+    });
+    await response.body?.cancel();
+    const server = await apiServerSpan(parent.traceId);
+    expect(server.name).toBe(row.name);
+    expect(server.attributes['http.request.method']).toBe(row.method);
+    expect(server.attributes['http.request.method_original']).toBe(row.original);
+    expect(server.attributes['http.response.status_code']).toBe(response.status);
+    // Metrics keep the low-cardinality value only.
+    await expect
+      .poll(
+        () =>
+          durationPoints().find(
+            (point) =>
+              point.attributes['http.request.method'] === row.method &&
+              point.attributes['http.response.status_code'] === response.status,
+          )?.attributes,
+        { timeout: 10_000 },
+      )
+      .toEqual({
+        'http.request.method': row.method,
+        'http.response.status_code': response.status,
+        'url.scheme': 'http',
+      });
+  });
+
+  it('records url.query with the values of signing keys REDACTED, and keeps it off the metric', async () => {
+    const parent = newTraceParent();
+    const query = [
+      'q=OpenTelemetry',
+      'AWSAccessKeyId=AKIA1',
+      'Signature=s1',
+      'sig=s2',
+      'X-Goog-Signature=s3',
+      'X-Amz-Signature=s4',
+      'X-Amz-Credential=s5',
+      'X-Amz-Security-Token=s6',
+      'si%67=s7',
+      'signature=lower-case-is-kept',
+      'sig',
+    ].join('&');
+    const response = await fetch(`${api.url}/greet?${query}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: parent.header },
+      body: JSON.stringify({ name: 'Query' }),
+    });
+    await response.body?.cancel();
+    const server = await apiServerSpan(parent.traceId);
+    expect(server.attributes['url.path']).toBe('/greet');
+    expect(server.attributes['url.query']).toBe(
+      [
+        'q=OpenTelemetry',
+        'AWSAccessKeyId=REDACTED',
+        'Signature=REDACTED',
+        'sig=REDACTED',
+        'X-Goog-Signature=REDACTED',
+        'X-Amz-Signature=REDACTED',
+        'X-Amz-Credential=REDACTED',
+        'X-Amz-Security-Token=REDACTED',
+        'si%67=REDACTED',
+        'signature=lower-case-is-kept',
+        'sig',
+      ].join('&'),
+    );
+    await expect.poll(() => durationPoints().length, { timeout: 10_000 }).toBeGreaterThan(0);
+    for (const point of durationPoints()) expect(point.attributes['url.query']).toBeUndefined();
+  });
+
+  it('leaves http.response.status_code off the span of a client that left before any answer; the log and metric say 499', async () => {
+    const parent = newTraceParent();
+    const socket = connect(api.port, '127.0.0.1');
+    await once(socket, 'connect');
+    // Headers and half the promised body, then the client goes away.
+    const head = [
+      'POST /greet HTTP/1.1',
+      `host: 127.0.0.1:${api.port}`,
+      'content-type: application/json',
+      'content-length: 100',
+      `traceparent: ${parent.header}`,
+      '',
+      '{"name"',
+    ].join('\r\n');
+    await new Promise<void>((resolve, reject) =>
+      socket.write(head, (error) => (error ? reject(error) : resolve())),
+    );
+    socket.destroy();
+    const server = await apiServerSpan(parent.traceId);
+    expect(server.name).toBe('POST /greet');
+    expect(server.status.code).toBe('UNSET');
+    expect(server.attributes['http.route']).toBe('/greet');
+    expect(server.attributes['http.response.status_code']).toBeUndefined();
+    expect(server.attributes['error.type']).toBeUndefined();
+    await expect
+      .poll(() => accessLine(api, parent.traceId), { timeout: 10_000 })
+      .toMatchObject({
+        severity: 'INFO',
+        httpRequest: { requestMethod: 'POST', requestUrl: '/greet', status: 499 },
+      });
+    await expect
+      .poll(
+        () =>
+          durationPoints().find((point) => point.attributes['http.response.status_code'] === 499)
+            ?.attributes,
+        { timeout: 10_000 },
+      )
+      .toEqual({
+        'http.request.method': 'POST',
+        'http.response.status_code': 499,
+        'http.route': '/greet',
+        'url.scheme': 'http',
+      });
+  });
+
   it('puts the user id on every span of the trace in both roles, and ignores it from public baggage', async () => {
     const parent = newTraceParent();
     await greet({ name: 'David' }, { traceparent: parent.header, 'x-user-id': 'user-42' });
@@ -206,15 +355,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     const parent = newTraceParent();
     await greet({ name: 'Logs' }, { traceparent: parent.header });
     const { server, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
-    const accessLine = (role: RoleProcess) =>
-      role
-        .logs()
-        .find(
-          (line) =>
-            line['logging.googleapis.com/trace'] ===
-              `projects/test-project/traces/${parent.traceId}` && line.httpRequest !== undefined,
-        );
-    const apiLine = accessLine(api);
+    const apiLine = accessLine(api, parent.traceId);
     expect(apiLine).toMatchObject({
       severity: 'INFO',
       'logging.googleapis.com/spanId': server.spanId,
@@ -224,7 +365,9 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     });
     expect(typeof apiLine?.message).toBe('string');
     expect(typeof apiLine?.time).toBe('string');
-    expect(accessLine(backend)).toMatchObject({ 'logging.googleapis.com/spanId': rpc.spanId });
+    expect(accessLine(backend, parent.traceId)).toMatchObject({
+      'logging.googleapis.com/spanId': rpc.spanId,
+    });
   });
 
   it('exports request-duration histograms for HTTP server, RPC server and RPC client', async () => {

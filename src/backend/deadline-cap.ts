@@ -15,7 +15,8 @@ const CONNECT_TIMEOUT = /^\d{1,10}$/;
 
 /**
  * Shortens a caller's deadline to `maxMs`, as Envoy's `max_grpc_timeout` does: the call runs
- * and ends with DEADLINE_EXCEEDED at the cap. (Connect's own `maxTimeoutMs` refuses such a
+ * with the shorter deadline on its signal, so a handler that watches it ends with
+ * DEADLINE_EXCEEDED at the cap (as Connect does, a handler that ignores it is not cut). (Connect's own `maxTimeoutMs` refuses such a
  * call with INVALID_ARGUMENT instead, which would fail every call of a client whose deadline is
  * merely generous.) Malformed values are left for Connect to refuse; no deadline stays none.
  */

@@ -1,5 +1,5 @@
 import { constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import { type DescMethod, toBinary } from '@bufbuild/protobuf';
+import { type DescMessage, type DescMethod, type MessageShape, toBinary } from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -116,7 +116,7 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
         );
       }
       const output = await invokeUnaryImplementation(spec, context, input, options.interceptors);
-      body = await envelope(toBinary(spec.method.output, output), compression.response);
+      body = await envelope(serialize(spec.method.output, output), compression.response);
     } catch (thrown) {
       setTrailerStatus(
         context.responseTrailer,
@@ -262,4 +262,17 @@ function checkedTrailers(headers: Headers): Record<string, string> {
   const te = headers.get('te');
   if (te !== null && te !== 'trailers') throw new Error(`HTTP/2 forbids the trailer "te: ${te}"`);
   return nodeHeaders(headers);
+}
+
+/** `toBinary` with Connect's error for a message that cannot be encoded. */
+function serialize<Desc extends DescMessage>(
+  schema: Desc,
+  message: MessageShape<Desc>,
+): Uint8Array {
+  try {
+    return toBinary(schema, message);
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new ConnectError(`serialize binary: ${reason}`, Code.Internal);
+  }
 }

@@ -4,16 +4,29 @@ import {
   ATTR_CLIENT_ADDRESS,
   ATTR_ERROR_TYPE,
   ATTR_HTTP_REQUEST_METHOD,
+  ATTR_HTTP_REQUEST_METHOD_ORIGINAL,
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_HTTP_ROUTE,
   ATTR_NETWORK_PEER_ADDRESS,
   ATTR_NETWORK_PROTOCOL_VERSION,
   ATTR_URL_PATH,
+  ATTR_URL_QUERY,
   ATTR_URL_SCHEME,
   ATTR_USER_AGENT_ORIGINAL,
+  HTTP_REQUEST_METHOD_VALUE_CONNECT,
+  HTTP_REQUEST_METHOD_VALUE_DELETE,
+  HTTP_REQUEST_METHOD_VALUE_GET,
+  HTTP_REQUEST_METHOD_VALUE_HEAD,
+  HTTP_REQUEST_METHOD_VALUE_OPTIONS,
+  HTTP_REQUEST_METHOD_VALUE_OTHER,
+  HTTP_REQUEST_METHOD_VALUE_PATCH,
+  HTTP_REQUEST_METHOD_VALUE_POST,
+  HTTP_REQUEST_METHOD_VALUE_PUT,
+  HTTP_REQUEST_METHOD_VALUE_TRACE,
   METRIC_HTTP_SERVER_REQUEST_DURATION,
 } from '@opentelemetry/semantic-conventions';
 import { isServerFaultStatus } from '../errors/status.js';
+import { HTTP_REQUEST_METHOD_VALUE_QUERY, URL_QUERY_REDACTED_KEYS } from './semconv.js';
 import { setServerAddress } from './server-address.js';
 import type { HttpRequestLog, ServerSpan, ServerSpans } from './server-span.js';
 
@@ -22,17 +35,22 @@ const headerGetter: TextMapGetter<IncomingMessage> = {
   get: (request, key) => request.headers[key],
 };
 
-const KNOWN_METHODS = new Set([
-  'GET',
-  'HEAD',
-  'POST',
-  'PUT',
-  'DELETE',
-  'CONNECT',
-  'OPTIONS',
-  'TRACE',
-  'PATCH',
+/** The conventions' known methods, matched case-sensitively: any other is `_OTHER`. */
+const KNOWN_METHODS: ReadonlySet<string> = new Set([
+  HTTP_REQUEST_METHOD_VALUE_CONNECT,
+  HTTP_REQUEST_METHOD_VALUE_DELETE,
+  HTTP_REQUEST_METHOD_VALUE_GET,
+  HTTP_REQUEST_METHOD_VALUE_HEAD,
+  HTTP_REQUEST_METHOD_VALUE_OPTIONS,
+  HTTP_REQUEST_METHOD_VALUE_PATCH,
+  HTTP_REQUEST_METHOD_VALUE_POST,
+  HTTP_REQUEST_METHOD_VALUE_PUT,
+  HTTP_REQUEST_METHOD_VALUE_QUERY,
+  HTTP_REQUEST_METHOD_VALUE_TRACE,
 ]);
+
+/** Span attributes of a request that ended before any response was sent. */
+const NOT_ANSWERED: Attributes = Object.freeze({});
 
 export type HttpTracing = {
   /** A Fastify `serverFactory`: every traced request runs inside its SERVER span's context. */
@@ -50,7 +68,16 @@ export type HttpTracing = {
 
 export type HttpOutcome = { statusCode: number; error?: unknown; responseSize?: number };
 
-type Traced = { span: ServerSpan; method: string; scheme: string; route: string | undefined };
+type Traced = {
+  span: ServerSpan;
+  /** `http.request.method`: a known method or `_OTHER`. */
+  method: string;
+  /** The span name's method part: `HTTP` for `_OTHER`, as the conventions say. */
+  nameMethod: string;
+  scheme: string;
+  route: string | undefined;
+  ended: boolean;
+};
 
 const kTraced = Symbol('traced request');
 
@@ -76,28 +103,50 @@ export function createHttpTracing(
   });
 
   function start(request: IncomingMessage): Traced {
-    const method = KNOWN_METHODS.has(request.method ?? '') ? (request.method as string) : '_OTHER';
-    const path = (request.url ?? '/').split('?', 1)[0] ?? '/';
+    const original = request.method ?? '';
+    const known = KNOWN_METHODS.has(original);
+    const method = known ? original : HTTP_REQUEST_METHOD_VALUE_OTHER;
+    const url = request.url ?? '/';
+    const queryAt = url.indexOf('?');
     const forwardedFor = firstValue(request.headers['x-forwarded-for']);
     const scheme = firstValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: method,
       [ATTR_URL_SCHEME]: scheme,
-      [ATTR_URL_PATH]: path,
+      [ATTR_URL_PATH]: queryAt === -1 ? url : url.slice(0, queryAt),
       [ATTR_NETWORK_PROTOCOL_VERSION]: request.httpVersion,
       [ATTR_CLIENT_ADDRESS]: forwardedFor?.split(',')[0]?.trim() ?? request.socket.remoteAddress,
       [ATTR_NETWORK_PEER_ADDRESS]: request.socket.remoteAddress,
     };
+    if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = original;
+    if (queryAt !== -1 && queryAt < url.length - 1)
+      attributes[ATTR_URL_QUERY] = redactQuery(url.slice(queryAt + 1));
     setServerAddress(attributes, request.headers.host);
     const userAgent = request.headers['user-agent'];
     if (userAgent) attributes[ATTR_USER_AGENT_ORIGINAL] = userAgent;
-    const span = serverSpans.start(method, request, headerGetter, attributes);
-    return { span, method, scheme, route: undefined };
+    const nameMethod = known ? method : 'HTTP';
+    const span = serverSpans.start(nameMethod, request, headerGetter, attributes);
+    return { span, method, nameMethod, scheme, route: undefined, ended: false };
   }
 
   function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined {
     const entry = tracedOf(request);
-    if (!entry) return undefined;
+    return entry ? finish(entry, request, outcome, true) : undefined;
+  }
+
+  /**
+   * `sent` is false when the client went away before any response: the span then has no
+   * `http.response.status_code` (the conventions set it only when one was sent) while the metric
+   * and the access line say 499, nginx's "client closed request".
+   */
+  function finish(
+    entry: Traced,
+    request: IncomingMessage,
+    outcome: HttpOutcome,
+    sent: boolean,
+  ): Promise<void> | undefined {
+    if (entry.ended) return undefined;
+    entry.ended = true;
     const { statusCode } = outcome;
     const fault = isServerFaultStatus(statusCode);
     // The stable HTTP conventions: a response that was sent is typed by its status code.
@@ -123,7 +172,7 @@ export function createHttpTracing(
       fault,
       errorType: type,
       exception: outcome.error,
-      attributes: { [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode },
+      attributes: sent ? { [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode } : NOT_ANSWERED,
       metric: { histogram: duration, attributes: metricAttributes },
       httpRequest,
     });
@@ -145,9 +194,9 @@ export function createHttpTracing(
           request[kTraced] = entry;
           // Aborted or otherwise unanswered requests still end their span.
           response.once('close', () => {
-            void end(request, {
-              statusCode: response.writableFinished ? response.statusCode : 499,
-            });
+            if (entry.ended) return;
+            const sent = response.headersSent;
+            void finish(entry, request, { statusCode: sent ? response.statusCode : 499 }, sent);
           });
           context.with(entry.span.context, handler, undefined, request, response);
         },
@@ -158,7 +207,7 @@ export function createHttpTracing(
       const entry = tracedOf(request);
       if (!entry || !route) return;
       entry.route = route;
-      entry.span.span.updateName(`${entry.method} ${route}`);
+      entry.span.span.updateName(`${entry.nameMethod} ${route}`);
       entry.span.span.setAttribute(ATTR_HTTP_ROUTE, route);
     },
     end,
@@ -171,4 +220,30 @@ function tracedOf(request: IncomingMessage): Traced | undefined {
 
 function firstValue(value: string | string[] | undefined): string | undefined {
   return Array.isArray(value) ? value[0] : value;
+}
+
+/** `url.query` with the values of the keys the conventions name replaced by `REDACTED`. */
+function redactQuery(query: string): string {
+  const pairs = query.split('&');
+  let redacted = false;
+  for (let i = 0; i < pairs.length; i++) {
+    const pair = pairs[i] as string;
+    const equals = pair.indexOf('=');
+    if (equals === -1) continue;
+    const key = pair.slice(0, equals);
+    if (!URL_QUERY_REDACTED_KEYS.has(decodedKey(key))) continue;
+    pairs[i] = `${key}=REDACTED`;
+    redacted = true;
+  }
+  return redacted ? pairs.join('&') : query;
+}
+
+/** A key as the app's query parser reads it: `si%67` is `sig`. */
+function decodedKey(key: string): string {
+  if (!key.includes('%')) return key;
+  try {
+    return decodeURIComponent(key);
+  } catch {
+    return key;
+  }
 }

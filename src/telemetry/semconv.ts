@@ -23,3 +23,15 @@ export const ATTR_FAAS_INSTANCE = 'faas.instance';
 export const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = 'connectrpc';
 /** Marks the link to the span that Google's front end put between caller and callee. */
 export const ATTR_LINK_FRONT_END_SPAN = 'cloud_run.front_end_span';
+/** Listed with the known methods in the note on `http.request.method` (1.45), incubating as a value. */
+export const HTTP_REQUEST_METHOD_VALUE_QUERY = 'QUERY';
+/** The keys whose values `url.query` SHOULD redact by default (its note, 1.45), case-sensitive. */
+export const URL_QUERY_REDACTED_KEYS: ReadonlySet<string> = new Set([
+  'X-Amz-Signature',
+  'X-Amz-Credential',
+  'X-Amz-Security-Token',
+  'AWSAccessKeyId',
+  'Signature',
+  'sig',
+  'X-Goog-Signature',
+]);

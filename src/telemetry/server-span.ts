@@ -16,7 +16,7 @@ import {
 } from '@opentelemetry/api';
 import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
 import type { Logger } from './logger.js';
-import { getFrontEndSpanContext } from './propagation/index.js';
+import { getLinkedSpanContext } from './propagation/index.js';
 import { withRequestScope } from './request-attributes.js';
 import { ATTR_LINK_FRONT_END_SPAN } from './semconv.js';
 
@@ -86,9 +86,13 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
       let parent = propagation.extract(ROOT_CONTEXT, carrier, getter);
       parent = withoutBaggageKeys(parent, untrustedBaggageKeys);
       const links: Link[] = [];
-      const frontEnd = getFrontEndSpanContext(parent);
-      if (frontEnd)
-        links.push({ context: frontEnd, attributes: { [ATTR_LINK_FRONT_END_SPAN]: true } });
+      const linked = getLinkedSpanContext(parent);
+      if (linked) {
+        links.push({
+          context: linked.spanContext,
+          attributes: linked.frontEnd ? { [ATTR_LINK_FRONT_END_SPAN]: true } : {},
+        });
+      }
       const scoped = withRequestScope(parent);
       const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, links }, scoped);
       const ctx = trace.setSpan(scoped, span);

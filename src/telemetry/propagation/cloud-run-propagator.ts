@@ -24,7 +24,17 @@ import { formatTraceParent, parseTraceParent } from './trace-parent.js';
 /** The caller's own span context, sent beside `traceparent` because Cloud Run rewrites that one. */
 export const CLIENT_TRACE_PARENT_HEADER = 'x-client-traceparent';
 
-const FRONT_END_SPAN_CONTEXT = createContextKey('cloud-run-propagator front-end span context');
+const LINKED_SPAN_CONTEXT = createContextKey('cloud-run-propagator linked span context');
+
+/** The span context extracted beside the parent and not used as parent: link to it. */
+export interface LinkedSpanContext {
+  spanContext: SpanContext;
+  /**
+   * True for the front end's span (Cloud Run rewrote `traceparent` within the client's trace);
+   * false for the client's own span when `traceparent` came with another trace id and won.
+   */
+  frontEnd: boolean;
+}
 
 export interface CloudRunPropagatorOptions {
   /** Also write Google's legacy `x-cloud-trace-context` header (default false). */
@@ -34,13 +44,13 @@ export interface CloudRunPropagatorOptions {
 interface Extracted {
   parent: SpanContext | undefined;
   /** The other valid span context that was not chosen as parent: link it, don't lose it. */
-  linked?: SpanContext;
+  linked?: LinkedSpanContext;
 }
 
 /**
  * W3C trace context that survives Cloud Run's front end: inject writes `traceparent` and the
  * same value in `x-client-traceparent`; extract prefers the latter and keeps the front end's
- * span for {@link getFrontEndSpanContext}. Baggage is not handled here.
+ * span for {@link getLinkedSpanContext}. Baggage is not handled here.
  */
 export function createCloudRunPropagator(
   options: CloudRunPropagatorOptions = {},
@@ -63,9 +73,10 @@ export function createCloudRunPropagator(
       const { parent, linked } = extractParent(carrier, getter);
       if (!parent) return context;
       const withParent = trace.setSpanContext(context, parent);
-      return linked
-        ? withParent.setValue(FRONT_END_SPAN_CONTEXT, linked)
-        : withParent.deleteValue(FRONT_END_SPAN_CONTEXT);
+      if (linked) return withParent.setValue(LINKED_SPAN_CONTEXT, linked);
+      return withParent.getValue(LINKED_SPAN_CONTEXT) === undefined
+        ? withParent
+        : withParent.deleteValue(LINKED_SPAN_CONTEXT);
     },
     fields() {
       return [
@@ -82,8 +93,8 @@ export function createCloudRunPropagator(
  * The span context extracted beside the parent and not used as parent: the front end's span when
  * Cloud Run rewrote `traceparent`, or the client's when the trace ids disagreed. Link to it.
  */
-export function getFrontEndSpanContext(ctx: Context): SpanContext | undefined {
-  return ctx.getValue(FRONT_END_SPAN_CONTEXT) as SpanContext | undefined;
+export function getLinkedSpanContext(ctx: Context): LinkedSpanContext | undefined {
+  return ctx.getValue(LINKED_SPAN_CONTEXT) as LinkedSpanContext | undefined;
 }
 
 function extractParent<Carrier>(carrier: Carrier, getter: TextMapGetter<Carrier>): Extracted {
@@ -91,10 +102,16 @@ function extractParent<Carrier>(carrier: Carrier, getter: TextMapGetter<Carrier>
   const w3c = parseTraceParent(getter.get(carrier, TRACE_PARENT_HEADER));
   if (client && w3c) {
     if (client.traceId !== w3c.traceId) {
-      return { parent: withTraceState(w3c, carrier, getter), linked: client };
+      return {
+        parent: withTraceState(w3c, carrier, getter),
+        linked: { spanContext: client, frontEnd: false },
+      };
     }
     if (client.spanId !== w3c.spanId) {
-      return { parent: withTraceState(client, carrier, getter), linked: w3c };
+      return {
+        parent: withTraceState(client, carrier, getter),
+        linked: { spanContext: w3c, frontEnd: true },
+      };
     }
   }
   const parent = client ?? w3c;

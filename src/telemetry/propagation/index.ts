@@ -1,8 +1,8 @@
-export type { CloudRunPropagatorOptions } from './cloud-run-propagator.js';
+export type { CloudRunPropagatorOptions, LinkedSpanContext } from './cloud-run-propagator.js';
 export {
   CLIENT_TRACE_PARENT_HEADER,
   createCloudRunPropagator,
-  getFrontEndSpanContext,
+  getLinkedSpanContext,
 } from './cloud-run-propagator.js';
 export {
   CLOUD_TRACE_CONTEXT_HEADER,
