@@ -1,5 +1,6 @@
 import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
+import { connect as http2Connect } from 'node:http2';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -336,6 +337,50 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         'http.response.status_code': 499,
         'http.route': '/greet',
         'url.scheme': 'http',
+      });
+  });
+
+  it('traces a call to a method the backend does not have: _OTHER, the path kept, UNIMPLEMENTED, an access line', async () => {
+    const parent = newTraceParent();
+    const session = http2Connect(backend.url);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': '/backend_service.v1.BackendService/Farewell',
+        'content-type': 'application/grpc',
+        te: 'trailers',
+        traceparent: parent.header,
+      });
+      stream.end(Buffer.alloc(5));
+      const [trailers] = (await once(stream, 'response')) as [Record<string, string>];
+      expect(trailers['grpc-status']).toBe('12');
+      stream.resume();
+      await once(stream, 'close');
+    } finally {
+      session.close();
+    }
+    const spans = await receiver.waitForSpans((all) =>
+      all.some((span) => span.traceId === parent.traceId),
+    );
+    const span = spans.find((candidate) => candidate.traceId === parent.traceId);
+    expect(span).toMatchObject({
+      name: 'grpc',
+      kind: 'SERVER',
+      parentSpanId: parent.spanId,
+      status: { code: 'ERROR' },
+      attributes: {
+        'rpc.system.name': 'grpc',
+        'rpc.method': '_OTHER',
+        'rpc.method_original': 'backend_service.v1.BackendService/Farewell',
+        'rpc.status_code': 'UNIMPLEMENTED',
+        'error.type': 'UNIMPLEMENTED',
+      },
+    });
+    await expect
+      .poll(() => accessLine(backend, parent.traceId))
+      .toMatchObject({
+        severity: 'ERROR',
+        httpRequest: { requestUrl: '/backend_service.v1.BackendService/Farewell', status: 200 },
       });
   });
 

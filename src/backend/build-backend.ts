@@ -16,7 +16,7 @@ import {
   INFRASTRUCTURE_SERVICES,
   registerRpcs,
 } from '../rpc/index.js';
-import { createServerTracingInterceptor } from '../telemetry/rpc-tracing.js';
+import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { capDeadline } from './deadline-cap.js';
 import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
@@ -81,7 +81,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
         health,
         reflection: config.GRPC_REFLECTION,
       }),
-    fallback: answerUnknownMethod,
+    fallback: traceUnknownMethods(telemetry.serverSpans, telemetry.meter, answerUnknownMethod),
   });
   const server = createServer((request, response) => {
     capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);

@@ -1,9 +1,12 @@
-import { type Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { IncomingHttpHeaders } from 'node:http2';
+import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { ConnectNodeAdapterOptions } from '@connectrpc/connect-node';
 import {
   type Attributes,
   type Context,
   context,
   createContextKey,
+  type Histogram,
   type Meter,
   propagation,
   SpanKind,
@@ -16,6 +19,7 @@ import {
 import {
   ATTR_ERROR_TYPE,
   ATTR_RPC_METHOD,
+  ATTR_RPC_METHOD_ORIGINAL,
   ATTR_RPC_STATUS_CODE,
   ATTR_RPC_SYSTEM_NAME,
   ATTR_SERVER_ADDRESS,
@@ -31,13 +35,18 @@ import {
   isServerFault,
 } from '../errors/status.js';
 import { withPropagatedAttributes } from './request-attributes.js';
-import { RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
+import { RPC_METHOD_VALUE_OTHER, RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
 import type { HttpRequestLog, ServerSpans } from './server-span.js';
 
 const headersGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
   get: (headers, key) => headers.get(key) ?? undefined,
+};
+
+const nodeHeadersGetter: TextMapGetter<IncomingHttpHeaders> = {
+  keys: (headers) => Object.keys(headers),
+  get: (headers, key) => headers[key],
 };
 
 const headersSetter: TextMapSetter<Headers> = {
@@ -65,11 +74,7 @@ export function createServerTracingInterceptor(
   meter: Meter,
   untraced: ReadonlySet<string> = new Set(),
 ): Interceptor {
-  const duration = meter.createHistogram(METRIC_RPC_SERVER_CALL_DURATION, {
-    unit: 's',
-    description: 'Duration of RPCs served.',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
-  });
+  const duration = serverCallDuration(meter);
   return (next) => async (req) => {
     if (untraced.has(req.service.typeName)) return next(req);
     const method = rpcMethod(req);
@@ -117,6 +122,69 @@ export function createServerTracingInterceptor(
         throw thrown;
       }
     });
+  };
+}
+
+function serverCallDuration(meter: Meter): Histogram {
+  return meter.createHistogram(METRIC_RPC_SERVER_CALL_DURATION, {
+    unit: 's',
+    description: 'Duration of RPCs served.',
+    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+  });
+}
+
+type Fallback = NonNullable<ConnectNodeAdapterOptions['fallback']>;
+
+/**
+ * A SERVER span, duration point and access line for calls to a method the server does not have
+ * (Connect's fallback runs outside the interceptors), so that a client ahead of its server is
+ * seen: `rpc.method=_OTHER` with the path in `rpc.method_original`, named after the RPC system
+ * (semantic conventions), and UNIMPLEMENTED, a server fault by the error rule.
+ */
+export function traceUnknownMethods(
+  serverSpans: ServerSpans,
+  meter: Meter,
+  answer: Fallback,
+): Fallback {
+  const duration = serverCallDuration(meter);
+  return (request, response) => {
+    const system = rpcSystem(request.headers['content-type'] ?? null);
+    const path = (request.url ?? '').split('?', 1)[0] ?? '';
+    const attributes: Attributes = {
+      [ATTR_RPC_SYSTEM_NAME]: system,
+      [ATTR_RPC_METHOD]: RPC_METHOD_VALUE_OTHER,
+      [ATTR_RPC_METHOD_ORIGINAL]: path.slice(1, 257),
+    };
+    const authority = request.headers[':authority'] ?? request.headers.host;
+    if (typeof authority === 'string') setServerAddress(attributes, authority);
+    const serverSpan = serverSpans.start(system, request.headers, nodeHeadersGetter, attributes);
+    response.once('close', () => {
+      const status = statusName(system, Code.Unimplemented);
+      const httpRequest: HttpRequestLog = {
+        requestMethod: request.method ?? '',
+        requestUrl: path,
+        status: response.statusCode,
+        protocol: 'HTTP/2',
+      };
+      const userAgent = request.headers['user-agent'];
+      if (userAgent) httpRequest.userAgent = userAgent;
+      void serverSpan.end({
+        fault: true,
+        errorType: status,
+        attributes: { [ATTR_RPC_STATUS_CODE]: status },
+        metric: {
+          histogram: duration,
+          attributes: {
+            [ATTR_RPC_SYSTEM_NAME]: system,
+            [ATTR_RPC_METHOD]: RPC_METHOD_VALUE_OTHER,
+            [ATTR_RPC_STATUS_CODE]: status,
+            [ATTR_ERROR_TYPE]: status,
+          },
+        },
+        httpRequest,
+      });
+    });
+    context.with(serverSpan.context, () => answer(request, response));
   };
 }
 

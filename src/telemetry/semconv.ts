@@ -35,3 +35,6 @@ export const URL_QUERY_REDACTED_KEYS: ReadonlySet<string> = new Set([
   'sig',
   'X-Goog-Signature',
 ]);
+
+/** `rpc.method` for a method the server does not have (the method is in `rpc.method_original`). */
+export const RPC_METHOD_VALUE_OTHER = '_OTHER';
