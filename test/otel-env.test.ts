@@ -1,11 +1,21 @@
-import { AlwaysOffSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
-import { afterEach, describe, expect, it } from 'vitest';
+import { DiagLogLevel, diag } from '@opentelemetry/api';
 import {
+  AggregationTemporality,
+  InMemoryMetricExporter,
+  PeriodicExportingMetricReader,
+} from '@opentelemetry/sdk-metrics';
+import { AlwaysOffSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import {
+  batchOptionsFromEnv,
+  diagLogLevelFromEnv,
   exporterChoices,
   isSdkDisabled,
+  metricReaderTimingFromEnv,
   otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
+  warnIfPropagatorsSet,
 } from '../src/telemetry/otel-env.js';
 
 const VARIABLES = [
@@ -16,11 +26,41 @@ const VARIABLES = [
   'OTEL_TRACES_SAMPLER',
   'OTEL_TRACES_SAMPLER_ARG',
   'OTEL_SDK_DISABLED',
+  'OTEL_METRICS_EXPORTER',
+  'OTEL_BSP_SCHEDULE_DELAY',
+  'OTEL_BSP_EXPORT_TIMEOUT',
+  'OTEL_BSP_MAX_QUEUE_SIZE',
+  'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
+  'OTEL_METRIC_EXPORT_INTERVAL',
+  'OTEL_METRIC_EXPORT_TIMEOUT',
+  'OTEL_LOG_LEVEL',
+  'OTEL_PROPAGATORS',
 ];
+
+/** What the module said through diag, from warnings up, as the roles route it. */
+const warnings: string[] = [];
+
+beforeEach(() => {
+  const ignore = () => {};
+  diag.setLogger(
+    {
+      error: (message) => warnings.push(message),
+      warn: (message) => warnings.push(message),
+      info: ignore,
+      debug: ignore,
+      verbose: ignore,
+    },
+    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
+  );
+});
 
 afterEach(() => {
   for (const name of VARIABLES) delete process.env[name];
+  diag.disable();
+  warnings.length = 0;
 });
+
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
 
 describe("Google's token goes only to Google's endpoints", () => {
   it.each([
@@ -77,5 +117,241 @@ describe('enum values are case-insensitive, as the specification asks', () => {
     expect(isSdkDisabled()).toBe(false);
     process.env.OTEL_SDK_DISABLED = 'False';
     expect(isSdkDisabled()).toBe(false);
+  });
+});
+
+describe('exporter lists: a value it cannot use is named, and the default is used when none is left', () => {
+  const use = '(use otlp, console or none)';
+  it.each([
+    // variable, value, the role's default, exporters, warnings
+    ['OTEL_TRACES_EXPORTER', undefined, 'otlp', ['otlp'], []],
+    ['OTEL_TRACES_EXPORTER', 'none', 'otlp', [], []],
+    [
+      'OTEL_TRACES_EXPORTER',
+      'zipkin',
+      'otlp',
+      ['otlp'],
+      [`OTEL_TRACES_EXPORTER=zipkin names no supported exporter ${use}; using the default, otlp.`],
+    ],
+    [
+      'OTEL_METRICS_EXPORTER',
+      'Prometheus',
+      'otlp',
+      ['otlp'],
+      [
+        `OTEL_METRICS_EXPORTER=Prometheus names no supported exporter ${use}; using the default, otlp.`,
+      ],
+    ],
+    [
+      'OTEL_METRICS_EXPORTER',
+      'prometheus',
+      'none',
+      [],
+      [
+        `OTEL_METRICS_EXPORTER=prometheus names no supported exporter ${use}; using the default, none: nothing is exported.`,
+      ],
+    ],
+    [
+      'OTEL_TRACES_EXPORTER',
+      ' , ',
+      'otlp',
+      ['otlp'],
+      [`OTEL_TRACES_EXPORTER=, names no supported exporter ${use}; using the default, otlp.`],
+    ],
+    [
+      'OTEL_TRACES_EXPORTER',
+      'zipkin,jaeger',
+      'console',
+      ['console'],
+      [
+        `OTEL_TRACES_EXPORTER=zipkin,jaeger names no supported exporter ${use}; using the default, console.`,
+      ],
+    ],
+    [
+      'OTEL_TRACES_EXPORTER',
+      'console,zipkin',
+      'otlp',
+      ['console'],
+      [`OTEL_TRACES_EXPORTER=console,zipkin: zipkin is not supported here ${use}; ignored.`],
+    ],
+    [
+      'OTEL_TRACES_EXPORTER',
+      'zipkin,none',
+      'otlp',
+      [],
+      [`OTEL_TRACES_EXPORTER=zipkin,none: zipkin is not supported here ${use}; ignored.`],
+    ],
+    [
+      'OTEL_TRACES_EXPORTER',
+      'otlp,none',
+      'otlp',
+      [],
+      ['OTEL_TRACES_EXPORTER=otlp,none includes none: nothing is exported.'],
+    ],
+    ['OTEL_TRACES_EXPORTER', 'otlp,console,otlp', 'none', ['otlp', 'console'], []],
+  ] as const)('%s=%j with default %s: %j', (variable, value, fallback, exporters, said) => {
+    if (value !== undefined) process.env[variable] = value;
+    expect(exporterChoices(variable, fallback)).toEqual(exporters);
+    expect(warnings).toEqual(said);
+  });
+});
+
+describe('numbers: a value it cannot use is named with the default used instead', () => {
+  const range = (unit: string, min: number) =>
+    `a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}`;
+  it.each([
+    // The spec's Duration: 0 is valid, and exports at once.
+    ['OTEL_BSP_SCHEDULE_DELAY', '0', { scheduledDelayMillis: 0 }, []],
+    ['OTEL_BSP_SCHEDULE_DELAY', '250', { scheduledDelayMillis: 250 }, []],
+    [
+      'OTEL_BSP_SCHEDULE_DELAY',
+      '-5',
+      {},
+      [`OTEL_BSP_SCHEDULE_DELAY=-5 is not ${range('milliseconds', 0)}; using the default, 5000.`],
+    ],
+    // Past 2³¹ − 1 ms a Node timer fires after 1 ms: an export per span.
+    [
+      'OTEL_BSP_SCHEDULE_DELAY',
+      '3000000000',
+      {},
+      [
+        `OTEL_BSP_SCHEDULE_DELAY=3000000000 is not ${range('milliseconds', 0)}; using the default, 5000.`,
+      ],
+    ],
+    // The spec's Timeout: 0 means no limit.
+    ['OTEL_BSP_EXPORT_TIMEOUT', '0', { exportTimeoutMillis: LONGEST_TIMER_MS }, []],
+    [
+      'OTEL_BSP_EXPORT_TIMEOUT',
+      'Infinity',
+      {},
+      [
+        `OTEL_BSP_EXPORT_TIMEOUT=Infinity is not ${range('milliseconds', 0)}; using the default, 30000.`,
+      ],
+    ],
+    ['OTEL_BSP_MAX_QUEUE_SIZE', '4', { maxQueueSize: 4 }, []],
+    [
+      'OTEL_BSP_MAX_QUEUE_SIZE',
+      '0',
+      {},
+      [`OTEL_BSP_MAX_QUEUE_SIZE=0 is not ${range('spans', 1)}; using the default, 2048.`],
+    ],
+    [
+      'OTEL_BSP_MAX_QUEUE_SIZE',
+      '-1',
+      {},
+      [`OTEL_BSP_MAX_QUEUE_SIZE=-1 is not ${range('spans', 1)}; using the default, 2048.`],
+    ],
+    // A fractional batch size makes the processor export empty batches in a loop.
+    [
+      'OTEL_BSP_MAX_EXPORT_BATCH_SIZE',
+      '0.5',
+      {},
+      [`OTEL_BSP_MAX_EXPORT_BATCH_SIZE=0.5 is not ${range('spans', 1)}; using the default, 512.`],
+    ],
+  ] as const)('%s=%s', (variable, value, options, said) => {
+    process.env[variable] = value;
+    expect(batchOptionsFromEnv()).toEqual(options);
+    expect(warnings).toEqual(said);
+  });
+
+  it('text that is not a number is reported once, by @opentelemetry/core', () => {
+    process.env.OTEL_BSP_SCHEDULE_DELAY = 'soon';
+    process.env.OTEL_METRIC_EXPORT_TIMEOUT = 'later';
+    expect(batchOptionsFromEnv()).toEqual({});
+    expect(metricReaderTimingFromEnv()).toEqual({
+      exportIntervalMillis: 60_000,
+      exportTimeoutMillis: 30_000,
+    });
+    expect(warnings).toHaveLength(2);
+    expect(warnings[0]).toContain('OTEL_BSP_SCHEDULE_DELAY');
+    expect(warnings[1]).toContain('OTEL_METRIC_EXPORT_TIMEOUT');
+  });
+});
+
+describe('metric export interval and timeout', () => {
+  const range = (min: number) =>
+    `a whole number of milliseconds from ${min} to ${LONGEST_TIMER_MS}`;
+  it.each([
+    // interval, timeout, what the reader gets, warnings
+    [undefined, undefined, [60_000, 30_000], []],
+    // The default timeout follows a shorter interval quietly, as the SDK does.
+    ['200', undefined, [200, 200], []],
+    [undefined, '5000', [60_000, 5_000], []],
+    // The spec's Timeout: 0 means no limit, which is the interval here.
+    [undefined, '0', [60_000, 60_000], []],
+    [
+      '1000',
+      '5000',
+      [1_000, 1_000],
+      ['OTEL_METRIC_EXPORT_TIMEOUT=5000 is longer than the export interval (1000 ms); using 1000.'],
+    ],
+    [
+      '-5',
+      undefined,
+      [60_000, 30_000],
+      [`OTEL_METRIC_EXPORT_INTERVAL=-5 is not ${range(1)}; using the default, 60000.`],
+    ],
+    [
+      '0',
+      undefined,
+      [60_000, 30_000],
+      [`OTEL_METRIC_EXPORT_INTERVAL=0 is not ${range(1)}; using the default, 60000.`],
+    ],
+    [
+      '1e10',
+      undefined,
+      [60_000, 30_000],
+      [`OTEL_METRIC_EXPORT_INTERVAL=1e10 is not ${range(1)}; using the default, 60000.`],
+    ],
+    [
+      undefined,
+      '-1',
+      [60_000, 30_000],
+      [`OTEL_METRIC_EXPORT_TIMEOUT=-1 is not ${range(0)}; using the default, 30000.`],
+    ],
+  ] as const)('interval %s, timeout %s: %j', (interval, timeout, [intervalMs, timeoutMs], said) => {
+    if (interval !== undefined) process.env.OTEL_METRIC_EXPORT_INTERVAL = interval;
+    if (timeout !== undefined) process.env.OTEL_METRIC_EXPORT_TIMEOUT = timeout;
+    const timing = metricReaderTimingFromEnv();
+    expect(timing).toEqual({ exportIntervalMillis: intervalMs, exportTimeoutMillis: timeoutMs });
+    expect(warnings).toEqual(said);
+    // The SDK's reader takes what it is given (it throws on a timeout longer than the interval).
+    const exporter = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE);
+    expect(() => new PeriodicExportingMetricReader({ exporter, ...timing })).not.toThrow();
+  });
+});
+
+describe('OTEL_LOG_LEVEL and OTEL_PROPAGATORS', () => {
+  it.each([
+    [undefined, undefined],
+    ['NONE', DiagLogLevel.NONE],
+    ['error', DiagLogLevel.ERROR],
+    ['Warn', DiagLogLevel.WARN],
+    ['info', DiagLogLevel.INFO],
+    [' debug ', DiagLogLevel.DEBUG],
+    ['VERBOSE', DiagLogLevel.VERBOSE],
+    ['all', DiagLogLevel.ALL],
+  ] as const)('OTEL_LOG_LEVEL=%j: %s', (value, level) => {
+    if (value !== undefined) process.env.OTEL_LOG_LEVEL = value;
+    expect(diagLogLevelFromEnv()).toBe(level);
+    expect(warnings).toEqual([]);
+  });
+
+  it('an unknown OTEL_LOG_LEVEL is named, and the default (warn) stays', () => {
+    process.env.OTEL_LOG_LEVEL = 'Loud';
+    expect(diagLogLevelFromEnv()).toBeUndefined();
+    expect(warnings).toEqual([
+      'OTEL_LOG_LEVEL=loud is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.',
+    ]);
+  });
+
+  it('OTEL_PROPAGATORS set: one warning that it is ignored; unset or empty: nothing', () => {
+    process.env.OTEL_PROPAGATORS = ' ';
+    warnIfPropagatorsSet();
+    expect(warnings).toEqual([]);
+    process.env.OTEL_PROPAGATORS = 'b3,none';
+    warnIfPropagatorsSet();
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatch(/^OTEL_PROPAGATORS=b3,none is ignored: /);
   });
 });

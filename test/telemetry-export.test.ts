@@ -8,7 +8,7 @@ import {
 } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { postGreet } from './helpers/http.js';
-import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
+import { eventually, type RoleProcess, startRole, startRoles } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 async function greet(url: string, headers: Record<string, string> = {}): Promise<number> {
@@ -356,3 +356,75 @@ describe('metric export', () => {
     }
   });
 });
+
+describe('OTEL_* values it cannot use', () => {
+  it('an exporter list with nothing usable falls back to the default, otlp, and says so', async () => {
+    const receiver = await startOtlpReceiver();
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_TRACES_EXPORTER: 'zipkin',
+      OTEL_METRICS_EXPORTER: 'prometheus',
+      OTEL_BSP_SCHEDULE_DELAY: '50',
+    };
+    const { backend, api } = await startRoles(env);
+    try {
+      const parent = newTraceParent();
+      expect(await greet(api.url, { traceparent: parent.header })).toBe(200);
+      await receiver.waitForSpans(
+        (spans) => spans.filter((span) => span.traceId === parent.traceId).length === 3,
+      );
+      expect(await api.stop('SIGTERM')).toBe(0);
+      expect(receiver.metrics().map((metric) => metric.name)).toContain(
+        'http.server.request.duration',
+      );
+      const use = '(use otlp, console or none)';
+      expect(warningsOf(api)).toEqual([
+        `OTEL_METRICS_EXPORTER=prometheus names no supported exporter ${use}; using the default, otlp.`,
+        `OTEL_TRACES_EXPORTER=zipkin names no supported exporter ${use}; using the default, otlp.`,
+      ]);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
+    }
+  });
+
+  it('OTEL_LOG_LEVEL=debug writes the SDK’s debug lines; bad numbers and OTEL_PROPAGATORS get one WARNING each', async () => {
+    const receiver = await startOtlpReceiver();
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: `http://127.0.0.1:${await freePort()}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_LOG_LEVEL: 'Debug',
+        OTEL_PROPAGATORS: 'b3',
+        OTEL_METRIC_EXPORT_INTERVAL: '-5',
+        OTEL_BSP_MAX_QUEUE_SIZE: '0',
+      },
+    });
+    try {
+      // LOG_LEVEL is info: what OTEL_LOG_LEVEL asks for passes it.
+      const debugLines = api
+        .logs()
+        .filter((line) => line.component === 'opentelemetry' && line.severity === 'DEBUG');
+      expect(debugLines.map((line) => String(line.message))).toContainEqual(
+        expect.stringMatching(/^@opentelemetry\/api: Registered a global for trace v/),
+      );
+      expect(warningsOf(api)).toEqual([
+        expect.stringMatching(/^OTEL_PROPAGATORS=b3 is ignored: /),
+        'OTEL_METRIC_EXPORT_INTERVAL=-5 is not a whole number of milliseconds from 1 to 2147483647; using the default, 60000.',
+        'OTEL_BSP_MAX_QUEUE_SIZE=0 is not a whole number of spans from 1 to 2147483647; using the default, 2048.',
+      ]);
+      expect(api.stderr()).toBe('');
+    } finally {
+      await api.stop();
+      await receiver.close();
+    }
+  });
+});
+
+/** The WARNING lines OpenTelemetry's side of a role wrote, in order. */
+function warningsOf(role: RoleProcess): unknown[] {
+  return role
+    .logs()
+    .filter((line) => line.component === 'opentelemetry' && line.severity === 'WARNING')
+    .map((line) => line.message);
+}

@@ -1,4 +1,4 @@
-import { diag } from '@opentelemetry/api';
+import { DiagLogLevel, diag } from '@opentelemetry/api';
 import {
   getBooleanFromEnv,
   getNumberFromEnv,
@@ -31,15 +31,42 @@ function enumFromEnv(variable: string): string | undefined {
   return getStringFromEnv(variable)?.trim().toLowerCase();
 }
 
+/**
+ * The exporters named for one signal. Values it cannot use are dropped with a warning; when none
+ * is left, the role's default applies, as for an unset variable. `none` anywhere turns it off.
+ */
 export function exporterChoices(variable: string, fallback: ExporterChoice): ExporterChoice[] {
-  const values = getStringListFromEnv(variable)?.map((value) => value.toLowerCase()) ?? [fallback];
-  const known = values.filter((value): value is ExporterChoice => {
-    if (value === 'otlp' || value === 'console' || value === 'none') return true;
-    diag.warn(`${variable}=${value} is not supported here (use otlp, console or none); ignored.`);
-    return false;
-  });
-  if (known.includes('none') || known.length === 0) return [];
+  const set = getStringFromEnv(variable)?.trim();
+  if (set === undefined) return exporting(fallback);
+  const values = getStringListFromEnv(variable)?.map((value) => value.toLowerCase()) ?? [];
+  const known = values.filter(isExporterChoice);
+  const unknown = values.filter((value) => !isExporterChoice(value));
+  const supported = '(use otlp, console or none)';
+  if (known.length === 0) {
+    const used = fallback === 'none' ? 'none: nothing is exported' : fallback;
+    diag.warn(
+      `${variable}=${set} names no supported exporter ${supported}; using the default, ${used}.`,
+    );
+    return exporting(fallback);
+  }
+  for (const value of unknown) {
+    diag.warn(`${variable}=${set}: ${value} is not supported here ${supported}; ignored.`);
+  }
+  if (known.includes('none')) {
+    if (known.some((value) => value !== 'none')) {
+      diag.warn(`${variable}=${set} includes none: nothing is exported.`);
+    }
+    return [];
+  }
   return [...new Set(known)];
+}
+
+function isExporterChoice(value: string): value is ExporterChoice {
+  return value === 'otlp' || value === 'console' || value === 'none';
+}
+
+function exporting(choice: ExporterChoice): ExporterChoice[] {
+  return choice === 'none' ? [] : [choice];
 }
 
 export function otlpProtocol(signal: 'TRACES' | 'METRICS'): OtlpProtocol {
@@ -101,23 +128,117 @@ export function samplerFromEnv(): Sampler {
   }
 }
 
-export function batchOptionsFromEnv(): Omit<BatchSpanProcessorOptions, 'exporter'> {
-  const options: Omit<BatchSpanProcessorOptions, 'exporter'> = {};
-  const set = (
-    variable: string,
-    key: 'scheduledDelayMillis' | 'maxQueueSize' | 'maxExportBatchSize' | 'exportTimeoutMillis',
-  ) => {
-    const value = getNumberFromEnv(variable);
-    if (value !== undefined && Number.isFinite(value) && value > 0) options[key] = value;
-  };
-  set('OTEL_BSP_SCHEDULE_DELAY', 'scheduledDelayMillis');
-  set('OTEL_BSP_MAX_QUEUE_SIZE', 'maxQueueSize');
-  set('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 'maxExportBatchSize');
-  set('OTEL_BSP_EXPORT_TIMEOUT', 'exportTimeoutMillis');
+/** The longest a Node timer waits; a longer delay fires after 1 ms instead. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
+type NumberVariable = {
+  variable: string;
+  /** The smallest usable value: 0 where the spec gives zero a meaning, else 1. */
+  min: 0 | 1;
+  fallback: number;
+  unit: 'milliseconds' | 'spans';
+};
+
+function ms(variable: string, min: 0 | 1, fallback: number): NumberVariable {
+  return { variable, min, fallback, unit: 'milliseconds' };
+}
+
+function spans(variable: string, fallback: number): NumberVariable {
+  return { variable, min: 1, fallback, unit: 'spans' };
+}
+
+/**
+ * A whole number in [min, 2³¹ − 1], else undefined (the default applies). Text that is not a
+ * number is reported by `getNumberFromEnv` itself; anything else out of range is reported here.
+ */
+function wholeNumberFromEnv({ variable, min, fallback, unit }: NumberVariable): number | undefined {
+  const value = getNumberFromEnv(variable);
+  if (value === undefined) return undefined;
+  if (Number.isInteger(value) && value >= min && value <= LONGEST_TIMER_MS) return value;
+  diag.warn(
+    `${variable}=${process.env[variable]?.trim()} is not a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}; using the default, ${fallback}.`,
+  );
+  return undefined;
+}
+
+type BatchOptions = Omit<BatchSpanProcessorOptions, 'exporter'>;
+type BatchKey =
+  | 'scheduledDelayMillis'
+  | 'exportTimeoutMillis'
+  | 'maxQueueSize'
+  | 'maxExportBatchSize';
+
+/**
+ * The spec's types decide what zero means: a schedule delay of 0 exports at once (on the next
+ * turn of the event loop), an export timeout of 0 means no limit, and sizes must be positive.
+ */
+const BATCH_VARIABLES: readonly [BatchKey, NumberVariable][] = [
+  ['scheduledDelayMillis', ms('OTEL_BSP_SCHEDULE_DELAY', 0, 5_000)],
+  ['exportTimeoutMillis', ms('OTEL_BSP_EXPORT_TIMEOUT', 0, 30_000)],
+  ['maxQueueSize', spans('OTEL_BSP_MAX_QUEUE_SIZE', 2_048)],
+  ['maxExportBatchSize', spans('OTEL_BSP_MAX_EXPORT_BATCH_SIZE', 512)],
+];
+
+export function batchOptionsFromEnv(): BatchOptions {
+  const options: BatchOptions = {};
+  for (const [key, variable] of BATCH_VARIABLES) {
+    const value = wholeNumberFromEnv(variable);
+    if (value === undefined) continue;
+    options[key] = value === 0 && key === 'exportTimeoutMillis' ? LONGEST_TIMER_MS : value;
+  }
   return options;
 }
 
-export function metricExportIntervalMs(): number {
-  const value = getNumberFromEnv('OTEL_METRIC_EXPORT_INTERVAL');
-  return value !== undefined && value > 0 ? value : 60_000;
+export type MetricReaderTiming = { exportIntervalMillis: number; exportTimeoutMillis: number };
+
+const METRIC_EXPORT_INTERVAL = ms('OTEL_METRIC_EXPORT_INTERVAL', 1, 60_000);
+const METRIC_EXPORT_TIMEOUT = ms('OTEL_METRIC_EXPORT_TIMEOUT', 0, 30_000);
+
+/**
+ * The timeout may not exceed the interval (the SDK refuses it): the default is clamped to it
+ * quietly, as the SDK does, a timeout set longer is clamped with a warning, and 0 (no limit)
+ * is the interval.
+ */
+export function metricReaderTimingFromEnv(): MetricReaderTiming {
+  const interval = wholeNumberFromEnv(METRIC_EXPORT_INTERVAL) ?? METRIC_EXPORT_INTERVAL.fallback;
+  const timeout = wholeNumberFromEnv(METRIC_EXPORT_TIMEOUT);
+  if (timeout !== undefined && timeout > interval) {
+    diag.warn(
+      `OTEL_METRIC_EXPORT_TIMEOUT=${timeout} is longer than the export interval (${interval} ms); using ${interval}.`,
+    );
+  }
+  const asked = timeout === 0 ? interval : (timeout ?? METRIC_EXPORT_TIMEOUT.fallback);
+  return { exportIntervalMillis: interval, exportTimeoutMillis: Math.min(asked, interval) };
+}
+
+const DIAG_LEVELS: ReadonlyMap<string, DiagLogLevel> = new Map([
+  ['none', DiagLogLevel.NONE],
+  ['error', DiagLogLevel.ERROR],
+  ['warn', DiagLogLevel.WARN],
+  ['info', DiagLogLevel.INFO],
+  ['debug', DiagLogLevel.DEBUG],
+  ['verbose', DiagLogLevel.VERBOSE],
+  ['all', DiagLogLevel.ALL],
+]);
+
+/** OTEL_LOG_LEVEL, the SDK's own log level; undefined when unset or unusable (the default applies). */
+export function diagLogLevelFromEnv(): DiagLogLevel | undefined {
+  const name = enumFromEnv('OTEL_LOG_LEVEL');
+  if (name === undefined) return undefined;
+  const level = DIAG_LEVELS.get(name);
+  if (level === undefined) {
+    diag.warn(
+      `OTEL_LOG_LEVEL=${name} is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.`,
+    );
+  }
+  return level;
+}
+
+/** The propagators are fixed, whatever OTEL_PROPAGATORS says: Cloud Run's front end needs them. */
+export function warnIfPropagatorsSet(): void {
+  const value = getStringFromEnv('OTEL_PROPAGATORS');
+  if (value === undefined) return;
+  diag.warn(
+    `OTEL_PROPAGATORS=${value.trim()} is ignored: propagation is fixed to what Cloud Run needs (W3C trace context and baggage, plus x-cloud-trace-context).`,
+  );
 }

@@ -1,5 +1,6 @@
 import {
   context,
+  type DiagLogger,
   DiagLogLevel,
   diag,
   type Meter,
@@ -35,14 +36,16 @@ import {
 import { createLogger, type Logger } from './logger.js';
 import {
   batchOptionsFromEnv,
+  diagLogLevelFromEnv,
   exporterChoices,
   hasOtlpEndpoint,
   isSdkDisabled,
-  metricExportIntervalMs,
+  metricReaderTimingFromEnv,
   otlpEndpoint,
   otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
+  warnIfPropagatorsSet,
 } from './otel-env.js';
 import { createCloudRunPropagator } from './propagation/index.js';
 import { createRequestAttributesSpanProcessor } from './request-attributes.js';
@@ -100,6 +103,7 @@ export async function startTelemetry(
   routeOtelDiagnostics(logger);
 
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
+  warnIfPropagatorsSet();
   propagation.setGlobalPropagator(
     new CompositePropagator({
       propagators: [
@@ -293,6 +297,7 @@ async function metricReaders(
   const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import(
     '@opentelemetry/sdk-metrics'
   );
+  const timing = metricReaderTimingFromEnv();
   const readers: MetricReader[] = [];
   for (const choice of choices) {
     let exporter: PushMetricExporter;
@@ -310,12 +315,7 @@ async function metricReaders(
     } else {
       exporter = new ConsoleMetricExporter();
     }
-    readers.push(
-      new PeriodicExportingMetricReader({
-        exporter,
-        exportIntervalMillis: metricExportIntervalMs(),
-      }),
-    );
+    readers.push(new PeriodicExportingMetricReader({ exporter, ...timing }));
   }
   return readers;
 }
@@ -325,21 +325,46 @@ async function createMeterProvider(resource: Resource, readers: MetricReader[]) 
   return new MeterProvider({ resource, readers });
 }
 
-/** OpenTelemetry's own warnings go to our log, rate-limited so a dead endpoint is one line. */
+/**
+ * OpenTelemetry's own messages go to our log, from warnings up unless OTEL_LOG_LEVEL says
+ * otherwise. Routed at the default first, so that a bad OTEL_LOG_LEVEL is reported there.
+ */
 function routeOtelDiagnostics(logger: Logger): void {
   const otelLogger = logger.child({ component: 'opentelemetry' });
-  diag.setLogger(
-    {
-      error: (message, ...args) => otelLogger.error({ args: args.map(loggable) }, message),
-      warn: (message, ...args) => otelLogger.warn({ args: args.map(loggable) }, message),
-      info: () => {},
-      debug: () => {},
-      verbose: () => {},
-    },
-    { logLevel: DiagLogLevel.WARN, suppressOverrideMessage: true },
-  );
+  const route = (logLevel: DiagLogLevel) =>
+    diag.setLogger(diagLogger(otelLogger), { logLevel, suppressOverrideMessage: true });
+  route(DiagLogLevel.WARN);
   // Export failures are reported by the guarded exporters; the SDK would log each one again.
   setGlobalErrorHandler(() => {});
+  const level = diagLogLevelFromEnv();
+  if (level === undefined) return;
+  // What OTEL_LOG_LEVEL asks for is written even where LOG_LEVEL is higher.
+  const wanted = pinoLevel(level);
+  if (wanted && !otelLogger.isLevelEnabled(wanted)) otelLogger.level = wanted;
+  route(level);
+}
+
+/** Diagnostics at pino's levels; verbose has none of its own in Cloud Logging, so it is debug. */
+function diagLogger(otelLogger: Logger): DiagLogger {
+  const write =
+    (method: 'error' | 'warn' | 'info' | 'debug') =>
+    (message: string, ...args: unknown[]) =>
+      otelLogger[method]({ args: args.map(loggable) }, message);
+  return {
+    error: write('error'),
+    warn: write('warn'),
+    info: write('info'),
+    debug: write('debug'),
+    verbose: write('debug'),
+  };
+}
+
+function pinoLevel(level: DiagLogLevel): 'error' | 'warn' | 'info' | 'debug' | undefined {
+  if (level >= DiagLogLevel.DEBUG) return 'debug';
+  if (level >= DiagLogLevel.INFO) return 'info';
+  if (level >= DiagLogLevel.WARN) return 'warn';
+  if (level >= DiagLogLevel.ERROR) return 'error';
+  return undefined;
 }
 
 /** pino serialises an Error only under `error`; inside `args` it would be written as `{}`. */
