@@ -159,13 +159,36 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
   });
 
   it('serves the OpenAPI 3.1 document generated from the zod schemas', async () => {
+    type Response = { description: string; content: Record<string, unknown> };
     const document = (await (await fetch(`${api.url}/openapi.json`)).json()) as {
       openapi: string;
-      paths: Record<string, Record<string, { operationId?: string }>>;
+      paths: Record<
+        string,
+        Record<string, { operationId?: string; responses: Record<string, Response> }>
+      >;
+      components: {
+        schemas: Record<string, { properties?: Record<string, { description?: string }> }>;
+      };
     };
     expect(document.openapi).toBe('3.1.0');
-    expect(document.paths['/greet']?.post?.operationId).toBe('greet');
+    const greet = document.paths['/greet']?.post;
+    expect(greet?.operationId).toBe('greet');
     expect(Object.keys(document.paths)).not.toContain('/healthz');
+    // The media types and reasons the api really answers with.
+    const responses = Object.entries(greet?.responses ?? {});
+    expect(responses.length).toBeGreaterThan(3);
+    for (const [status, response] of responses) {
+      expect(Object.keys(response.content), status).toEqual([
+        Number(status) >= 400 ? 'application/problem+json' : 'application/json',
+      ]);
+      expect(response.description, status).not.toBe('Default Response');
+    }
+    expect(greet?.responses['503']?.description).toBe('Service Unavailable');
+    const invalid = await postGreet(api.url, { name: ' ' });
+    expect(invalid.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(document.components.schemas.GreetRequest?.properties?.name?.description).toMatch(
+      /1 to 256 characters after trimming, no control characters/,
+    );
   });
 
   it('answers unknown routes with a 404 problem', async () => {

@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { type IncomingMessage, type ServerResponse, STATUS_CODES } from 'node:http';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import { jsonSchemaTransform, jsonSchemaTransformObject } from 'fastify-type-provider-zod';
 import packageJson from '../../package.json' with { type: 'json' };
@@ -62,11 +62,37 @@ async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise
       },
     },
     transform: jsonSchemaTransform,
-    transformObject: jsonSchemaTransformObject,
+    transformObject: (input) => describeResponses(jsonSchemaTransformObject(input)),
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: true });
   // Registered for their schemas only: this instance serves nothing but /docs.
   for (const route of routes) await app.register(route, deps);
   await app.ready();
   return app;
+}
+
+type OpenApiResponse = { description?: string; content?: Record<string, unknown> };
+type OpenApiDocument = {
+  paths?: Record<string, Record<string, { responses?: Record<string, OpenApiResponse> }>>;
+};
+
+/**
+ * What zod schemas cannot say: error answers are RFC 9457 problem details
+ * (`application/problem+json`), and each response is described by its status's reason phrase
+ * instead of "Default Response".
+ */
+function describeResponses<T>(document: T): T {
+  const { paths = {} } = document as OpenApiDocument;
+  for (const operations of Object.values(paths)) {
+    for (const { responses = {} } of Object.values(operations)) {
+      for (const [status, response] of Object.entries(responses)) {
+        if (response.description === 'Default Response') {
+          response.description = STATUS_CODES[status] ?? response.description;
+        }
+        const json = response.content?.['application/json'];
+        if (Number(status) >= 400 && json) response.content = { 'application/problem+json': json };
+      }
+    }
+  }
+  return document;
 }
