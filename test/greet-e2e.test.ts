@@ -241,6 +241,46 @@ describe('backend failures seen through the api role', () => {
   });
 });
 
+describe('a caller that goes away', () => {
+  it('takes the backend call with it: the stream is cancelled at once, not at the deadline', async () => {
+    let received: () => void = () => {};
+    const callArrived = new Promise<void>((resolve) => {
+      received = resolve;
+    });
+    let cancelled: (code: number) => void = () => {};
+    const callClosed = new Promise<number>((resolve) => {
+      cancelled = resolve;
+    });
+    const silent: Http2Server = createServer((request) => {
+      received();
+      request.stream.once('close', () => cancelled(request.stream.rstCode ?? -1));
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const { port } = silent.address() as { port: number };
+    const api = await startRole('api', {
+      env: { BACKEND_URL: `http://127.0.0.1:${port}`, BACKEND_TIMEOUT_MS: '20000' },
+    });
+    try {
+      const caller = new AbortController();
+      const answered = postGreet(api.url, { name: 'David' }, {}, caller.signal).catch(
+        (error: unknown) => error,
+      );
+      await callArrived;
+      const leftAt = Date.now();
+      caller.abort();
+      await answered;
+      expect(await callClosed).toBe(8); // RST_STREAM CANCEL
+      expect(Date.now() - leftAt).toBeLessThan(2_000);
+      await expect
+        .poll(() => api.logs().find((line) => line.httpRequest !== undefined))
+        .toMatchObject({ httpRequest: { status: 499 } });
+    } finally {
+      await api.stop();
+      silent.close();
+    }
+  });
+});
+
 describe('start-up configuration', () => {
   it('refuses a missing or unknown SERVICE_ROLE, naming the valid roles', async () => {
     for (const env of [{}, { SERVICE_ROLE: 'frontend' }]) {

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import * as z from 'zod';
+import { callerSignal } from '../api/caller-signal.js';
 import { checkName, NAME_MAX_CHARACTERS } from '../domain/greeting.js';
 import { ProblemDetailsSchema } from '../errors/problem-details.js';
 import type { RouteDeps } from './route-deps.js';
@@ -55,10 +56,11 @@ export const greetRoute: FastifyPluginAsyncZod<RouteDeps> = async (app, { backen
         },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { name, withError } = request.body;
-      const reply = await backend.greet({ name: name.trim(), withError });
-      return { reply };
+      // The backend call stops if the caller goes away first.
+      const greeting = await backend.greet({ name: name.trim(), withError }, callerSignal(reply));
+      return { reply: greeting };
     },
   );
 };

@@ -5,11 +5,13 @@ export function postGreet(
   baseUrl: string,
   body: unknown = { name: 'David' },
   headers: Record<string, string> = {},
+  signal?: AbortSignal,
 ): Promise<Response> {
   return fetch(`${baseUrl}/greet`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', ...headers },
     body: typeof body === 'string' ? body : JSON.stringify(body),
+    ...(signal ? { signal } : {}),
   });
 }
 
