@@ -18,6 +18,7 @@ import { startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
+import { newTraceParent } from './helpers/traces.js';
 
 /*
  * Faults around the two roles, with real processes from the production build and real sockets:
@@ -738,6 +739,196 @@ describe('SIGTERM with work that never ends', () => {
     const exitCode = await api.exited;
     expect(exitCode).toBe(0);
     expect(performance.now() - signalledAt).toBeLessThan(400 + 1_000);
+  }, 30_000);
+});
+
+describe('SIGTERM with requests in flight', () => {
+  const CUT = 'drain timed out; closing remaining connections';
+  const messagesOf = (started: RoleProcess) => started.logs().map((line) => String(line.message));
+
+  /** POST /greet on a connection the agent keeps open after the answer, as a pool does. */
+  function greetKeptAlive(port: number, agent: Agent, headers: Record<string, string> = {}) {
+    return new Promise<{ status: number | undefined; connection: string | undefined }>(
+      (resolve, reject) => {
+        const request = httpRequest(
+          {
+            port,
+            host: '127.0.0.1',
+            method: 'POST',
+            path: '/greet',
+            agent,
+            headers: { 'content-type': 'application/json', ...headers },
+          },
+          (response) => {
+            response
+              .resume()
+              .on('end', () =>
+                resolve({ status: response.statusCode, connection: response.headers.connection }),
+              );
+          },
+        );
+        request.on('error', reject);
+        request.end('{"name":"InFlight"}');
+      },
+    );
+  }
+
+  it('api: a request answered after the listener closed gets connection: close, and the api exits at once, not at the drain cut', async () => {
+    const slow = await startFakeBackend(1_500);
+    const api = await role('api', { BACKEND_URL: slow.url, SHUTDOWN_TIMEOUT_MS: '8000' });
+    const agent = new Agent({ keepAlive: true });
+    cleanups.push(() => agent.destroy());
+    const answer = greetKeptAlive(api.port, agent);
+    await eventually(() => expect(slow.calls()).toBe(1));
+
+    const signalledAt = performance.now();
+    api.child.kill('SIGTERM');
+    const exitCode = await api.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+
+    expect(exitCode).toBe(0);
+    expect(messagesOf(api)).not.toContain(CUT);
+    // Answered about 1.5 s after the signal, 1 s after the listener closed; the drain would be
+    // cut at 6 s.
+    expect(stoppedAfter).toBeLessThan(1_500 + 1_000);
+    expect(await answer).toEqual({ status: 200, connection: 'close' });
+  }, 30_000);
+
+  it('api: a response held for its spans (request mode) across the listener closing gets connection: close too', async () => {
+    const spans = await receiver();
+    spans.setBehaviour('slow', 1_200);
+    const fast = await startFakeBackend(0);
+    const api = await role('api', {
+      BACKEND_URL: fast.url,
+      SHUTDOWN_TIMEOUT_MS: '8000',
+      TELEMETRY_EXPORT_MODE: 'request',
+      OTEL_EXPORTER_OTLP_ENDPOINT: spans.url,
+    });
+    const agent = new Agent({ keepAlive: true });
+    cleanups.push(() => agent.destroy());
+    const answer = greetKeptAlive(api.port, agent);
+    // The response is decided and waits for its spans' flush: 1 s at most (the receiver takes 1.2).
+    await eventually(() => expect(spans.requests()).toBe(1));
+
+    const signalledAt = performance.now();
+    api.child.kill('SIGTERM');
+    const exitCode = await api.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+
+    expect(exitCode).toBe(0);
+    expect(messagesOf(api)).not.toContain(CUT);
+    // The answer leaves about 1 s after the signal and the shutdown flush takes 1.2 s; the drain
+    // would be cut at 6 s.
+    expect(stoppedAfter).toBeLessThan(4_000);
+    expect(await answer).toEqual({ status: 200, connection: 'close' });
+  }, 30_000);
+
+  it('backend: a call in flight when GOAWAY goes out is answered, and the backend exits at once after it', async () => {
+    const backend = await role('backend', {});
+    const session = connect(backend.url);
+    cleanups.push(() => session.destroy());
+    session.on('error', () => {});
+    // A Greet whose request message is held back (the handler waits for it) until after GOAWAY.
+    const message = Buffer.from([0x0a, 0x08, ...Buffer.from('InFlight')]);
+    const frame = Buffer.concat([Buffer.from([0, 0, 0, 0, message.length]), message]);
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/backend_service.v1.BackendService/Greet',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    const answered = new Promise<string | undefined>((resolve) => {
+      stream.on('trailers', (trailers) => resolve(String(trailers['grpc-status'])));
+      stream.on('close', () => resolve(undefined));
+    });
+    stream.resume();
+    stream.write(frame.subarray(0, 3));
+    const goaway = new Promise((resolve) => session.once('goaway', resolve));
+
+    const signalledAt = performance.now();
+    backend.child.kill('SIGTERM');
+    await goaway;
+    stream.end(frame.subarray(3));
+    expect(await answered).toBe('0');
+    const exitCode = await backend.exited;
+    const stoppedAfter = performance.now() - signalledAt;
+
+    expect(exitCode).toBe(0);
+    expect(messagesOf(backend)).not.toContain(CUT);
+    expect(stoppedAfter).toBeLessThan(500 + 1_000);
+  }, 30_000);
+
+  it.each([
+    ['after the listener closed', '2000'],
+    ['during the 500 ms notice, before the listener closed', '400'],
+  ])(
+    'api: a request cut at the drain deadline (%s) still has its SERVER and CLIENT spans exported',
+    async (_when, shutdownTimeoutMs) => {
+      const spans = await receiver();
+      const hanging = await startFakeBackend(60_000);
+      const api = await role('api', {
+        BACKEND_URL: hanging.url,
+        BACKEND_TIMEOUT_MS: '60000',
+        SHUTDOWN_TIMEOUT_MS: shutdownTimeoutMs,
+        OTEL_EXPORTER_OTLP_ENDPOINT: spans.url,
+        OTEL_BSP_SCHEDULE_DELAY: '60000',
+      });
+      const parent = newTraceParent();
+      const agent = new Agent({ keepAlive: true });
+      cleanups.push(() => agent.destroy());
+      const answer = greetKeptAlive(api.port, agent, { traceparent: parent.header }).catch(
+        (error: NodeJS.ErrnoException) => error.code,
+      );
+      await eventually(() => expect(hanging.calls()).toBe(1));
+
+      api.child.kill('SIGTERM');
+      expect(await api.exited).toBe(0);
+      expect(await answer).toBe('ECONNRESET');
+      expect(messagesOf(api)).toContain(CUT);
+
+      // Exported by the shutdown flush (the batch delay is 60 s), before the process exited.
+      const trace = spans.spans().filter((span) => span.traceId === parent.traceId);
+      const server = trace.find((span) => span.kind === 'SERVER');
+      const client = trace.find((span) => span.kind === 'CLIENT');
+      expect(server?.attributes['http.response.status_code']).toBe(499);
+      expect(client?.attributes['rpc.status_code']).toBe('CANCELLED');
+      expect(client?.parentSpanId).toBe(server?.spanId);
+    },
+    30_000,
+  );
+
+  it('api: a second SIGTERM while draining is ignored: the request in flight is answered, exit 0', async () => {
+    const slow = await startFakeBackend(1_000);
+    const api = await role('api', { BACKEND_URL: slow.url });
+    const answer = greet(api.url);
+    await eventually(() => expect(slow.calls()).toBe(1));
+
+    api.child.kill('SIGTERM');
+    await eventually(() => expect(messagesOf(api).join()).toContain('SIGTERM received: draining'));
+    api.child.kill('SIGTERM');
+
+    expect((await answer).status).toBe(200);
+    expect(await api.exited).toBe(0);
+    expect(messagesOf(api)).toContain('SIGTERM while stopping: ignored');
+  }, 30_000);
+
+  it('api: a second Ctrl-C (SIGINT) while draining exits at once with 130, saying so', async () => {
+    const slow = await startFakeBackend(5_000);
+    const api = await role('api', { BACKEND_URL: slow.url });
+    const answer = greet(api.url).catch(() => 'cut');
+    await eventually(() => expect(slow.calls()).toBe(1));
+
+    api.child.kill('SIGINT');
+    await eventually(() => expect(messagesOf(api).join()).toContain('SIGINT received: draining'));
+    const forcedAt = performance.now();
+    api.child.kill('SIGINT');
+
+    expect(await api.exited).toBe(130);
+    expect(performance.now() - forcedAt).toBeLessThan(1_000);
+    expect(await answer).toBe('cut');
+    expect(messagesOf(api)).toContain(
+      'SIGINT while stopping: exiting now, without the rest of the drain or the flush',
+    );
   }, 30_000);
 });
 

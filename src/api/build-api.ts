@@ -77,14 +77,23 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   app.addHook('onError', async (request, _reply, error) => {
     errors.set(request, error);
   });
+  /**
+   * Checked as the response leaves, not only as the request comes in: otherwise a request that
+   * began before the drain leaves its connection open, and the server cannot close until the
+   * drain is cut.
+   */
+  const closeWhileDraining = (reply: FastifyReply, payload: unknown) => {
+    if (draining) reply.header('connection', 'close');
+    return payload;
+  };
   app.addHook('onSend', (request, reply, payload, done) => {
     const flushing = tracing.end(request.raw, {
       statusCode: reply.statusCode,
       error: errors.get(request),
       ...(typeof payload === 'string' ? { responseSize: Buffer.byteLength(payload) } : {}),
     });
-    if (!flushing) return done(null, payload);
-    flushing.then(() => done(null, payload), done);
+    if (!flushing) return done(null, closeWhileDraining(reply, payload));
+    flushing.then(() => done(null, closeWhileDraining(reply, payload)), done);
   });
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),

@@ -1,3 +1,4 @@
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import type { Logger } from '../telemetry/logger.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 
@@ -10,41 +11,68 @@ export type Stoppable = {
 
 /** The part of the shutdown budget the drain may use; the rest is kept for the telemetry flush. */
 const DRAIN_SHARE = 0.75;
+/** After a cut, how long the drain may still take to end: from the flush's share, at most half. */
+const CUT_GRACE_MS = 250;
+/** A second Ctrl-C: exit at once, as a shell reports SIGINT (128 + 2). */
+const FORCED_EXIT_CODE = 130;
 
 /**
  * Cloud Run's contract: on SIGTERM (and Ctrl-C) stop accepting, finish in-flight requests, flush
  * telemetry and exit 0, all within `timeoutMs` (under the 10 s before SIGKILL). Requests still
- * running when the drain's share of it is up are cut, so that the flush keeps the rest.
+ * running when the drain's share of it is up are cut, so that the flush keeps the rest. While
+ * stopping, a repeated SIGTERM is ignored; a SIGINT (a second Ctrl-C) exits at once with 130.
  */
 export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs: number): void {
   const { logger } = telemetry;
   let stopping = false;
   const stop = async (signal: NodeJS.Signals) => {
-    if (stopping) return;
     stopping = true;
     const startedAt = performance.now();
     const drainMs = Math.round(timeoutMs * DRAIN_SHARE);
     logger.info({ signal }, `${signal} received: draining for up to ${drainMs} ms`);
-    let timer: NodeJS.Timeout | undefined;
-    const cut = new Promise<void>((resolve) => {
-      timer = setTimeout(() => {
-        logger.warn('drain timed out; closing remaining connections');
-        target.destroy();
-        resolve();
-      }, drainMs);
-    });
-    // Once cut, the drain is not waited for: a connection that arrives late cannot hold the exit.
-    await Promise.race([
-      target.drain().catch((error: unknown) => logger.error({ error }, 'drain failed')),
-      cut,
-    ]);
-    clearTimeout(timer);
+    const drained = target
+      .drain()
+      .catch((error: unknown) => logger.error({ error }, 'drain failed'));
+    // Once cut, the drain is waited for only briefly (a connection that arrives late cannot hold
+    // the exit), and one more turn: the cut requests end their spans as their sockets close.
+    if (!(await settlesWithin(drained, drainMs))) {
+      logger.warn('drain timed out; closing remaining connections');
+      target.destroy();
+      await settlesWithin(drained, Math.min(CUT_GRACE_MS, (timeoutMs - drainMs) / 2));
+      await nextTurn();
+    }
     logger.info('stopped; flushing telemetry');
     await telemetry.shutdown(Math.max(timeoutMs - (performance.now() - startedAt), 0));
     process.exit(0);
   };
-  process.once('SIGTERM', (signal) => void stop(signal));
-  process.once('SIGINT', (signal) => void stop(signal));
+  process.on('SIGTERM', (signal) => {
+    if (stopping) logger.info({ signal }, `${signal} while stopping: ignored`);
+    else void stop(signal);
+  });
+  process.on('SIGINT', (signal) => {
+    if (!stopping) {
+      void stop(signal);
+      return;
+    }
+    logger.warn(
+      { signal },
+      `${signal} while stopping: exiting now, without the rest of the drain or the flush`,
+    );
+    process.exit(FORCED_EXIT_CODE);
+  });
+}
+
+/** Whether `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), Math.max(ms, 0));
+  });
+  try {
+    return await Promise.race([promise.then(() => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 export function logListening(logger: Logger, role: string, address: string): void {

@@ -33,7 +33,11 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
         await app.close();
         backend.close();
       },
-      destroy: () => app.server.closeAllConnections(),
+      destroy() {
+        app.server.closeAllConnections();
+        // The cut requests' backend calls end now (CANCELLED), so their spans can still be flushed.
+        backend.close();
+      },
     },
     telemetry,
     config.SHUTDOWN_TIMEOUT_MS,
