@@ -29,7 +29,7 @@ import {
   Http2SessionManager,
 } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGrpcUnaryTransport } from '../src/api/grpc-unary-transport.js';
+import { createGrpcUnaryTransport, isOversizedReply } from '../src/api/grpc-unary-transport.js';
 import {
   BackendService,
   GreetResponseSchema,
@@ -49,6 +49,8 @@ type TestServer = {
 };
 
 const KINDS: readonly Kind[] = ['connect', 'fast'];
+/** The transport's default limit on a reply, gRPC's. */
+const READ_MAX_BYTES = 4 * 1024 * 1024;
 const GREET_PATH = '/backend_service.v1.BackendService/Greet';
 
 async function listen(server: Http2Server): Promise<TestServer> {
@@ -548,6 +550,35 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
       stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(Buffer.concat([envelope('one'), envelope('two')]));
     },
+    oversized: (stream) => {
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(envelope('x'.repeat(READ_MAX_BYTES + 1)));
+    },
+    'oversized-declared': (stream) => {
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      const declared = Buffer.alloc(5);
+      declared.writeUInt32BE(READ_MAX_BYTES + 1, 1);
+      stream.end(declared);
+    },
+    quota: (stream) =>
+      stream.respond(
+        {
+          ':status': 200,
+          'content-type': 'application/grpc',
+          'grpc-status': String(Code.ResourceExhausted),
+          'grpc-message': 'quota',
+        },
+        { endStream: true },
+      ),
+    calm: (stream) => stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM),
     'drop-session': (stream) => stream.session?.destroy(),
     'reset-connection': (stream) =>
       (stream.session?.socket as Socket | undefined)?.resetAndDestroy(),
@@ -596,6 +627,23 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
     expect(results.fast).toEqual(results.connect);
     expect(results.fast).toEqual(expected);
   });
+
+  // The REST edge answers the first two 502 (a retry cannot help), the others 429.
+  it.each([
+    ['a reply over readMaxBytes', 'oversized', true],
+    ['an envelope declaring more than readMaxBytes', 'oversized-declared', true],
+    ["the server's own RESOURCE_EXHAUSTED", 'quota', false],
+    ['an ENHANCE_YOUR_CALM reset', 'calm', false],
+  ])(
+    'reports %s (%s) as RESOURCE_EXHAUSTED; an oversized reply: %s',
+    async (_, behaviour, oversized) => {
+      const error = await withClient('fast', server.baseUrl, (client) =>
+        failure(client.greet({ name: 'Ada' }, { headers: { 'x-behaviour': behaviour } })),
+      );
+      expect(error.code).toBe(Code.ResourceExhausted);
+      expect(isOversizedReply(error)).toBe(oversized);
+    },
+  );
 
   // Connect's transport answers INTERNAL, CANCELED and ABORTED here: codes callers do not retry.
   it.each([

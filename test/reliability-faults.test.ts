@@ -2,16 +2,22 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, request as httpRequest } from 'node:http';
-import { connect, createServer, type Http2Server, type Http2Session } from 'node:http2';
+import { connect, constants, createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { type AddressInfo, createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { connectNodeAdapter, createGrpcTransport } from '@connectrpc/connect-node';
 import { afterEach, describe, expect, it } from 'vitest';
 import { instanceNodeOptions } from '../scripts/soak/node-options.ts';
-import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import {
+  BackendService,
+  GreetRequestSchema,
+  GreetResponseSchema,
+} from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
+import { ENVELOPE_HEADER_BYTES, frame } from '../src/grpc/envelope.js';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
 import { REQUEST_FLUSH_CAP_MS } from '../src/telemetry/start-telemetry.js';
 import { startLocalStack } from '../tools/local-stack/index.ts';
@@ -359,6 +365,111 @@ describe('the backend connection closed by the far side (GOAWAY, as Google load 
     },
     60_000,
   );
+});
+
+/**
+ * A test-only backend on h2c, written on node:http2 alone, whose Greet answers by the name asked
+ * for: `big` with a reply over the api's read limit (4 MiB), `quota` with a RESOURCE_EXHAUSTED of
+ * its own, `calm` with an ENHANCE_YOUR_CALM reset; any other name with a greeting.
+ */
+async function startOddBackend(): Promise<{ url: string }> {
+  const server = createServer();
+  const sessions = new Set<Http2Session>();
+  server.on('session', (session) => {
+    sessions.add(session);
+    session.on('error', () => {});
+    session.once('close', () => sessions.delete(session));
+  });
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    const chunks: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('end', () => {
+      const request = Buffer.concat(chunks).subarray(ENVELOPE_HEADER_BYTES);
+      const { name } = fromBinary(GreetRequestSchema, request);
+      if (name === 'calm') {
+        stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
+        return;
+      }
+      const grpc = { ':status': 200, 'content-type': 'application/grpc' };
+      if (name === 'quota') {
+        stream.respond(
+          { ...grpc, 'grpc-status': String(Code.ResourceExhausted), 'grpc-message': 'quota' },
+          { endStream: true },
+        );
+        return;
+      }
+      const reply = name === 'big' ? 'x'.repeat(4 * 1024 * 1024 + 1) : `Hello ${name}!!`;
+      stream.respond(grpc, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(frame(toBinary(GreetResponseSchema, create(GreetResponseSchema, { reply }))));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        for (const session of sessions) session.destroy();
+        server.close(() => resolve());
+      }),
+  );
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
+describe('a backend reply over the read limit, a backend quota, a backend asking to slow down', () => {
+  type Problem = { status: number; detail: string; code: string; traceId: string };
+  const ask = async (apiUrl: string, name: string) => {
+    const response = await fetch(`${apiUrl}/greet`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name }),
+    });
+    return {
+      status: response.status,
+      retryAfter: response.headers.get('retry-after'),
+      body: (await response.json()) as Problem,
+    };
+  };
+
+  it('a reply over 4 MiB: 502 without Retry-After, the CLIENT span keeps RESOURCE_EXHAUSTED; quota and ENHANCE_YOUR_CALM stay 429', async () => {
+    const spans = await receiver();
+    const odd = await startOddBackend();
+    const api = await role('api', {
+      BACKEND_URL: odd.url,
+      OTEL_EXPORTER_OTLP_ENDPOINT: spans.url,
+      OTEL_BSP_SCHEDULE_DELAY: '100',
+    });
+
+    const answer = await ask(api.url, 'big');
+    expect(answer.status, JSON.stringify(answer.body)).toBe(502);
+    expect(answer.retryAfter).toBeNull();
+    expect(answer.body).toMatchObject({ status: 502, code: 'resource_exhausted' });
+    expect(answer.body.detail).toMatch(/larger than the api accepts.*will not help/);
+    // The backend's fault shows in error rates: the SERVER span is ERROR. The CLIENT span says
+    // what the gRPC call ended with, as any gRPC client would.
+    const { traceId } = answer.body;
+    const trace = await spans.waitForSpans(
+      (all) => all.filter((span) => span.traceId === traceId).length >= 2,
+      { timeoutMs: 10_000 },
+    );
+    const server = trace.find((span) => span.traceId === traceId && span.kind === 'SERVER');
+    const client = trace.find((span) => span.traceId === traceId && span.kind === 'CLIENT');
+    expect(server?.status.code).toBe('ERROR');
+    expect(server?.attributes['error.type']).toBe('502');
+    expect(client?.status.code).toBe('ERROR');
+    expect(client?.attributes['error.type']).toBe('RESOURCE_EXHAUSTED');
+
+    // Unlike the backend's own quota, or its asking to slow down: those stay 429 + Retry-After.
+    for (const name of ['quota', 'calm']) {
+      const slowDown = await ask(api.url, name);
+      expect(slowDown.status, `${name}: ${JSON.stringify(slowDown.body)}`).toBe(429);
+      expect(slowDown.retryAfter).toBe('1');
+      expect(slowDown.body).toMatchObject({ status: 429, code: 'resource_exhausted' });
+    }
+    // The same session still serves: the oversized stream was cancelled, not the connection.
+    expect((await ask(api.url, 'Ada')).status).toBe(200);
+    expect(api.stderr()).toBe('');
+  });
 });
 
 describe('telemetry endpoint failing', () => {

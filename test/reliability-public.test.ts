@@ -1,4 +1,5 @@
 import { connect } from 'node:net';
+import { gzipSync } from 'node:zlib';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BODY_LIMIT_BYTES } from '../src/api/build-api.js';
 import { freePort } from './helpers/free-port.js';
@@ -210,6 +211,124 @@ describe('bad bodies on POST /greet', () => {
   });
 });
 
+describe('bodies the api cannot take as sent: a problem that says what to send', () => {
+  afterEach(() => expectServing());
+
+  const bytes = (...parts: (string | number[])[]) =>
+    Buffer.concat(
+      parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : Buffer.from(part))),
+    );
+
+  it('a body that is not UTF-8: 400 saying so, instead of U+FFFD in the data; UTF-8 is kept as sent', async () => {
+    for (const [label, body] of [
+      ['Latin-1 é', bytes('{"name":"Jos', [0xe9], '"}')],
+      ['an overlong "/"', bytes('{"name":"a', [0xc0, 0xaf], '"}')],
+      ['a surrogate in UTF-8 form', bytes('{"name":"a', [0xed, 0xa0, 0x80], '"}')],
+      ['a truncated emoji', bytes('{"name":"a', [0xf0, 0x9f, 0x98], '"}')],
+    ] as const) {
+      const problem = expectProblem(await greet({ type: JSON_TYPE, body }), 400);
+      expect(problem.detail, label).toMatch(/not valid UTF-8/);
+    }
+    // A U+FFFD the client really sent is data like any other.
+    const sent = await greet({
+      type: JSON_TYPE,
+      body: bytes('{"name":"a', [0xef, 0xbf, 0xbd], '"}'),
+    });
+    expect(JSON.parse(sent.body)).toEqual({ reply: 'Hello a\ufffd!!' });
+    // A character split between two chunks of a chunked body is whole once the body is.
+    const emoji = Buffer.from('😀');
+    const first = bytes('{"name":"a', [...emoji.subarray(0, 2)]);
+    const second = bytes([...emoji.subarray(2)], '"}');
+    const chunked = await raw(
+      api.port,
+      Buffer.concat([
+        Buffer.from(
+          `POST /greet HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: ${JSON_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n`,
+        ),
+        Buffer.from(`${first.length.toString(16)}\r\n`),
+        first,
+        Buffer.from(`\r\n${second.length.toString(16)}\r\n`),
+        second,
+        Buffer.from('\r\n0\r\n\r\n'),
+      ]),
+    );
+    expect(chunked.status, chunked.body).toBe(200);
+    expect(JSON.parse(chunked.body)).toEqual({ reply: 'Hello a😀!!' });
+  });
+
+  it('a charset other than UTF-8: 415 saying the api takes UTF-8 JSON only; utf-8 in any case is fine', async () => {
+    for (const type of [
+      'application/json; charset=iso-8859-1',
+      'application/json;charset=utf-16',
+      'application/json; charset="windows-1252"',
+      'application/json; charset=utf-8; charset=latin1',
+    ]) {
+      const answer = await greet({ type, body: '{"name":"a"}' });
+      expect(expectProblem(answer, 415).detail, type).toMatch(/UTF-8 JSON only/);
+      expect(answer.headers.accept).toBe(JSON_TYPE);
+    }
+    for (const type of [
+      'application/json; charset=utf-8',
+      'application/json; charset=UTF-8',
+      'Application/JSON;Charset="Utf-8"',
+    ]) {
+      const answer = await greet({ type, body: '{"name":"a"}' });
+      expect(answer.status, `${type}: ${answer.body}`).toBe(200);
+    }
+  });
+
+  it('a content-encoding: 415 saying compressed bodies are not accepted, with Accept-Encoding: identity (RFC 9110 §15.5.16)', async () => {
+    for (const [encoding, body] of [
+      ['gzip', gzipSync('{"name":"a"}')],
+      ['gzip', Buffer.from('{"name":"a"}')],
+      ['br', Buffer.from('{"name":"a"}')],
+      ['identity, gzip', Buffer.from('{"name":"a"}')],
+    ] as const) {
+      const answer = await greet({
+        type: JSON_TYPE,
+        body,
+        headers: { 'content-encoding': encoding },
+      });
+      expect(expectProblem(answer, 415).detail, encoding).toMatch(
+        /Compressed bodies are not accepted/,
+      );
+      expect(answer.headers['accept-encoding']).toBe('identity');
+    }
+    const identity = await greet({
+      type: JSON_TYPE,
+      body: '{"name":"a"}',
+      headers: { 'content-encoding': 'identity' },
+    });
+    expect(identity.status, identity.body).toBe(200);
+  });
+
+  it('another media type: 415 naming application/json, with Accept: application/json', async () => {
+    for (const options of [
+      { type: 'text/plain', body: '{"name":"a"}' },
+      { type: 'application/jsonx', body: '{}' },
+      { body: '{"name":"a"}' },
+    ]) {
+      const answer = await greet(options);
+      expect(expectProblem(answer, 415).detail).toContain('content-type: application/json');
+      expect(answer.headers.accept).toBe(JSON_TYPE);
+    }
+  });
+
+  it('a __proto__ or constructor.prototype key: 400 saying the key is not allowed, not "not valid JSON"', async () => {
+    for (const body of [
+      '{"name":"a","__proto__":{"x":1}}',
+      '{"name":"a","\\u005f_proto__":{"x":1}}',
+      '{"name":"a","x":{"constructor":{"prototype":{"x":1}}}}',
+    ]) {
+      const problem = expectProblem(await greet({ type: JSON_TYPE, body }), 400);
+      expect(problem.detail, body).toMatch(/"__proto__".*not allowed/);
+    }
+    // Bad JSON still says so.
+    const problem = expectProblem(await greet({ type: JSON_TYPE, body: '{"name":' }), 400);
+    expect(problem.detail).toMatch(/not valid JSON/);
+  });
+});
+
 describe('body size and nesting', () => {
   afterEach(() => expectServing());
 
@@ -223,8 +342,14 @@ describe('body size and nesting', () => {
     expect(answer.status).toBe(200);
   });
 
+  /** The 413 says what the limit is, from the configured one. */
+  const expectLimitNamed = (answer: Answer) =>
+    expect(expectProblem(answer, 413).detail).toContain(
+      `limit of ${BODY_LIMIT_BYTES / 1024} KiB (${BODY_LIMIT_BYTES} bytes)`,
+    );
+
   it('answers 413 to one byte more', async () => {
-    expectProblem(await greet({ type: JSON_TYPE, body: padded(BODY_LIMIT_BYTES + 1) }), 413);
+    expectLimitNamed(await greet({ type: JSON_TYPE, body: padded(BODY_LIMIT_BYTES + 1) }));
   });
 
   it('answers 413 to a chunked body that grows past the limit', async () => {
@@ -235,7 +360,7 @@ describe('body size and nesting', () => {
       api.port,
       `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nTransfer-Encoding: chunked\r\n\r\n${chunk.repeat(10)}0\r\n\r\n`,
     );
-    expectProblem(answer, 413);
+    expectLimitNamed(answer);
   });
 
   it('answers 413 from the content-length alone, without reading a 1 GB body', async () => {
@@ -384,6 +509,11 @@ describe('headers and malformed HTTP', () => {
       'POST /greet HTTP/1.1\r\nHost: api\r\nContent-Length: abc\r\n\r\n',
     ],
     ['an HTTP/1.1 request without Host', 'GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n'],
+    [
+      'two Host headers (RFC 9112 §3.2)',
+      'GET /healthz HTTP/1.1\r\nHost: api\r\nhost: elsewhere\r\nConnection: close\r\n\r\n',
+    ],
+    ['two Host headers in HTTP/1.0', 'GET /healthz HTTP/1.0\r\nHost: api\r\nHost: api\r\n\r\n'],
     [
       'CONNECT (this is not a proxy)',
       'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n',

@@ -19,6 +19,7 @@ import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
+import { createJsonBodyParser } from './json-body-parser.js';
 import { enduserFromHeader } from './request-hooks.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
@@ -64,8 +65,9 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     // A URL that cannot be decoded (`/greet%zz`) is rejected before routing: problem body too.
     frameworkErrors: (error, request, reply) => sendProblem(error, request, reply),
   });
-  // JSON only: a text/plain body is 415 like any other type, not a confusing 400.
-  app.removeContentTypeParser('text/plain');
+  // UTF-8 JSON only: any other type is 415 (text/plain too, not a confusing 400).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('application/json', createJsonBodyParser(BODY_LIMIT_BYTES));
 
   app.addHook('onRequest', (request, reply, done) => {
     if (draining) reply.header('connection', 'close');

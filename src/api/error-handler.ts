@@ -14,6 +14,7 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
+import { isOversizedReply } from './grpc-unary-transport.js';
 
 /** Messages we send instead of the transport's own, which may name internal hosts. */
 const SAFE_DETAIL: Partial<Record<Code, string>> = {
@@ -26,6 +27,17 @@ const SAFE_DETAIL: Partial<Record<Code, string>> = {
   [Code.Canceled]: 'The request was canceled.',
   [Code.Unknown]: 'The backend failed in an unexpected way.',
 };
+
+/** Fastify's own refusals, with a detail that says what to send instead. */
+const FASTIFY_REFUSALS = new Map<string, { detail: string; headers: Record<string, string> }>([
+  [
+    'FST_ERR_CTP_INVALID_MEDIA_TYPE',
+    {
+      detail: 'The body must be JSON: send it with content-type: application/json.',
+      headers: { accept: 'application/json' },
+    },
+  ],
+]);
 
 const RETRY_AFTER_SECONDS = '1';
 
@@ -50,6 +62,8 @@ export function sendProblem(
   const traceId = trace.getActiveSpan()?.spanContext().traceId;
   if (traceId) body.traceId = traceId;
   body.instance = request.url.split('?', 1)[0];
+  const headers = refusalHeaders(error, body.status);
+  if (headers) reply.headers(headers);
   if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
   // Shedding is the process protecting itself, not a fault to investigate per request.
   if (isOverloaded(error)) request.log.warn(`request shed: ${body.detail}`);
@@ -80,15 +94,34 @@ function toProblem(error: FastifyError | Error): ProblemDetails {
     );
   }
   if (error instanceof ConnectError) {
+    // RESOURCE_EXHAUSTED on the CLIENT span, as gRPC clients report it; but no quota of the
+    // caller's was reached, and a retry would get the same reply: the backend's fault.
+    if (isOversizedReply(error)) {
+      return problem(
+        502,
+        "The backend's reply was larger than the api accepts. Retrying will not help; the failure was logged with this trace id.",
+        { code: connectCodeName(error.code) },
+      );
+    }
     return problem(codeToHttpStatus(error.code), SAFE_DETAIL[error.code] ?? error.rawMessage, {
       code: connectCodeName(error.code),
     });
   }
   const statusCode = (error as FastifyError).statusCode;
   if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
-    return problem(statusCode, error.message);
+    const refusal = FASTIFY_REFUSALS.get((error as FastifyError).code);
+    return problem(statusCode, refusal?.detail ?? error.message);
   }
   return problem(500, 'The server failed to answer. The failure was logged with this trace id.');
+}
+
+/** What a 4xx refusal says the api takes instead (`Accept`, `Accept-Encoding` on a 415). */
+function refusalHeaders(error: Error, status: number): Record<string, string> | undefined {
+  if (status >= 500) return undefined;
+  return (
+    FASTIFY_REFUSALS.get((error as FastifyError).code)?.headers ??
+    (error as { headers?: Record<string, string> }).headers
+  );
 }
 
 function isOverloaded(error: FastifyError | Error): boolean {

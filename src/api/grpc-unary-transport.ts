@@ -131,7 +131,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
         received += chunk.length;
         sessionManager.notifyResponseByteRead(stream);
         if (received > ENVELOPE_HEADER_BYTES + readMaxBytes)
-          settle(messageTooLarge(received, readMaxBytes));
+          settle(oversized(messageTooLarge(received, readMaxBytes)));
       });
       stream.on('trailers', (trailers) => {
         responseTrailers = trailers;
@@ -216,6 +216,11 @@ async function unaryResponse(
     readMaxBytes: body.readMaxBytes,
     compression: null,
     direction: 'output',
+  }).catch((error: unknown) => {
+    // Without compression, its one RESOURCE_EXHAUSTED is an envelope declared over the limit.
+    throw error instanceof ConnectError && error.code === Code.ResourceExhausted
+      ? oversized(error)
+      : error;
   });
   validateTrailer(trailer, header);
   if (message === undefined) {
@@ -232,6 +237,23 @@ async function unaryResponse(
     );
   }
   return { stream: false, service: req.service, method: req.method, header, message, trailer };
+}
+
+/** Replies this transport refused for their size; see isOversizedReply. */
+const oversizedReplies = new WeakSet<ConnectError>();
+
+function oversized(error: ConnectError): ConnectError {
+  oversizedReplies.add(error);
+  return error;
+}
+
+/**
+ * Whether `error` is this transport refusing a reply over `readMaxBytes`. It is
+ * RESOURCE_EXHAUSTED, as gRPC clients report it, but unlike a RESOURCE_EXHAUSTED the backend
+ * sends (its quota) or an ENHANCE_YOUR_CALM reset (slow down), waiting and retrying cannot help.
+ */
+export function isOversizedReply(error: unknown): boolean {
+  return error instanceof ConnectError && oversizedReplies.has(error);
 }
 
 function normalize<T extends DescMessage>(schema: T, input: unknown) {

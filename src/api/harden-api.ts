@@ -50,6 +50,11 @@ export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promis
       const error = new Error('An HTTP/1.1 request needs a Host header');
       return done(Object.assign(error, { statusCode: 400 }));
     }
+    // Node keeps the first of several and drops the others: which host was meant is unclear.
+    if (hostLines(request.raw.rawHeaders) > 1) {
+      const error = new Error('A request must have one Host header, not several');
+      return done(Object.assign(error, { statusCode: 400 }));
+    }
     done();
   });
   await app.register(fastifyUnderPressure, {
@@ -61,6 +66,16 @@ export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promis
       sendProblem(overloadedError(), request, reply);
     },
   });
+}
+
+/** How many Host header lines a request has (Node's raw list: name, value, name, value...). */
+function hostLines(rawHeaders: string[]): number {
+  let count = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i] as string;
+    if (name.length === 4 && name.toLowerCase() === 'host') count++;
+  }
+  return count;
 }
 
 type Middleware = (request: IncomingMessage, response: ServerResponse, next: () => void) => void;

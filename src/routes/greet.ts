@@ -51,6 +51,7 @@ export const greetRoute: FastifyPluginAsyncZod<RouteDeps> = async (app, { backen
           413: ProblemDetailsSchema,
           415: ProblemDetailsSchema,
           500: ProblemDetailsSchema,
+          502: ProblemDetailsSchema,
           503: ProblemDetailsSchema,
           504: ProblemDetailsSchema,
         },

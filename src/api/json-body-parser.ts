@@ -1,0 +1,142 @@
+import { isUtf8 } from 'node:buffer';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { FastifyRequest } from 'fastify';
+import { parse as secureJsonParse } from 'secure-json-parse';
+
+type Done = (error: Error | null, body?: unknown) => void;
+
+/** As Fastify's own JSON parser: a `__proto__` key, or `constructor.prototype`, is refused. */
+const PARSE_OPTIONS = { protoAction: 'error', constructorAction: 'error' } as const;
+/** What secure-json-parse throws for those keys (JSON.parse's own messages start otherwise). */
+const FORBIDDEN_KEY_MESSAGE = 'Object contains forbidden prototype property';
+
+/** Each `charset` parameter of a content-type, quoted or not. */
+const CHARSET_PARAMETER = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/gi;
+
+/**
+ * The api's parser for `application/json` bodies, in place of Fastify's: that one decodes bytes
+ * that are not UTF-8 to U+FFFD (the client's data changed without a word) and ignores the
+ * charset. This one refuses them, and a content-encoding, with a problem that says what to send.
+ *
+ * It reads the body as Fastify does for its own parsers (refused from the content-length when
+ * that is over the limit, else once the bytes read pass it), but a body that arrives in one chunk
+ * is decoded in place, as Fastify's string parsers do: only the UTF-8 check is added. A route's
+ * own `bodyLimit` option does not apply; `bodyLimitBytes` does.
+ */
+export function createJsonBodyParser(bodyLimitBytes: number) {
+  return function parseJsonBody(
+    request: FastifyRequest,
+    payload: IncomingMessage,
+    done: Done,
+  ): void {
+    const refusal = refusedHeaders(request.headers);
+    const declared = Number(request.headers['content-length']);
+    if (refusal || declared > bodyLimitBytes) {
+      done(refusal ?? tooLarge(bodyLimitBytes));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    let received = 0;
+    const stop = () => {
+      payload.off('data', onData);
+      payload.off('end', onEnd);
+      payload.off('error', onEnd);
+    };
+    function onData(chunk: Buffer) {
+      received += chunk.length;
+      if (received > bodyLimitBytes) {
+        stop();
+        done(tooLarge(bodyLimitBytes));
+        return;
+      }
+      chunks.push(chunk);
+    }
+    function onEnd(error?: Error) {
+      stop();
+      if (error || (!Number.isNaN(declared) && received !== declared)) {
+        done(refused(400, 'The body was not received completely.', undefined, error));
+        return;
+      }
+      let value: unknown;
+      try {
+        value = parse(
+          chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received),
+        );
+      } catch (thrown) {
+        done(thrown as Error);
+        return;
+      }
+      done(null, value);
+    }
+    payload.on('data', onData);
+    payload.on('end', onEnd);
+    payload.on('error', onEnd);
+    payload.resume();
+  };
+}
+
+/** The body's JSON value; throws a 400 refusal that says what is wrong. */
+function parse(body: Buffer): unknown {
+  if (body.length === 0) throw refused(400, 'The body is empty: send a JSON object.');
+  if (!isUtf8(body)) {
+    throw refused(400, 'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 §8.1).');
+  }
+  try {
+    return secureJsonParse(body.toString('utf8'), PARSE_OPTIONS);
+  } catch (thrown) {
+    if (thrown instanceof SyntaxError && thrown.message === FORBIDDEN_KEY_MESSAGE) {
+      throw refused(
+        400,
+        'The body has a "__proto__" key, or a "constructor" key holding "prototype": these keys are not allowed.',
+      );
+    }
+    throw refused(400, 'The body is not valid JSON (RFC 8259).');
+  }
+}
+
+/** A content-encoding or a charset the api does not take: 415 (RFC 9110 §15.5.16). */
+function refusedHeaders(headers: IncomingHttpHeaders): Error | undefined {
+  const encoding = headers['content-encoding'];
+  if (encoding && encoding.trim().toLowerCase() !== 'identity') {
+    return refused(
+      415,
+      'Compressed bodies are not accepted: send the body without a content-encoding.',
+      { 'accept-encoding': 'identity' },
+    );
+  }
+  const type = headers['content-type'];
+  if (type?.includes(';')) {
+    for (const [, quoted, token] of type.matchAll(CHARSET_PARAMETER)) {
+      if ((quoted ?? token ?? '').toLowerCase() !== 'utf-8') {
+        return refused(
+          415,
+          'The api takes UTF-8 JSON only: send the body in UTF-8 with content-type: application/json (no charset, or charset=utf-8).',
+          { accept: 'application/json' },
+        );
+      }
+    }
+  }
+  return undefined;
+}
+
+function tooLarge(limitBytes: number): Error {
+  const kib = Number((limitBytes / 1024).toFixed(2));
+  return refused(
+    413,
+    `The body is larger than the limit of ${kib} KiB (${limitBytes} bytes): send a smaller one.`,
+  );
+}
+
+/**
+ * A 4xx the error handler answers with this detail, and with `headers` that say what the api
+ * takes (Fastify's own error handler honours `error.headers` the same way).
+ */
+function refused(
+  statusCode: number,
+  detail: string,
+  headers?: Record<string, string>,
+  cause?: Error,
+): Error {
+  const error = new Error(detail, cause ? { cause } : undefined);
+  return Object.assign(error, { statusCode }, headers ? { headers } : {});
+}
