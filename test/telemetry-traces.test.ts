@@ -293,6 +293,12 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     );
     await expect.poll(() => durationPoints().length, { timeout: 10_000 }).toBeGreaterThan(0);
     for (const point of durationPoints()) expect(point.attributes['url.query']).toBeUndefined();
+    // The access line shows the same URL, redacted alike.
+    await expect
+      .poll(
+        () => (accessLine(api, parent.traceId)?.httpRequest as { requestUrl?: string })?.requestUrl,
+      )
+      .toBe(`/greet?${server.attributes['url.query']}`);
   });
 
   it('leaves http.response.status_code off the span of a client that left before any answer; the log and metric say 499', async () => {

@@ -76,6 +76,8 @@ type Traced = {
   nameMethod: string;
   scheme: string;
   route: string | undefined;
+  /** The URL for the access line, with the same values redacted as in `url.query`. */
+  loggedUrl: string;
   ended: boolean;
 };
 
@@ -119,14 +121,18 @@ export function createHttpTracing(
       [ATTR_NETWORK_PEER_ADDRESS]: request.socket.remoteAddress,
     };
     if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = original;
-    if (queryAt !== -1 && queryAt < url.length - 1)
-      attributes[ATTR_URL_QUERY] = redactQuery(url.slice(queryAt + 1));
+    let loggedUrl = url;
+    if (queryAt !== -1 && queryAt < url.length - 1) {
+      const query = redactQuery(url.slice(queryAt + 1));
+      attributes[ATTR_URL_QUERY] = query;
+      loggedUrl = `${url.slice(0, queryAt)}?${query}`;
+    }
     setServerAddress(attributes, request.headers.host);
     const userAgent = request.headers['user-agent'];
     if (userAgent) attributes[ATTR_USER_AGENT_ORIGINAL] = userAgent;
     const nameMethod = known ? method : 'HTTP';
     const span = serverSpans.start(nameMethod, request, headerGetter, attributes);
-    return { span, method, nameMethod, scheme, route: undefined, ended: false };
+    return { span, method, nameMethod, scheme, route: undefined, loggedUrl, ended: false };
   }
 
   function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined {
@@ -160,7 +166,7 @@ export function createHttpTracing(
     if (type) metricAttributes[ATTR_ERROR_TYPE] = type;
     const httpRequest: HttpRequestLog = {
       requestMethod: request.method ?? '',
-      requestUrl: request.url ?? '',
+      requestUrl: entry.loggedUrl,
       status: statusCode,
       protocol: `HTTP/${request.httpVersion}`,
     };
