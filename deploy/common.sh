@@ -143,6 +143,33 @@ probe() {
   "$@" >/dev/null 2>&1
 }
 
+# Whether the resource a read-only describe command names exists: yes if it succeeds, no if gcloud
+# says it is not there. Any other failure (an expired login, a missing permission, the network)
+# stops the script with gcloud's message, rather than passing for "already gone". A dry run prints
+# the command and answers "no", as probe does.
+exists() {
+  if [[ "$DRY_RUN" == true ]]; then
+    show_command "$@" >&3
+    return 1
+  fi
+  local error
+  if error="$("$@" 2>&1 >/dev/null)"; then
+    return 0
+  fi
+  if is_not_found "$error"; then
+    return 1
+  fi
+  die "$(show_command "$@") failed: ${error}"
+}
+
+# gcloud's ways of saying that a resource, or a policy binding, is not there.
+is_not_found() {
+  case "$1" in
+    *NOT_FOUND* | *"Cannot find"* | *"not found"* | *"does not exist"*) return 0 ;;
+    *) return 1 ;;
+  esac
+}
+
 # Prints the output of a read-only command ($2...); a dry run prints the command to the plan and
 # answers the placeholder $1 instead.
 capture() {

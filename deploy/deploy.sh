@@ -234,6 +234,7 @@ deploy_backend_with_flags() {
   run gcloud run deploy "$BACKEND_SERVICE" "${COMMON_FLAGS[@]}" \
     --service-account="$BACKEND_SA" \
     --no-allow-unauthenticated \
+    --invoker-iam-check \
     --ingress="$INGRESS" \
     --use-http2 \
     --set-env-vars="SERVICE_ROLE=backend,GRPC_REFLECTION=false,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE" \
@@ -253,7 +254,7 @@ deploy_api_with_flags() {
     --ingress=all \
     --no-use-http2 \
     --set-env-vars="SERVICE_ROLE=api,BACKEND_URL=$BACKEND_URL,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE" \
-    --startup-probe="httpGet.path=$API_STARTUP_PROBE_PATH,httpGet.port=$CONTAINER_PORT,initialDelaySeconds=0,periodSeconds=1,timeoutSeconds=1,failureThreshold=60" \
+    --startup-probe="httpGet.path=$API_STARTUP_PROBE_PATH,httpGet.port=$CONTAINER_PORT,initialDelaySeconds=0,periodSeconds=$API_STARTUP_PROBE_PERIOD,timeoutSeconds=$API_STARTUP_PROBE_PERIOD,failureThreshold=$API_STARTUP_PROBE_FAILURES" \
     --liveness-probe="httpGet.path=/healthz,httpGet.port=$CONTAINER_PORT,periodSeconds=30,timeoutSeconds=5,failureThreshold=3" \
     ${vpc_flags[@]+"${vpc_flags[@]}"}
 }
@@ -350,6 +351,8 @@ deploy_api_with_yaml() {
     "API_SERVICE_ACCOUNT=$API_SA" \
     "BACKEND_URL=$BACKEND_URL" \
     "API_STARTUP_PROBE_PATH=$API_STARTUP_PROBE_PATH" \
+    "API_STARTUP_PROBE_PERIOD=$API_STARTUP_PROBE_PERIOD" \
+    "API_STARTUP_PROBE_FAILURES=$API_STARTUP_PROBE_FAILURES" \
     "NETWORK=$NETWORK" \
     "SUBNET=$SUBNET"
   replace_service "$file"
@@ -378,10 +381,15 @@ main() {
     TELEMETRY_EXPORT_MODE='request'
   fi
   # With internal ingress the api starts serving only once /readyz can reach the backend: Direct
-  # VPC egress can take a minute or more to connect after an instance starts.
+  # VPC egress can take a minute or more to connect after an instance starts, so the probe gets
+  # Cloud Run's whole startup window (240 s), and each try time for a backend's cold start.
   API_STARTUP_PROBE_PATH=/healthz
+  API_STARTUP_PROBE_PERIOD=1
+  API_STARTUP_PROBE_FAILURES=60
   if [[ "$INGRESS" == internal ]]; then
     API_STARTUP_PROBE_PATH=/readyz
+    API_STARTUP_PROBE_PERIOD=2
+    API_STARTUP_PROBE_FAILURES=120
   fi
   API_SA="$(service_account_email "$API_SERVICE" "$PROJECT_ID")"
   BACKEND_SA="$(service_account_email "$BACKEND_SERVICE" "$PROJECT_ID")"

@@ -67,7 +67,7 @@ confirm() {
 delete_service() {
   local service="$1"
   log "Cloud Run service $service"
-  if ! probe gcloud run services describe "$service" \
+  if ! exists gcloud run services describe "$service" \
     --project="$PROJECT_ID" --region="$REGION" --format='value(status.url)'; then
     if [[ "$DRY_RUN" != true ]]; then
       log "already gone"
@@ -81,7 +81,7 @@ delete_service_account() {
   local service="$1" email role
   email="$(service_account_email "$service" "$PROJECT_ID")"
   log "Service account $email"
-  if ! probe gcloud iam service-accounts describe "$email" --project="$PROJECT_ID"; then
+  if ! exists gcloud iam service-accounts describe "$email" --project="$PROJECT_ID"; then
     if [[ "$DRY_RUN" != true ]]; then
       log "already gone"
       return 0
@@ -89,17 +89,35 @@ delete_service_account() {
   fi
   # Remove the project bindings first: bindings of a deleted account linger as deleted:serviceAccount.
   for role in "${RUNTIME_PROJECT_ROLES[@]}"; do
-    if ! run gcloud projects remove-iam-policy-binding "$PROJECT_ID" \
-      --member="serviceAccount:$email" --role="$role" --condition=None --format=none --quiet; then
-      log "no $role binding to remove"
-    fi
+    remove_project_binding "serviceAccount:$email" "$role"
   done
   run gcloud iam service-accounts delete "$email" --project="$PROJECT_ID" --quiet
 }
 
+# A binding that is not there is fine; any other failure stops before the account is deleted, so
+# that no binding is left behind as deleted:serviceAccount.
+remove_project_binding() {
+  local member="$1" role="$2" error
+  local command=(gcloud projects remove-iam-policy-binding "$PROJECT_ID"
+    --member="$member" --role="$role" --condition=None --format=none --quiet)
+  if [[ "$DRY_RUN" == true ]]; then
+    run "${command[@]}"
+    return 0
+  fi
+  printf '+ %s\n' "$(show_command "${command[@]}")" >&2
+  if error="$("${command[@]}" 2>&1 >/dev/null)"; then
+    return 0
+  fi
+  if is_not_found "$error"; then
+    log "no $role binding to remove"
+    return 0
+  fi
+  die "removing $role from $member failed: ${error}"
+}
+
 delete_repository() {
   log "Artifact Registry repository $REPOSITORY"
-  if ! probe gcloud artifacts repositories describe "$REPOSITORY" \
+  if ! exists gcloud artifacts repositories describe "$REPOSITORY" \
     --project="$PROJECT_ID" --location="$REGION"; then
     if [[ "$DRY_RUN" != true ]]; then
       log "already gone"

@@ -59,7 +59,12 @@ afterAll(async () => {
   await Promise.all(sandboxes.map((s) => rm(s.dir, { recursive: true, force: true })));
 });
 
-async function runScript(script: string, args: string[], sandbox: Sandbox): Promise<ScriptRun> {
+async function runScript(
+  script: string,
+  args: string[],
+  sandbox: Sandbox,
+  extraEnv: Record<string, string> = {},
+): Promise<ScriptRun> {
   sandbox.runs += 1;
   const logPath = join(sandbox.dir, `calls-${sandbox.runs}.jsonl`);
   const env = {
@@ -70,6 +75,7 @@ async function runScript(script: string, args: string[], sandbox: Sandbox): Prom
     FAKE_GCLOUD_STATE: join(sandbox.dir, 'state.json'),
     PROJECT_ID: project,
     DEPLOY_RETRY_DELAY_SECONDS: '0',
+    ...extraEnv,
   };
   const { code, stdout, stderr } = await new Promise<Omit<ScriptRun, 'calls'>>((done) => {
     execFile(script, args, { env, timeout: 50_000 }, (error, out, err) => {
@@ -155,6 +161,8 @@ interface ServiceModel {
   port: number;
   env: Record<string, string>;
   ingress: string;
+  /** Cloud Run's Invoker IAM check: 'on' when the deploy asserts it, '?' when it leaves it be. */
+  invokerIamCheck: string;
   startupProbe: unknown;
   livenessProbe: unknown;
   cpuThrottling: string;
@@ -180,6 +188,11 @@ function modelFromFlags(argv: string[]): ServiceModel {
     port: Number(flagValue(argv, 'port')),
     env: envOf(argv),
     ingress: flagValue(argv, 'ingress') ?? '',
+    invokerIamCheck: argv.includes('--invoker-iam-check')
+      ? 'on'
+      : argv.includes('--no-invoker-iam-check')
+        ? 'off'
+        : '?',
     startupProbe: probeFromFlag(flagValue(argv, 'startup-probe')),
     livenessProbe: probeFromFlag(flagValue(argv, 'liveness-probe')),
     cpuThrottling: argv.includes('--no-cpu-throttling')
@@ -239,6 +252,10 @@ function modelFromYaml(doc: KnativeService): ServiceModel {
     port: port?.containerPort ?? 0,
     env: Object.fromEntries(container.env.map((e) => [e.name, e.value])),
     ingress: doc.metadata.annotations['run.googleapis.com/ingress'] ?? '',
+    invokerIamCheck:
+      { false: 'on', true: 'off' }[
+        doc.metadata.annotations['run.googleapis.com/invoker-iam-disabled'] ?? ''
+      ] ?? '?',
     startupProbe: container.startupProbe,
     livenessProbe: container.livenessProbe,
     cpuThrottling: annotations['run.googleapis.com/cpu-throttling'] ?? '',
@@ -324,6 +341,9 @@ describe('deploy.sh, first run in an empty project', () => {
     expect(backend).toContain('--use-http2');
     expect(backend).toContain('--no-allow-unauthenticated');
     expect(backend).not.toContain('--allow-unauthenticated');
+    // Re-asserted on every deploy: "Allow public access" in the console switches it off.
+    expect(backend).toContain('--invoker-iam-check');
+    expect(api).not.toContain('--invoker-iam-check');
     expect(api).not.toContain('--use-http2');
     expect(api).toContain('--allow-unauthenticated');
     expect(flagValue(backend, 'service-account')).toBe(backendSa);
@@ -457,8 +477,12 @@ describe('deploy.sh options', () => {
       expect(flagValue(api, 'network')).toBe('vpc-a');
       expect(flagValue(api, 'subnet')).toBe('subnet-a');
       expect(flagValue(api, 'vpc-egress')).toBe('all-traffic');
+      // Cloud Run's whole startup window: Direct VPC egress can take a minute to connect.
       expect(probeFromFlag(flagValue(api, 'startup-probe'))).toMatchObject({
         httpGet: { path: '/readyz' },
+        periodSeconds: 2,
+        timeoutSeconds: 2,
+        failureThreshold: 120,
       });
       expect(probeFromFlag(flagValue(api, 'liveness-probe'))).toMatchObject({
         httpGet: { path: '/healthz' },
@@ -616,6 +640,20 @@ describe('teardown.sh', () => {
       expect(state.repositories).toEqual([]);
     },
   );
+
+  it('stops at an error other than "not found", before deleting any account', slow, async () => {
+    const sandbox = await createSandbox();
+    await deploy(sandbox);
+    for (const deny of ['run services describe', 'projects remove-iam-policy-binding']) {
+      const run = await runScript(teardownScript, ['--yes'], sandbox, { FAKE_GCLOUD_DENY: deny });
+      expect(run.code, deny).not.toBe(0);
+      expect(run.stderr).toContain('PERMISSION_DENIED');
+      expect(
+        gcloudCalls(run).some((argv) => isCommand(argv, 'iam', 'service-accounts', 'delete')),
+      ).toBe(false);
+      expect((await stateOf(sandbox)).serviceAccounts).toHaveLength(2);
+    }
+  });
 
   it('--dry-run runs nothing; without --yes and a terminal it refuses', slow, async () => {
     const sandbox = await createSandbox();

@@ -19,7 +19,7 @@ import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
-import { createJsonBodyParser } from './json-body-parser.js';
+import { parseJsonBody } from './json-body-parser.js';
 import { enduserFromHeader } from './request-hooks.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
@@ -67,7 +67,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   });
   // UTF-8 JSON only: any other type is 415 (text/plain too, not a confusing 400).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('application/json', createJsonBodyParser(BODY_LIMIT_BYTES));
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 
   app.addHook('onRequest', (request, reply, done) => {
     if (draining) reply.header('connection', 'close');

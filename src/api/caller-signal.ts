@@ -10,10 +10,13 @@ import type { FastifyReply } from 'fastify';
 export function callerSignal(reply: FastifyReply): AbortSignal {
   const controller = new AbortController();
   const response = reply.raw;
-  response.once('close', () => {
+  const abortIfUnanswered = () => {
     if (!response.writableFinished) {
       controller.abort(new ConnectError('the caller went away before the answer', Code.Canceled));
     }
-  });
+  };
+  // The caller may have left already, while the route awaited something else.
+  if (response.destroyed) abortIfUnanswered();
+  else response.once('close', abortIfUnanswered);
   return controller.signal;
 }

@@ -28,13 +28,25 @@ const SAFE_DETAIL: Partial<Record<Code, string>> = {
   [Code.Unknown]: 'The backend failed in an unexpected way.',
 };
 
+type Refusal = {
+  detail(request: FastifyRequest): string;
+  headers?: Record<string, string>;
+};
+
 /** Fastify's own refusals, with a detail that says what to send instead. */
-const FASTIFY_REFUSALS = new Map<string, { detail: string; headers: Record<string, string> }>([
+const FASTIFY_REFUSALS = new Map<string, Refusal>([
   [
     'FST_ERR_CTP_INVALID_MEDIA_TYPE',
     {
-      detail: 'The body must be JSON: send it with content-type: application/json.',
+      detail: () => 'The body must be JSON: send it with content-type: application/json.',
       headers: { accept: 'application/json' },
+    },
+  ],
+  [
+    'FST_ERR_CTP_BODY_TOO_LARGE',
+    {
+      detail: ({ routeOptions: { bodyLimit } }) =>
+        `The body is larger than the limit of ${Number((bodyLimit / 1024).toFixed(2))} KiB (${bodyLimit} bytes): send a smaller one.`,
     },
   ],
 ]);
@@ -58,7 +70,7 @@ export function sendProblem(
   request: FastifyRequest,
   reply: FastifyReply,
 ) {
-  const body = toProblem(error);
+  const body = toProblem(error, request);
   const traceId = trace.getActiveSpan()?.spanContext().traceId;
   if (traceId) body.traceId = traceId;
   body.instance = request.url.split('?', 1)[0];
@@ -72,7 +84,7 @@ export function sendProblem(
   return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
-function toProblem(error: FastifyError | Error): ProblemDetails {
+function toProblem(error: FastifyError | Error, request: FastifyRequest): ProblemDetails {
   if (isOverloaded(error)) {
     return problem(
       503,
@@ -110,7 +122,7 @@ function toProblem(error: FastifyError | Error): ProblemDetails {
   const statusCode = (error as FastifyError).statusCode;
   if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
     const refusal = FASTIFY_REFUSALS.get((error as FastifyError).code);
-    return problem(statusCode, refusal?.detail ?? error.message);
+    return problem(statusCode, refusal?.detail(request) ?? error.message);
   }
   return problem(500, 'The server failed to answer. The failure was logged with this trace id.');
 }

@@ -1,5 +1,5 @@
 import { isUtf8 } from 'node:buffer';
-import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyRequest } from 'fastify';
 import { parse as secureJsonParse } from 'secure-json-parse';
 
@@ -17,62 +17,23 @@ const CHARSET_PARAMETER = /;\s*charset\s*=\s*(?:"([^"]*)"|([^;\s]*))/gi;
  * The api's parser for `application/json` bodies, in place of Fastify's: that one decodes bytes
  * that are not UTF-8 to U+FFFD (the client's data changed without a word) and ignores the
  * charset. This one refuses them, and a content-encoding, with a problem that says what to send.
- *
- * It reads the body as Fastify does for its own parsers (refused from the content-length when
- * that is over the limit, else once the bytes read pass it), but a body that arrives in one chunk
- * is decoded in place, as Fastify's string parsers do: only the UTF-8 check is added. A route's
- * own `bodyLimit` option does not apply; `bodyLimitBytes` does.
+ * Register it with `parseAs: 'buffer'`: Fastify reads the body (its limits, per route too, and
+ * its `preParsing` hooks apply) and hands the bytes over.
  */
-export function createJsonBodyParser(bodyLimitBytes: number) {
-  return function parseJsonBody(
-    request: FastifyRequest,
-    payload: IncomingMessage,
-    done: Done,
-  ): void {
-    const refusal = refusedHeaders(request.headers);
-    const declared = Number(request.headers['content-length']);
-    if (refusal || declared > bodyLimitBytes) {
-      done(refusal ?? tooLarge(bodyLimitBytes));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let received = 0;
-    const stop = () => {
-      payload.off('data', onData);
-      payload.off('end', onEnd);
-      payload.off('error', onEnd);
-    };
-    function onData(chunk: Buffer) {
-      received += chunk.length;
-      if (received > bodyLimitBytes) {
-        stop();
-        done(tooLarge(bodyLimitBytes));
-        return;
-      }
-      chunks.push(chunk);
-    }
-    function onEnd(error?: Error) {
-      stop();
-      if (error || (!Number.isNaN(declared) && received !== declared)) {
-        done(refused(400, 'The body was not received completely.', undefined, error));
-        return;
-      }
-      let value: unknown;
-      try {
-        value = parse(
-          chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, received),
-        );
-      } catch (thrown) {
-        done(thrown as Error);
-        return;
-      }
-      done(null, value);
-    }
-    payload.on('data', onData);
-    payload.on('end', onEnd);
-    payload.on('error', onEnd);
-    payload.resume();
-  };
+export function parseJsonBody(request: FastifyRequest, body: Buffer, done: Done): void {
+  const refusal = refusedHeaders(request.headers);
+  if (refusal) {
+    done(refusal);
+    return;
+  }
+  let value: unknown;
+  try {
+    value = parse(body);
+  } catch (thrown) {
+    done(thrown as Error);
+    return;
+  }
+  done(null, value);
 }
 
 /** The body's JSON value; throws a 400 refusal that says what is wrong. */
@@ -119,24 +80,10 @@ function refusedHeaders(headers: IncomingHttpHeaders): Error | undefined {
   return undefined;
 }
 
-function tooLarge(limitBytes: number): Error {
-  const kib = Number((limitBytes / 1024).toFixed(2));
-  return refused(
-    413,
-    `The body is larger than the limit of ${kib} KiB (${limitBytes} bytes): send a smaller one.`,
-  );
-}
-
 /**
  * A 4xx the error handler answers with this detail, and with `headers` that say what the api
  * takes (Fastify's own error handler honours `error.headers` the same way).
  */
-function refused(
-  statusCode: number,
-  detail: string,
-  headers?: Record<string, string>,
-  cause?: Error,
-): Error {
-  const error = new Error(detail, cause ? { cause } : undefined);
-  return Object.assign(error, { statusCode }, headers ? { headers } : {});
+function refused(statusCode: number, detail: string, headers?: Record<string, string>): Error {
+  return Object.assign(new Error(detail), { statusCode }, headers ? { headers } : {});
 }

@@ -137,11 +137,15 @@ export function createHttpTracing(
 
   function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined {
     const entry = tracedOf(request);
-    return entry ? finish(entry, request, outcome, true) : undefined;
+    if (!entry) return undefined;
+    // The connection can be gone before the answer is written (cut at the drain deadline):
+    // nothing reaches the client, as when the client leaves.
+    if (request.socket.destroyed) return finish(entry, request, { statusCode: 499 }, false);
+    return finish(entry, request, outcome, true);
   }
 
   /**
-   * `sent` is false when the client went away before any response: the span then has no
+   * `sent` is false when the connection closed before any response: the span then has no
    * `http.response.status_code` (the conventions set it only when one was sent) while the metric
    * and the access line say 499, nginx's "client closed request".
    */
