@@ -14,11 +14,12 @@ const UNIT_MS: Readonly<Record<string, number>> = {
 const CONNECT_TIMEOUT = /^\d{1,10}$/;
 
 /**
- * Shortens a caller's deadline to `maxMs`, as Envoy's `max_grpc_timeout` does: the call runs
- * with the shorter deadline on its signal, so a handler that watches it ends with
- * DEADLINE_EXCEEDED at the cap (as Connect does, a handler that ignores it is not cut). (Connect's own `maxTimeoutMs` refuses such a
- * call with INVALID_ARGUMENT instead, which would fail every call of a client whose deadline is
- * merely generous.) Malformed values are left for Connect to refuse; no deadline stays none.
+ * Shortens a caller's deadline to `maxMs`, as Envoy's `max_grpc_timeout` does: the call's signal
+ * aborts at the cap, so a handler that watches it ends with DEADLINE_EXCEEDED there (as in
+ * Connect, a handler that ignores its signal is not cut). Connect's own `maxTimeoutMs` refuses
+ * such a call with INVALID_ARGUMENT instead, which would fail every call of a client whose
+ * deadline is merely generous. Malformed values are left for Connect to refuse; no deadline
+ * stays none.
  */
 export function capDeadline(headers: IncomingHttpHeaders, maxMs: number): void {
   const grpc = headers['grpc-timeout'];
