@@ -1,4 +1,6 @@
+import { once } from 'node:events';
 import { createServer } from 'node:http';
+import { connect as http2Connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
@@ -144,6 +146,28 @@ describe('span export', () => {
       expect(await greet(api.url, { traceparent: parent.header })).toBe(200);
       // Both roles flushed before answering, so all three spans are there already.
       expect(receiver.spans().filter((span) => span.traceId === parent.traceId)).toHaveLength(3);
+
+      // So does a call to a method the backend does not have: with the endpoint taking 300 ms,
+      // the span is in only if the answer waited for its export.
+      receiver.setBehaviour('slow', 300);
+      const unknown = newTraceParent();
+      const session = http2Connect(backend.url);
+      try {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': '/backend_service.v1.BackendService/Farewell',
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          traceparent: unknown.header,
+        });
+        stream.end(Buffer.alloc(5));
+        const [headers] = (await once(stream, 'response')) as [Record<string, string>];
+        expect(headers['grpc-status']).toBe('12');
+        expect(receiver.spans().filter((span) => span.traceId === unknown.traceId)).toHaveLength(1);
+        stream.resume();
+      } finally {
+        session.close();
+      }
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
       await receiver.close();

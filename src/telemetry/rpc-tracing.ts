@@ -37,7 +37,7 @@ import {
 import { withPropagatedAttributes } from './request-attributes.js';
 import { RPC_METHOD_VALUE_OTHER, RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
-import type { HttpRequestLog, ServerSpans } from './server-span.js';
+import type { HttpRequestLog, ServerOutcome, ServerSpans } from './server-span.js';
 
 const headersGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
@@ -84,32 +84,13 @@ export function createServerTracingInterceptor(
     setServerAddress(attributes, authority);
     const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
     const finish = (code: Code | undefined, error?: ConnectError) => {
-      const httpRequest: HttpRequestLog = {
-        requestMethod: req.requestMethod,
-        requestUrl: path,
-        status: httpStatus(system, req.stream, code),
-        protocol: 'HTTP/2',
-      };
-      const userAgent = req.header.get('user-agent');
-      if (userAgent) httpRequest.userAgent = userAgent;
-      const status = statusName(system, code);
-      const fault = isServerFault(code);
-      return serverSpan.end({
-        fault,
-        errorType: fault ? status : undefined,
-        exception: error,
-        attributes: { [ATTR_RPC_STATUS_CODE]: status },
-        metric: {
-          histogram: duration,
-          attributes: {
-            [ATTR_RPC_SYSTEM_NAME]: system,
-            [ATTR_RPC_METHOD]: method,
-            [ATTR_RPC_STATUS_CODE]: status,
-            ...(fault ? { [ATTR_ERROR_TYPE]: status } : {}),
-          },
-        },
-        httpRequest,
-      });
+      const access = accessLog(
+        req.requestMethod,
+        path,
+        httpStatus(system, req.stream, code),
+        req.header.get('user-agent'),
+      );
+      return serverSpan.end(rpcOutcome(duration, system, method, code, access, error));
     };
     return context.with(serverSpan.context, async () => {
       try {
@@ -158,34 +139,59 @@ export function traceUnknownMethods(
     const authority = request.headers[':authority'] ?? request.headers.host;
     if (typeof authority === 'string') setServerAddress(attributes, authority);
     const serverSpan = serverSpans.start(system, request.headers, nodeHeadersGetter, attributes);
-    response.once('close', () => {
-      const status = statusName(system, Code.Unimplemented);
-      const httpRequest: HttpRequestLog = {
-        requestMethod: request.method ?? '',
-        requestUrl: path,
-        status: response.statusCode,
-        protocol: 'HTTP/2',
-      };
-      const userAgent = request.headers['user-agent'];
-      if (userAgent) httpRequest.userAgent = userAgent;
-      void serverSpan.end({
-        fault: true,
-        errorType: status,
-        attributes: { [ATTR_RPC_STATUS_CODE]: status },
-        metric: {
-          histogram: duration,
-          attributes: {
-            [ATTR_RPC_SYSTEM_NAME]: system,
-            [ATTR_RPC_METHOD]: RPC_METHOD_VALUE_OTHER,
-            [ATTR_RPC_STATUS_CODE]: status,
-            [ATTR_ERROR_TYPE]: status,
-          },
-        },
-        httpRequest,
-      });
-    });
-    context.with(serverSpan.context, () => answer(request, response));
+    // gRPC answers UNIMPLEMENTED in trailers (HTTP 200), the Connect protocol with a 404.
+    const status = system === RPC_SYSTEM_NAME_VALUE_GRPC ? 200 : 404;
+    const access = accessLog(request.method ?? '', path, status, request.headers['user-agent']);
+    const code = Code.Unimplemented;
+    const ended = serverSpan.end(
+      rpcOutcome(duration, system, RPC_METHOD_VALUE_OTHER, code, access),
+    );
+    const send = () => {
+      if (!response.destroyed) context.with(serverSpan.context, () => answer(request, response));
+    };
+    // As for every RPC: in request export mode a sampled answer waits for its span's export.
+    if (ended) void ended.then(send, send);
+    else send();
   };
+}
+
+/** The outcome of a served RPC: its status, the error rule, the duration's labels. */
+function rpcOutcome(
+  duration: Histogram,
+  system: string,
+  method: string,
+  code: Code | undefined,
+  httpRequest: HttpRequestLog,
+  exception?: ConnectError,
+): ServerOutcome {
+  const status = statusName(system, code);
+  const fault = isServerFault(code);
+  const labels: Attributes = {
+    [ATTR_RPC_SYSTEM_NAME]: system,
+    [ATTR_RPC_METHOD]: method,
+    [ATTR_RPC_STATUS_CODE]: status,
+  };
+  if (fault) labels[ATTR_ERROR_TYPE] = status;
+  return {
+    fault,
+    errorType: fault ? status : undefined,
+    exception,
+    attributes: { [ATTR_RPC_STATUS_CODE]: status },
+    metric: { histogram: duration, attributes: labels },
+    httpRequest,
+  };
+}
+
+/** The access line's `httpRequest` of an RPC, which always travels over HTTP/2 here. */
+function accessLog(
+  requestMethod: string,
+  requestUrl: string,
+  status: number,
+  userAgent: string | null | undefined,
+): HttpRequestLog {
+  const httpRequest: HttpRequestLog = { requestMethod, requestUrl, status, protocol: 'HTTP/2' };
+  if (userAgent) httpRequest.userAgent = userAgent;
+  return httpRequest;
 }
 
 const ATTEMPT = createContextKey('rpc attempt');
