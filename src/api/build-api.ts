@@ -70,6 +70,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
 
   app.addHook('onRequest', (request, reply, done) => {
+    // Also here, not only in onSend: the /docs handler answers on its own and skips onSend.
     if (draining) reply.header('connection', 'close');
     tracing.setRoute(request.raw, request.routeOptions.url);
     if (tracing.spanOf(request.raw)) runRequestHooks(requestHooks, request, logHookError);
@@ -84,9 +85,13 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
    * began before the drain leaves its connection open, and the server cannot close until the
    * drain is cut.
    */
-  const closeWhileDraining = (reply: FastifyReply, payload: unknown) => {
+  const send = (
+    reply: FastifyReply,
+    payload: unknown,
+    done: (error: null, payload: unknown) => void,
+  ) => {
     if (draining) reply.header('connection', 'close');
-    return payload;
+    done(null, payload);
   };
   app.addHook('onSend', (request, reply, payload, done) => {
     const flushing = tracing.end(request.raw, {
@@ -94,8 +99,8 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
       error: errors.get(request),
       ...(typeof payload === 'string' ? { responseSize: Buffer.byteLength(payload) } : {}),
     });
-    if (!flushing) return done(null, closeWhileDraining(reply, payload));
-    flushing.then(() => done(null, closeWhileDraining(reply, payload)), done);
+    if (!flushing) return send(reply, payload, done);
+    flushing.then(() => send(reply, payload, done), done);
   });
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),

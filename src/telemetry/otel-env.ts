@@ -156,7 +156,7 @@ function wholeNumberFromEnv({ variable, min, fallback, unit }: NumberVariable): 
   if (value === undefined) return undefined;
   if (Number.isInteger(value) && value >= min && value <= LONGEST_TIMER_MS) return value;
   diag.warn(
-    `${variable}=${process.env[variable]?.trim()} is not a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}; using the default, ${fallback}.`,
+    `${variable}=${getStringFromEnv(variable)} is not a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}; using the default, ${fallback}.`,
   );
   return undefined;
 }
@@ -228,7 +228,7 @@ export function diagLogLevelFromEnv(): DiagLogLevel | undefined {
   const level = DIAG_LEVELS.get(name);
   if (level === undefined) {
     diag.warn(
-      `OTEL_LOG_LEVEL=${name} is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.`,
+      `OTEL_LOG_LEVEL=${getStringFromEnv('OTEL_LOG_LEVEL')} is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.`,
     );
   }
   return level;
