@@ -341,7 +341,7 @@ describe('OTEL_LOG_LEVEL and OTEL_PROPAGATORS', () => {
     process.env.OTEL_LOG_LEVEL = 'Loud';
     expect(diagLogLevelFromEnv()).toBeUndefined();
     expect(warnings).toEqual([
-      'OTEL_LOG_LEVEL=loud is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.',
+      'OTEL_LOG_LEVEL=Loud is not supported (use none, error, warn, info, debug, verbose or all); using the default, warn.',
     ]);
   });
 
