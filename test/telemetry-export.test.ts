@@ -1,6 +1,4 @@
-import { once } from 'node:events';
 import { createServer } from 'node:http';
-import { connect as http2Connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
 import {
@@ -9,7 +7,7 @@ import {
   startOtlpReceiver,
 } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
-import { postGreet } from './helpers/http.js';
+import { grpcCallTo, postGreet } from './helpers/http.js';
 import { eventually, type RoleProcess, startRole, startRoles } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -151,23 +149,12 @@ describe('span export', () => {
       // the span is in only if the answer waited for its export.
       receiver.setBehaviour('slow', 300);
       const unknown = newTraceParent();
-      const session = http2Connect(backend.url);
-      try {
-        const stream = session.request({
-          ':method': 'POST',
-          ':path': '/backend_service.v1.BackendService/Farewell',
-          'content-type': 'application/grpc',
-          te: 'trailers',
+      expect(
+        await grpcCallTo(backend.url, '/backend_service.v1.BackendService/Farewell', {
           traceparent: unknown.header,
-        });
-        stream.end(Buffer.alloc(5));
-        const [headers] = (await once(stream, 'response')) as [Record<string, string>];
-        expect(headers['grpc-status']).toBe('12');
-        expect(receiver.spans().filter((span) => span.traceId === unknown.traceId)).toHaveLength(1);
-        stream.resume();
-      } finally {
-        session.close();
-      }
+        }),
+      ).toBe('12');
+      expect(receiver.spans().filter((span) => span.traceId === unknown.traceId)).toHaveLength(1);
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
       await receiver.close();

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { connect } from 'node:http2';
 
 /** POST /greet with a JSON body (objects are serialised; strings are sent as they are). */
@@ -38,6 +39,33 @@ export async function postGreetTls(
     let text = '';
     for await (const chunk of request) text += chunk;
     return { status, body: JSON.parse(text) as Record<string, unknown> };
+  } finally {
+    session.close();
+  }
+}
+
+/**
+ * A gRPC call over h2c to `path` with an empty message: resolves with the grpc-status as soon
+ * as a trailers-only answer (a failure decided before any message) arrives.
+ */
+export async function grpcCallTo(
+  baseUrl: string,
+  path: string,
+  headers: Record<string, string> = {},
+): Promise<string | undefined> {
+  const session = connect(baseUrl);
+  try {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      ...headers,
+    });
+    stream.end(Buffer.alloc(5));
+    const [answer] = (await once(stream, 'response')) as [Record<string, string | undefined>];
+    stream.resume();
+    return answer['grpc-status'];
   } finally {
     session.close();
   }
