@@ -180,17 +180,32 @@ build_and_push() {
       ;;
     *) die "unknown build '$BUILD'" ;;
   esac
-  local digest
-  digest="$(capture '<digest>' gcloud artifacts docker images describe "$tagged" \
-    --format='value(image_summary.digest)')"
+  IMAGE="$tagged"
+  pin_image
+}
+
+# Pins IMAGE, given by tag, to its digest: both services then run the very same bytes even if
+# the tag moves between the two deploys.
+pin_image() {
+  if [[ "$IMAGE" == *@sha256:* ]]; then
+    return 0
+  fi
+  local repo_path="$IMAGE" digest
+  # A tag follows the last ':' of the last path segment (a registry host may carry a port).
+  if [[ "${IMAGE##*/}" == *:* ]]; then
+    repo_path="${IMAGE%:*}"
+  fi
+  if ! digest="$(capture '<digest>' gcloud artifacts docker images describe "$IMAGE" \
+    --format='value(image_summary.digest)')"; then
+    digest=''
+  fi
   if [[ "$DRY_RUN" == true ]]; then
-    IMAGE="$tagged"
     printf '# both services are deployed from %s@<digest of %s>; the tag stands in below\n' \
-      "$repo_path" "$IMAGE_TAG" >&3
+      "$repo_path" "$IMAGE" >&3
   elif [[ "$digest" == sha256:* ]]; then
     IMAGE="$repo_path@$digest"
   else
-    die "could not read the digest of $tagged (got '$digest'); is the image in Artifact Registry?"
+    die "could not read the digest of $IMAGE (got '$digest'): is the image in Artifact Registry? Or pass it by digest (REF@sha256:...)"
   fi
 }
 
@@ -408,6 +423,11 @@ main() {
     fi
     ensure_repository
     build_and_push
+  else
+    if [[ -n "$IMAGE_TAG" ]]; then
+      log "--tag (IMAGE_TAG) is ignored with --image: the tag or digest is the one in $IMAGE"
+    fi
+    pin_image
   fi
 
   ensure_service_account "$BACKEND_SERVICE"

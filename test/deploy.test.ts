@@ -522,6 +522,35 @@ describe('deploy.sh options', () => {
     expect(flagValue(deployOf(run, 'greeter-api'), 'image')).toBe(image);
   });
 
+  it(
+    '--image by tag: pinned to its digest once, so both services run the same bytes',
+    slow,
+    async () => {
+      const sandbox = await createSandbox();
+      const tagged = `${imageRepo}:v1`;
+      const digest = `sha256:${'b'.repeat(64)}`;
+      const pushed = {
+        repositories: [],
+        images: { [tagged]: digest },
+        builds: 0,
+        serviceAccounts: [],
+        projectBindings: [],
+        services: {},
+      };
+      await writeFile(join(sandbox.dir, 'state.json'), JSON.stringify(pushed));
+      const run = await deploy(sandbox, '--image', tagged);
+      expect(run.calls.filter((c) => c.tool === 'docker')).toEqual([]);
+      for (const service of ['greeter-backend', 'greeter-api']) {
+        expect(flagValue(deployOf(run, service), 'image')).toBe(`${imageRepo}@${digest}`);
+      }
+
+      const unknown = await runScript(deployScript, ['--image', `${imageRepo}:nope`], sandbox);
+      expect(unknown.code).not.toBe(0);
+      expect(unknown.stderr).toContain('could not read the digest');
+      expect(gcloudCalls(unknown).filter((argv) => isCommand(argv, 'run', 'deploy'))).toEqual([]);
+    },
+  );
+
   it.each([
     { args: ['--ingress', 'internal'], says: '--network and --subnet' },
     { args: ['--ingress', 'internal', '--network', 'n'], says: '--network and --subnet' },
