@@ -171,8 +171,14 @@ build_and_push() {
   case "$BUILD" in
     local)
       run gcloud auth configure-docker "$REGION-docker.pkg.dev" --quiet
-      # Cloud Run runs linux/amd64; the flag matters when building on an arm64 machine.
-      run docker build --platform=linux/amd64 --tag="$tagged" "$REPO_ROOT"
+      # Cloud Run runs linux/amd64; the flag matters when building on an arm64 machine, where the
+      # image's compile-cache step then runs emulated and needs more time.
+      local build_args=()
+      case "$(uname -m)" in
+        arm64 | aarch64) build_args=(--build-arg=WARM_DEADLINE_MS=300000) ;;
+      esac
+      run docker build --platform=linux/amd64 ${build_args[@]+"${build_args[@]}"} \
+        --tag="$tagged" "$REPO_ROOT"
       run docker push "$tagged"
       ;;
     cloud)
