@@ -7,7 +7,7 @@ import {
   startOtlpReceiver,
 } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
-import { grpcCallTo, postGreet } from './helpers/http.js';
+import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
 import { eventually, type RoleProcess, startRole, startRoles } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -150,7 +150,7 @@ describe('span export', () => {
       receiver.setBehaviour('slow', 300);
       const unknown = newTraceParent();
       expect(
-        await grpcCallTo(backend.url, '/backend_service.v1.BackendService/Farewell', {
+        await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`, {
           traceparent: unknown.header,
         }),
       ).toBe('12');

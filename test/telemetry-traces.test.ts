@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
-import { grpcCallTo, postGreet } from './helpers/http.js';
+import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
 import { type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -348,7 +348,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   it('traces a call to a method the backend does not have: _OTHER, the path kept, UNIMPLEMENTED, an access line', async () => {
     const parent = newTraceParent();
     expect(
-      await grpcCallTo(backend.url, '/backend_service.v1.BackendService/Farewell', {
+      await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`, {
         traceparent: parent.header,
       }),
     ).toBe('12');
@@ -364,7 +364,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       attributes: {
         'rpc.system.name': 'grpc',
         'rpc.method': '_OTHER',
-        'rpc.method_original': 'backend_service.v1.BackendService/Farewell',
+        'rpc.method_original': UNKNOWN_METHOD,
         'rpc.status_code': 'UNIMPLEMENTED',
         'error.type': 'UNIMPLEMENTED',
       },
@@ -373,7 +373,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       .poll(() => accessLine(backend, parent.traceId))
       .toMatchObject({
         severity: 'ERROR',
-        httpRequest: { requestUrl: '/backend_service.v1.BackendService/Farewell', status: 200 },
+        httpRequest: { requestUrl: `/${UNKNOWN_METHOD}`, status: 200 },
       });
   });
 

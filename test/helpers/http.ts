@@ -44,6 +44,9 @@ export async function postGreetTls(
   }
 }
 
+/** A method the backend does not have, and that the README's examples never add. */
+export const UNKNOWN_METHOD = 'backend_service.v1.BackendService/NoSuchMethod';
+
 /**
  * A gRPC call over h2c to `path` with an empty message: resolves with the grpc-status as soon
  * as a trailers-only answer (a failure decided before any message) arrives.
