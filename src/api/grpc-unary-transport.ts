@@ -1,5 +1,11 @@
 import { type ClientHttp2Stream, constants, type IncomingHttpHeaders } from 'node:http2';
-import { create, type DescMessage, isMessage, toBinary } from '@bufbuild/protobuf';
+import {
+  create,
+  type DescMessage,
+  isMessage,
+  type MessageShape,
+  toBinary,
+} from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -212,16 +218,19 @@ async function unaryResponse(
   if (encoding !== null && encoding.toLowerCase() !== 'identity') {
     throw new ConnectError(`unsupported response encoding "${encoding}"`, Code.Internal, header);
   }
-  const message = await singleMessage(req.method.output, joined(body.chunks), {
-    readMaxBytes: body.readMaxBytes,
-    compression: null,
-    direction: 'output',
-  }).catch((error: unknown) => {
+  let message: MessageShape<DescMessage> | undefined;
+  try {
+    message = await singleMessage(req.method.output, joined(body.chunks), {
+      readMaxBytes: body.readMaxBytes,
+      compression: null,
+      direction: 'output',
+    });
+  } catch (error) {
     // Without compression, its one RESOURCE_EXHAUSTED is an envelope declared over the limit.
     throw error instanceof ConnectError && error.code === Code.ResourceExhausted
       ? oversized(error)
       : error;
-  });
+  }
   validateTrailer(trailer, header);
   if (message === undefined) {
     if (headerError) throw headerError;
