@@ -4,7 +4,13 @@ import {
   InMemoryMetricExporter,
   PeriodicExportingMetricReader,
 } from '@opentelemetry/sdk-metrics';
-import { AlwaysOffSampler, TraceIdRatioBasedSampler } from '@opentelemetry/sdk-trace';
+import {
+  AlwaysOffSampler,
+  InMemorySpanExporter,
+  SimpleSpanProcessor,
+  TraceIdRatioBasedSampler,
+  TracerProvider,
+} from '@opentelemetry/sdk-trace';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   batchOptionsFromEnv,
@@ -15,8 +21,20 @@ import {
   otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
+  spanLimitsFromEnv,
   warnIfPropagatorsSet,
 } from '../src/telemetry/otel-env.js';
+
+const LIMIT_VARIABLES = [
+  'OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT',
+  'OTEL_ATTRIBUTE_COUNT_LIMIT',
+  'OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT',
+  'OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT',
+  'OTEL_SPAN_EVENT_COUNT_LIMIT',
+  'OTEL_SPAN_LINK_COUNT_LIMIT',
+  'OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT',
+  'OTEL_LINK_ATTRIBUTE_COUNT_LIMIT',
+] as const;
 
 const VARIABLES = [
   'OTEL_EXPORTER_OTLP_ENDPOINT',
@@ -35,6 +53,7 @@ const VARIABLES = [
   'OTEL_METRIC_EXPORT_TIMEOUT',
   'OTEL_LOG_LEVEL',
   'OTEL_PROPAGATORS',
+  ...LIMIT_VARIABLES,
 ];
 
 /** What the module said through diag, from warnings up, as the roles route it. */
@@ -353,5 +372,156 @@ describe('OTEL_LOG_LEVEL and OTEL_PROPAGATORS', () => {
     warnIfPropagatorsSet();
     expect(warnings).toHaveLength(1);
     expect(warnings[0]).toMatch(/^OTEL_PROPAGATORS=b3,none is ignored: /);
+  });
+});
+
+describe('span and attribute limits', () => {
+  const SPEC_DEFAULTS = {
+    attributeValueLengthLimit: Number.POSITIVE_INFINITY,
+    attributeCountLimit: 128,
+    eventCountLimit: 128,
+    linkCountLimit: 128,
+    attributePerEventCountLimit: 128,
+    attributePerLinkCountLimit: 128,
+  };
+  const range = (unit: string, min: number) =>
+    `a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}`;
+  type LimitVariable = (typeof LIMIT_VARIABLES)[number];
+
+  it.each([
+    // what is set, the limits in force (besides the spec's defaults), warnings
+    [{}, {}, []],
+    [
+      { OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '8', OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '3' },
+      { attributeValueLengthLimit: 8, attributeCountLimit: 3 },
+      [],
+    ],
+    [
+      {
+        OTEL_SPAN_EVENT_COUNT_LIMIT: '4',
+        OTEL_SPAN_LINK_COUNT_LIMIT: '5',
+        OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: '6',
+        OTEL_LINK_ATTRIBUTE_COUNT_LIMIT: '7',
+      },
+      {
+        eventCountLimit: 4,
+        linkCountLimit: 5,
+        attributePerEventCountLimit: 6,
+        attributePerLinkCountLimit: 7,
+      },
+      [],
+    ],
+    // The general limits apply to every attribute collection: spans, events and links.
+    [
+      { OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '100', OTEL_ATTRIBUTE_COUNT_LIMIT: '10' },
+      {
+        attributeValueLengthLimit: 100,
+        attributeCountLimit: 10,
+        attributePerEventCountLimit: 10,
+        attributePerLinkCountLimit: 10,
+      },
+      [],
+    ],
+    // The span-specific ones win over the general ones.
+    [
+      {
+        OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '100',
+        OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '20',
+        OTEL_ATTRIBUTE_COUNT_LIMIT: '10',
+        OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '50',
+        OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT: '2',
+      },
+      {
+        attributeValueLengthLimit: 20,
+        attributeCountLimit: 50,
+        attributePerEventCountLimit: 2,
+        attributePerLinkCountLimit: 10,
+      },
+      [],
+    ],
+    // Counts of 0 are valid: nothing is kept.
+    [
+      { OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '0', OTEL_SPAN_EVENT_COUNT_LIMIT: '0' },
+      { attributeCountLimit: 0, eventCountLimit: 0 },
+      [],
+    ],
+    // A length of 0 is not: the SDK would ignore it, with a warning at every attribute.
+    [
+      { OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '0' },
+      {},
+      [
+        `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT=0 is not ${range('characters', 1)}; using the default, no limit.`,
+      ],
+    ],
+    // An unusable span-specific value counts as unset: the general one applies, and is named.
+    [
+      { OTEL_ATTRIBUTE_COUNT_LIMIT: '64', OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '-1' },
+      { attributeCountLimit: 64, attributePerEventCountLimit: 64, attributePerLinkCountLimit: 64 },
+      [
+        `OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT=-1 is not ${range('attributes', 0)}; using the default, 64.`,
+      ],
+    ],
+    [
+      { OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: '256', OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT: '1.5' },
+      { attributeValueLengthLimit: 256 },
+      [
+        `OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT=1.5 is not ${range('characters', 1)}; using the default, 256.`,
+      ],
+    ],
+    [
+      { OTEL_ATTRIBUTE_COUNT_LIMIT: '-5', OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT: '12' },
+      { attributeCountLimit: 12 },
+      [`OTEL_ATTRIBUTE_COUNT_LIMIT=-5 is not ${range('attributes', 0)}; using the default, 128.`],
+    ],
+    [
+      { OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT: 'Infinity', OTEL_SPAN_LINK_COUNT_LIMIT: '3000000000' },
+      {},
+      [
+        `OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT=Infinity is not ${range('characters', 1)}; using the default, no limit.`,
+        `OTEL_SPAN_LINK_COUNT_LIMIT=3000000000 is not ${range('links', 0)}; using the default, 128.`,
+      ],
+    ],
+  ] as const)('%j', (set, limits, said) => {
+    for (const [variable, value] of Object.entries(set)) {
+      process.env[variable as LimitVariable] = value;
+    }
+    expect(spanLimitsFromEnv()).toEqual({ ...SPEC_DEFAULTS, ...limits });
+    expect(warnings).toEqual(said);
+  });
+
+  it('text that is not a number is reported once, by @opentelemetry/core', () => {
+    process.env.OTEL_SPAN_EVENT_COUNT_LIMIT = 'many';
+    expect(spanLimitsFromEnv()).toEqual(SPEC_DEFAULTS);
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain('OTEL_SPAN_EVENT_COUNT_LIMIT');
+  });
+
+  /** The attributes a span keeps, made by a provider with these options. */
+  async function recorded(options: ConstructorParameters<typeof TracerProvider>[0] = {}) {
+    const exporter = new InMemorySpanExporter();
+    const provider = new TracerProvider({
+      ...options,
+      spanProcessors: [new SimpleSpanProcessor({ exporter })],
+    });
+    const span = provider.getTracer('limits').startSpan('limited');
+    span.setAttributes({ 'url.full': 'http://example.com/a/long/path', a: 1, b: 2, c: 3 });
+    span.end();
+    await provider.forceFlush();
+    const [finished] = exporter.getFinishedSpans();
+    return { attributes: finished?.attributes, dropped: finished?.droppedAttributesCount };
+  }
+
+  it('the SDK applies them as given, and reads none of these variables itself', async () => {
+    process.env.OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT = '8';
+    process.env.OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT = '2';
+    expect(await recorded({ spanLimits: spanLimitsFromEnv() })).toEqual({
+      attributes: { 'url.full': 'http://e', a: 1 },
+      dropped: 2,
+    });
+    // Without them, the variables change nothing: they are read once, here.
+    expect(await recorded()).toEqual({
+      attributes: { 'url.full': 'http://example.com/a/long/path', a: 1, b: 2, c: 3 },
+      dropped: 0,
+    });
   });
 });

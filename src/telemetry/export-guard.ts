@@ -101,9 +101,16 @@ export function guardMetricExporter(
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush(),
   };
-  // The exporter's choices (delta or cumulative, say) are the reader's to follow.
+  return followAggregationChoices(inner, guarded);
+}
+
+/** A wrapping exporter keeps the choices of the one it wraps (delta or cumulative, say). */
+export function followAggregationChoices(
+  inner: PushMetricExporter,
+  outer: PushMetricExporter,
+): PushMetricExporter {
   if (inner.selectAggregationTemporality)
-    guarded.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
-  if (inner.selectAggregation) guarded.selectAggregation = inner.selectAggregation.bind(inner);
-  return guarded;
+    outer.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
+  if (inner.selectAggregation) outer.selectAggregation = inner.selectAggregation.bind(inner);
+  return outer;
 }

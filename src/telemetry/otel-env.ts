@@ -11,6 +11,7 @@ import {
   type BatchSpanProcessorOptions,
   ParentBasedSampler,
   type Sampler,
+  type SpanLimits,
   TraceIdRatioBasedSampler,
 } from '@opentelemetry/sdk-trace';
 
@@ -128,15 +129,20 @@ export function samplerFromEnv(): Sampler {
   }
 }
 
-/** The longest a Node timer waits; a longer delay fires after 1 ms instead. */
+/**
+ * The longest a Node timer waits; a longer delay fires after 1 ms instead. Also the largest
+ * integer the spec asks SDKs to accept, so it bounds every number read here.
+ */
 const LONGEST_TIMER_MS = 2 ** 31 - 1;
+const NO_LIMIT = Number.POSITIVE_INFINITY;
 
 type NumberVariable = {
   variable: string;
   /** The smallest usable value: 0 where the spec gives zero a meaning, else 1. */
   min: 0 | 1;
+  /** What applies when the variable is unset or unusable. */
   fallback: number;
-  unit: 'milliseconds' | 'spans';
+  unit: 'milliseconds' | 'spans' | 'characters' | 'attributes' | 'events' | 'links';
 };
 
 function ms(variable: string, min: 0 | 1, fallback: number): NumberVariable {
@@ -155,8 +161,9 @@ function wholeNumberFromEnv({ variable, min, fallback, unit }: NumberVariable): 
   const value = getNumberFromEnv(variable);
   if (value === undefined) return undefined;
   if (Number.isInteger(value) && value >= min && value <= LONGEST_TIMER_MS) return value;
+  const used = fallback === NO_LIMIT ? 'no limit' : fallback;
   diag.warn(
-    `${variable}=${getStringFromEnv(variable)} is not a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}; using the default, ${fallback}.`,
+    `${variable}=${getStringFromEnv(variable)} is not a whole number of ${unit} from ${min} to ${LONGEST_TIMER_MS}; using the default, ${used}.`,
   );
   return undefined;
 }
@@ -209,6 +216,45 @@ export function metricReaderTimingFromEnv(): MetricReaderTiming {
   }
   const asked = timeout === 0 ? interval : (timeout ?? METRIC_EXPORT_TIMEOUT.fallback);
   return { exportIntervalMillis: interval, exportTimeoutMillis: Math.min(asked, interval) };
+}
+
+/** The spec's default for every count limit; attribute values have no length limit by default. */
+const COUNT_LIMIT = 128;
+
+/** A limit: counts may be 0 (nothing kept); a value length may not (the SDK would ignore it). */
+function limitFromEnv(variable: string, unit: NumberVariable['unit'], fallback: number): number {
+  const min = unit === 'characters' ? 1 : 0;
+  return wholeNumberFromEnv({ variable, min, fallback, unit }) ?? fallback;
+}
+
+/**
+ * Every span limit, so that none is left to the SDK's defaults. A span-specific variable wins
+ * over the general one (OTEL_ATTRIBUTE_*), which applies to the attributes of spans, span events
+ * and span links; an unusable value counts as unset, so the general one or the default applies.
+ */
+export function spanLimitsFromEnv(): Required<SpanLimits> {
+  const valueLength = limitFromEnv('OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT', 'characters', NO_LIMIT);
+  const attributes = limitFromEnv('OTEL_ATTRIBUTE_COUNT_LIMIT', 'attributes', COUNT_LIMIT);
+  return {
+    attributeValueLengthLimit: limitFromEnv(
+      'OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT',
+      'characters',
+      valueLength,
+    ),
+    attributeCountLimit: limitFromEnv('OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT', 'attributes', attributes),
+    eventCountLimit: limitFromEnv('OTEL_SPAN_EVENT_COUNT_LIMIT', 'events', COUNT_LIMIT),
+    linkCountLimit: limitFromEnv('OTEL_SPAN_LINK_COUNT_LIMIT', 'links', COUNT_LIMIT),
+    attributePerEventCountLimit: limitFromEnv(
+      'OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT',
+      'attributes',
+      attributes,
+    ),
+    attributePerLinkCountLimit: limitFromEnv(
+      'OTEL_LINK_ATTRIBUTE_COUNT_LIMIT',
+      'attributes',
+      attributes,
+    ),
+  };
 }
 
 const DIAG_LEVELS: ReadonlyMap<string, DiagLogLevel> = new Map([

@@ -45,12 +45,14 @@ import {
   otlpEndpointIsGoogle,
   otlpProtocol,
   samplerFromEnv,
+  spanLimitsFromEnv,
   warnIfPropagatorsSet,
 } from './otel-env.js';
 import { createCloudRunPropagator } from './propagation/index.js';
 import { createRequestAttributesSpanProcessor } from './request-attributes.js';
 import { createResource, detectedProjectId } from './resource.js';
 import { createServerSpans, type ServerSpans } from './server-span.js';
+import { metricExportWithinLimits, spanExportWithinLimits } from './telemetry-api-limits.js';
 
 const TELEMETRY_API = 'https://telemetry.googleapis.com';
 /** The longest a response waits for its spans' export in request mode. */
@@ -153,7 +155,7 @@ export async function startTelemetry(
         let exporter: SpanExporter = new ConsoleSpanExporter();
         if (choice === 'otlp') {
           otlp = guardSpanExporter(
-            await otlpSpanExporter(auth, exportsAtOnce(batchOptions)),
+            spanExportWithinLimits(await otlpSpanExporter(auth, exportsAtOnce(batchOptions))),
             logger,
             describeTarget('TRACES', auth),
           );
@@ -171,6 +173,8 @@ export async function startTelemetry(
       tracerProvider = new TracerProvider({
         resource,
         sampler: samplerFromEnv(),
+        // sdk-trace 3.x reads no OTEL_* limits itself: these are the only ones in force.
+        spanLimits: spanLimitsFromEnv(),
         spanProcessors: processors,
       });
     } catch (error) {
@@ -311,7 +315,11 @@ async function metricReaders(
           : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
               options,
             );
-      exporter = guardMetricExporter(otlp, logger, describeTarget('METRICS', auth));
+      exporter = guardMetricExporter(
+        metricExportWithinLimits(otlp),
+        logger,
+        describeTarget('METRICS', auth),
+      );
     } else {
       exporter = new ConsoleMetricExporter();
     }
