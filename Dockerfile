@@ -10,14 +10,24 @@ COPY scripts ./scripts
 COPY src ./src
 RUN npm run build
 
+# The bundle loads only the packages scripts/build.mjs keeps external from node_modules: those
+# and their dependencies, at the versions package-lock.json pins, are all the image ships.
+FROM node:24-slim AS runtime-deps
+WORKDIR /deps
+COPY package.json package-lock.json .npmrc ./
+RUN npm ci --omit=dev
+COPY scripts/bundle-externals.mjs scripts/runtime-deps.mjs ./scripts/
+RUN node scripts/runtime-deps.mjs . /runtime
+
 FROM node:24-slim AS runtime
 # --max-semi-space-size bounds V8's young generation: peak memory under load (docs/benchmarks.md).
 ENV NODE_ENV=production \
     NODE_OPTIONS="--max-semi-space-size=8"
 WORKDIR /app
-COPY package.json package-lock.json .npmrc ./
-RUN npm ci --omit=dev && npm cache clean --force \
-    && install -d -o node -g node .compile-cache
+RUN install -d -o node -g node .compile-cache
+# Its "type": "module" makes Node read dist/*.js as ES modules.
+COPY package.json ./
+COPY --from=runtime-deps /runtime/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
 COPY scripts/warm-compile-cache.mjs ./scripts/
 # Instances read V8's compiled code from here instead of compiling at every start. It is filled

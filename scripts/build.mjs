@@ -2,6 +2,7 @@
 // detectors that are not configured are never loaded.
 import { rm } from 'node:fs/promises';
 import { build } from 'esbuild';
+import { bundleExternals } from './bundle-externals.mjs';
 
 await rm('dist', { recursive: true, force: true });
 await build({
@@ -15,9 +16,7 @@ await build({
   sourcemap: 'linked',
   minifySyntax: true,
   legalComments: 'none',
-  // Kept as ordinary dependencies: pino-pretty is only loaded for terminals, and
-  // @fastify/swagger-ui serves its assets from its own folder.
-  external: ['pino-pretty', '@fastify/swagger-ui'],
+  external: bundleExternals,
   banner: {
     js: "import { createRequire as __createRequire } from 'node:module'; const require = __createRequire(import.meta.url);",
   },
