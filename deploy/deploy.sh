@@ -258,14 +258,17 @@ deploy_backend_with_flags() {
     --invoker-iam-check \
     --ingress="$INGRESS" \
     --use-http2 \
-    --set-env-vars="SERVICE_ROLE=backend,GRPC_REFLECTION=false,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE" \
+    --set-env-vars="SERVICE_ROLE=backend,GRPC_REFLECTION=false,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE,GOOGLE_CLOUD_PROJECT=$PROJECT_ID" \
     --startup-probe="grpc.port=$CONTAINER_PORT,initialDelaySeconds=0,periodSeconds=1,timeoutSeconds=1,failureThreshold=60" \
     --liveness-probe="grpc.port=$CONTAINER_PORT,periodSeconds=30,timeoutSeconds=5,failureThreshold=3"
 }
 
 deploy_api_with_flags() {
   common_deploy_flags
-  local vpc_flags=()
+  # `gcloud run deploy` keeps what its flags leave out, so --ingress all says "no VPC" outright:
+  # --clear-network removes the network interfaces and the egress setting, and does nothing to a
+  # service that has none (a first deploy). gcloud refuses it beside --network or --subnet.
+  local vpc_flags=(--clear-network)
   if [[ "$INGRESS" == internal ]]; then
     vpc_flags=(--network="$NETWORK" --subnet="$SUBNET" --vpc-egress=all-traffic)
   fi
@@ -274,7 +277,7 @@ deploy_api_with_flags() {
     --allow-unauthenticated \
     --ingress=all \
     --no-use-http2 \
-    --set-env-vars="SERVICE_ROLE=api,BACKEND_URL=$BACKEND_URL,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE" \
+    --set-env-vars="SERVICE_ROLE=api,BACKEND_URL=$BACKEND_URL,DEPLOYMENT_ENVIRONMENT=production,TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE,GOOGLE_CLOUD_PROJECT=$PROJECT_ID" \
     --startup-probe="httpGet.path=$API_STARTUP_PROBE_PATH,httpGet.port=$CONTAINER_PORT,initialDelaySeconds=0,periodSeconds=$API_STARTUP_PROBE_PERIOD,timeoutSeconds=$API_STARTUP_PROBE_PERIOD,failureThreshold=$API_STARTUP_PROBE_FAILURES" \
     --liveness-probe="httpGet.path=/healthz,httpGet.port=$CONTAINER_PORT,periodSeconds=30,timeoutSeconds=5,failureThreshold=3" \
     ${vpc_flags[@]+"${vpc_flags[@]}"}
@@ -333,6 +336,7 @@ shared_placeholders() {
     "IMAGE=$IMAGE"
     "CPU_THROTTLING=$CPU_THROTTLING"
     "TELEMETRY_EXPORT_MODE=$TELEMETRY_EXPORT_MODE"
+    "PROJECT_ID=$PROJECT_ID"
     "MEMORY=$MEMORY"
     "MAX_INSTANCES=$MAX_INSTANCES"
   )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Deletes what deploy/deploy.sh created: both Cloud Run services, their project role bindings and
-# service accounts, and with --delete-repository the image repository. Leaves enabled APIs alone.
-# Safe to re-run: anything already gone is skipped.
+# service accounts, and with --delete-repository the image repository. Leaves enabled APIs alone,
+# and keeps an account that a Cloud Run service elsewhere still runs as. Safe to re-run: anything
+# already gone is skipped.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -53,7 +54,7 @@ confirm() {
   if [[ ! -t 0 ]]; then
     die "refusing to delete without confirmation: pass --yes (or --dry-run to see the plan)"
   fi
-  local what="services $API_SERVICE and $BACKEND_SERVICE and their service accounts"
+  local what="services $API_SERVICE and $BACKEND_SERVICE and their service accounts (unless another service runs as them)"
   if [[ "$DELETE_REPOSITORY" == true ]]; then
     what+=", and the repository $REPOSITORY with all its images"
   fi
@@ -77,8 +78,53 @@ delete_service() {
   run gcloud run services delete "$service" --project="$PROJECT_ID" --region="$REGION" --quiet
 }
 
+# Reads every Cloud Run service of the project into ALL_SERVICES, one "region<TAB>name<TAB>account"
+# line each. Without --region, `gcloud run services list` asks every region (whatever run/region
+# says). Any failure stops the teardown, and so does gcloud's warning that some regions did not
+# answer: an incomplete list must not pass for "nobody else runs as this account".
+list_all_services() {
+  local command=(gcloud run services list --project="$PROJECT_ID"
+    --format='value(region,metadata.name,spec.template.spec.serviceAccountName)')
+  ALL_SERVICES=''
+  if [[ "$DRY_RUN" == true ]]; then
+    show_command "${command[@]}" >&3
+    log "an account is kept, with its project roles, while a service listed above runs as it"
+    return 0
+  fi
+  local errors_file errors
+  errors_file="$(mktemp "${TMPDIR:-/tmp}/teardown-list.XXXXXX")"
+  if ! ALL_SERVICES="$("${command[@]}" 2>"$errors_file")"; then
+    errors="$(<"$errors_file")"
+    rm -f "$errors_file"
+    die "$(show_command "${command[@]}") failed, so no account can be checked; nothing deleted: ${errors}"
+  fi
+  errors="$(<"$errors_file")"
+  rm -f "$errors_file"
+  case "$errors" in
+    *"did not respond"* | *"may be incomplete"*)
+      die "some regions did not answer, so other users of the accounts cannot be ruled out; nothing deleted. Run it again: ${errors}"
+      ;;
+    *) ;;
+  esac
+}
+
+# Prints the services (other than the two being torn down) that run as account $1, comma-separated.
+services_running_as() {
+  local email="$1" region name account users=''
+  while IFS=$'\t' read -r region name account; do
+    if [[ "$account" != "$email" ]]; then
+      continue
+    fi
+    if [[ "$region" == "$REGION" && ("$name" == "$API_SERVICE" || "$name" == "$BACKEND_SERVICE") ]]; then
+      continue
+    fi
+    users+="${users:+, }$name ($region)"
+  done <<<"$ALL_SERVICES"
+  printf '%s' "$users"
+}
+
 delete_service_account() {
-  local service="$1" email role
+  local service="$1" email role users
   email="$(service_account_email "$service" "$PROJECT_ID")"
   log "Service account $email"
   if ! exists gcloud iam service-accounts describe "$email" --project="$PROJECT_ID"; then
@@ -86,6 +132,11 @@ delete_service_account() {
       log "already gone"
       return 0
     fi
+  fi
+  users="$(services_running_as "$email")"
+  if [[ -n "$users" ]]; then
+    log "kept, with its project roles: still used by $users"
+    return 0
   fi
   # Remove the project bindings first: bindings of a deleted account linger as deleted:serviceAccount.
   for role in "${RUNTIME_PROJECT_ROLES[@]}"; do
@@ -144,6 +195,8 @@ main() {
       "$PROJECT_ID" "$REGION" >&3
   fi
 
+  # Before anything is deleted, so that a failed list leaves everything in place.
+  list_all_services
   # The api first: it is the public entry point and the only caller of the backend.
   delete_service "$API_SERVICE"
   delete_service "$BACKEND_SERVICE"

@@ -38,8 +38,19 @@ interface FakeState {
   repositories: string[];
   serviceAccounts: string[];
   projectBindings: { member: string; role: string }[];
-  services: Record<string, { url: string; invokers: string[] }>;
+  /** Keyed `region/name`. */
+  services: Record<string, FakeService>;
 }
+
+interface FakeService {
+  url: string;
+  invokers: string[];
+  serviceAccount?: string;
+  vpc?: { network?: string; subnetwork?: string; egress?: string };
+}
+
+/** The fake's key for a service in the default region. */
+const inRegion = (name: string, region = 'us-central1'): string => `${region}/${name}`;
 
 /** A temporary directory holding one fake project's state; runs against it share that state. */
 interface Sandbox {
@@ -305,7 +316,10 @@ describe('deploy.sh, first run in an empty project', () => {
     const state = await stateOf(sandbox);
     expect(state.repositories).toEqual(['us-central1/cloud-run-services']);
     expect(state.serviceAccounts.sort()).toEqual([apiSa, backendSa]);
-    expect(Object.keys(state.services).sort()).toEqual(['greeter-api', 'greeter-backend']);
+    expect(Object.keys(state.services).sort()).toEqual([
+      inRegion('greeter-api'),
+      inRegion('greeter-backend'),
+    ]);
   });
 
   it('builds and pushes one image and deploys both roles from its digest', () => {
@@ -317,18 +331,20 @@ describe('deploy.sh, first run in an empty project', () => {
     expect(apiImage).toBe(backendImage);
   });
 
-  it('sets SERVICE_ROLE, production and request-based telemetry on each service', () => {
+  it('sets SERVICE_ROLE, production, request-based telemetry and the project on each service', () => {
     expect(envOf(deployOf(first, 'greeter-backend'))).toEqual({
       SERVICE_ROLE: 'backend',
       GRPC_REFLECTION: 'false',
       DEPLOYMENT_ENVIRONMENT: 'production',
       TELEMETRY_EXPORT_MODE: 'request',
+      GOOGLE_CLOUD_PROJECT: project,
     });
     expect(envOf(deployOf(first, 'greeter-api'))).toEqual({
       SERVICE_ROLE: 'api',
       BACKEND_URL: backendUrl,
       DEPLOYMENT_ENVIRONMENT: 'production',
       TELEMETRY_EXPORT_MODE: 'request',
+      GOOGLE_CLOUD_PROJECT: project,
     });
     for (const service of ['greeter-backend', 'greeter-api']) {
       expect(deployOf(first, service)).toContain('--cpu-throttling');
@@ -360,6 +376,9 @@ describe('deploy.sh, first run in an empty project', () => {
     });
     expect(flagValue(backend, 'ingress')).toBe('all');
     expect(flagValue(api, 'ingress')).toBe('all');
+    // No VPC for the api, said outright; on this first deploy there is nothing to clear.
+    expect(api).toContain('--clear-network');
+    expect(flagValue(api, 'network')).toBeUndefined();
   });
 
   it('lets only the api account invoke the backend, bound on that service, never on the project', async () => {
@@ -376,8 +395,10 @@ describe('deploy.sh, first run in an empty project', () => {
     );
 
     const state = await stateOf(sandbox);
-    expect(state.services['greeter-backend']?.invokers).toEqual([`serviceAccount:${apiSa}`]);
-    expect(state.services['greeter-api']?.invokers).toEqual(['allUsers']);
+    expect(state.services[inRegion('greeter-backend')]?.invokers).toEqual([
+      `serviceAccount:${apiSa}`,
+    ]);
+    expect(state.services[inRegion('greeter-api')]?.invokers).toEqual(['allUsers']);
   });
 
   it('deploys the backend, grants the invoker role, reads the URL, then deploys the api', () => {
@@ -423,7 +444,9 @@ describe('deploy.sh, first run in an empty project', () => {
     );
     expect(strip(deployOf(second, 'greeter-api'))).toEqual(strip(deployOf(first, 'greeter-api')));
     const state = await stateOf(sandbox);
-    expect(state.services['greeter-backend']?.invokers).toEqual([`serviceAccount:${apiSa}`]);
+    expect(state.services[inRegion('greeter-backend')]?.invokers).toEqual([
+      `serviceAccount:${apiSa}`,
+    ]);
   });
 });
 
@@ -477,6 +500,8 @@ describe('deploy.sh options', () => {
       expect(flagValue(api, 'network')).toBe('vpc-a');
       expect(flagValue(api, 'subnet')).toBe('subnet-a');
       expect(flagValue(api, 'vpc-egress')).toBe('all-traffic');
+      // gcloud refuses --clear-network beside --network and --subnet.
+      expect(api).not.toContain('--clear-network');
       // Cloud Run's whole startup window: Direct VPC egress can take a minute to connect.
       expect(probeFromFlag(flagValue(api, 'startup-probe'))).toMatchObject({
         httpGet: { path: '/readyz' },
@@ -606,16 +631,51 @@ describe('YAML mode agrees with the flags mode', () => {
     await deploy(sandbox, '--mode', 'yaml');
     const statePath = join(sandbox.dir, 'state.json');
     const state = await stateOf(sandbox);
-    state.services['greeter-backend']?.invokers.push('allUsers');
+    state.services[inRegion('greeter-backend')]?.invokers.push('allUsers');
     await writeFile(statePath, JSON.stringify(state));
 
     const again = await deploy(sandbox, '--mode', 'yaml');
     const removal = onlyCall(again, 'run', 'services', 'remove-iam-policy-binding');
     expect(wordsOf(removal)[3]).toBe('greeter-backend');
     expect(flagValue(removal, 'member')).toBe('allUsers');
-    expect((await stateOf(sandbox)).services['greeter-backend']?.invokers).toEqual([
+    expect((await stateOf(sandbox)).services[inRegion('greeter-backend')]?.invokers).toEqual([
       `serviceAccount:${apiSa}`,
     ]);
+  });
+});
+
+describe('going back from --ingress internal to --ingress all', () => {
+  const internal = ['--ingress', 'internal', '--network', 'vpc-a', '--subnet', 'subnet-a'];
+
+  it.each([
+    { first: 'flags', second: 'flags' },
+    { first: 'yaml', second: 'yaml' },
+    { first: 'flags', second: 'yaml' },
+    { first: 'yaml', second: 'flags' },
+  ])('takes the api off the VPC ($first, then $second)', slow, async ({ first, second }) => {
+    const sandbox = await createSandbox();
+    await deploy(sandbox, '--mode', first, ...internal);
+    expect((await stateOf(sandbox)).services[inRegion('greeter-api')]?.vpc).toEqual({
+      network: 'vpc-a',
+      subnetwork: 'subnet-a',
+      egress: 'all-traffic',
+    });
+
+    const back = await deploy(sandbox, '--mode', second);
+    if (second === 'flags') {
+      const api = deployOf(back, 'greeter-api');
+      expect(api).toContain('--clear-network');
+      for (const name of ['network', 'subnet', 'vpc-egress']) {
+        expect(flagValue(api, name), name).toBeUndefined();
+      }
+    } else {
+      const annotations = replacedYaml(back, 'greeter-api').spec.template.metadata.annotations;
+      expect(annotations['run.googleapis.com/network-interfaces']).toBeUndefined();
+      expect(annotations['run.googleapis.com/vpc-access-egress']).toBeUndefined();
+    }
+    const state = await stateOf(sandbox);
+    expect(state.services[inRegion('greeter-api')]?.vpc).toBeUndefined();
+    expect(state.services[inRegion('greeter-api')]?.serviceAccount).toBe(apiSa);
   });
 });
 
@@ -684,6 +744,88 @@ describe('teardown.sh', () => {
     }
   });
 
+  it(
+    'keeps the accounts that same-named services in another region still run as',
+    slow,
+    async () => {
+      const sandbox = await createSandbox();
+      await deploy(sandbox);
+      await deploy(sandbox, '--region', 'europe-west1');
+
+      const run = await runScript(teardownScript, ['--yes'], sandbox);
+      expect(run.code, run.stderr).toBe(0);
+      const list = onlyCall(run, 'run', 'services', 'list');
+      expect(flagValue(list, 'region'), 'lists every region').toBeUndefined();
+      expect(flagValue(list, 'project')).toBe(project);
+      expect(run.stderr).toContain('still used by greeter-api (europe-west1)');
+      expect(run.stderr).toContain('still used by greeter-backend (europe-west1)');
+      expect(
+        gcloudCalls(run).filter(
+          (argv) =>
+            isCommand(argv, 'iam', 'service-accounts', 'delete') ||
+            isCommand(argv, 'projects', 'remove-iam-policy-binding'),
+        ),
+      ).toEqual([]);
+      let state = await stateOf(sandbox);
+      expect(Object.keys(state.services).sort()).toEqual([
+        inRegion('greeter-api', 'europe-west1'),
+        inRegion('greeter-backend', 'europe-west1'),
+      ]);
+      expect(state.serviceAccounts.sort()).toEqual([apiSa, backendSa]);
+      expect(state.projectBindings).toHaveLength(2 * telemetryRoles.length);
+
+      // The last region's teardown finds no other user and deletes them.
+      const last = await runScript(teardownScript, ['--yes', '--region', 'europe-west1'], sandbox);
+      expect(last.code, last.stderr).toBe(0);
+      state = await stateOf(sandbox);
+      expect(state.services).toEqual({});
+      expect(state.serviceAccounts).toEqual([]);
+      expect(state.projectBindings).toEqual([]);
+    },
+  );
+
+  it('keeps only the account that another service still runs as', slow, async () => {
+    const sandbox = await createSandbox();
+    await deploy(sandbox);
+    const state = await stateOf(sandbox);
+    state.services[inRegion('reports', 'asia-east1')] = {
+      url: 'https://reports-abc123-de.a.run.app',
+      invokers: [],
+      serviceAccount: backendSa,
+    };
+    await writeFile(join(sandbox.dir, 'state.json'), JSON.stringify(state));
+
+    const run = await runScript(teardownScript, ['--yes'], sandbox);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain('still used by reports (asia-east1)');
+    const after = await stateOf(sandbox);
+    expect(Object.keys(after.services)).toEqual([inRegion('reports', 'asia-east1')]);
+    expect(after.serviceAccounts).toEqual([backendSa]);
+    expect(after.projectBindings.map((b) => b.member)).toEqual(
+      telemetryRoles.map(() => `serviceAccount:${backendSa}`),
+    );
+  });
+
+  it.each([
+    { env: { FAKE_GCLOUD_DENY: 'run services list' }, says: 'PERMISSION_DENIED' },
+    { env: { FAKE_GCLOUD_UNREACHABLE: 'asia-east1' }, says: 'some regions did not answer' },
+  ])(
+    'deletes nothing when the list of services fails or is incomplete ($says)',
+    slow,
+    async ({ env, says }) => {
+      const sandbox = await createSandbox();
+      await deploy(sandbox);
+      const before = await stateOf(sandbox);
+
+      const run = await runScript(teardownScript, ['--yes'], sandbox, env);
+      expect(run.code).not.toBe(0);
+      expect(run.stderr).toContain(says);
+      expect(run.stderr).toContain('nothing deleted');
+      expect(gcloudCalls(run).filter((argv) => wordsOf(argv)[2] === 'delete')).toEqual([]);
+      expect(await stateOf(sandbox)).toEqual(before);
+    },
+  );
+
   it('--dry-run runs nothing; without --yes and a terminal it refuses', slow, async () => {
     const sandbox = await createSandbox();
     await deploy(sandbox);
@@ -694,14 +836,17 @@ describe('teardown.sh', () => {
     expect(dry.stdout).toContain('gcloud run services delete greeter-api ');
     expect(dry.stdout).toContain('gcloud iam service-accounts delete greeter-backend-sa@');
     expect(dry.stdout).toContain('gcloud artifacts repositories delete cloud-run-services ');
+    const list = dry.stdout.split('\n').find((l) => l.startsWith('gcloud run services list '));
+    expect(list).toBeDefined();
+    expect(list).not.toContain('--region');
 
     const unconfirmed = await runScript(teardownScript, [], sandbox);
     expect(unconfirmed.code).not.toBe(0);
     expect(unconfirmed.stderr).toContain('pass --yes');
     expect(unconfirmed.calls).toEqual([]);
     expect(Object.keys((await stateOf(sandbox)).services).sort()).toEqual([
-      'greeter-api',
-      'greeter-backend',
+      inRegion('greeter-api'),
+      inRegion('greeter-backend'),
     ]);
   });
 });
