@@ -796,3 +796,103 @@ describe('a unary call reset while the request gate is still deciding', () => {
     }
   });
 });
+
+describe('a unary call the client resets while its handler runs', () => {
+  it('aborts the handler’s signal with the reason Connect’s adapter gives each RST_STREAM code', async () => {
+    /** Per call (`x-call`): called when its handler runs, then how its signal was aborted. */
+    const entered = new Map<string, () => void>();
+    const reasons = new Map<string, Record<string, unknown>>();
+    const register = (router: ConnectRouter) =>
+      router.service(BackendService, {
+        async greet(_request, context) {
+          const id = context.requestHeader.get('x-call') ?? '';
+          entered.get(id)?.();
+          await new Promise((resolve) => context.signal.addEventListener('abort', resolve));
+          reasons.set(id, reasonOf(context.signal.reason));
+          return { reply: 'too late' };
+        },
+      });
+    const fastPath = createGrpcUnaryFastPath(options);
+    const withFastPath = connectNodeAdapter({
+      ...options,
+      routes: (router) => register(fastPath.learn(router)),
+    });
+    const fast = await listen((request, response) => {
+      if (!fastPath.serve(request, response)) withFastPath(request, response);
+    });
+    const reference = await listen(connectNodeAdapter({ ...options, routes: register }));
+
+    /** Starts a Greet, resets it with `rstCode` once its handler runs; how it was aborted. */
+    async function resetCall(server: Running, id: string, rstCode: number) {
+      const running = new Promise<void>((resolve) => entered.set(id, resolve));
+      const session = connect(server.url);
+      session.on('error', () => {});
+      try {
+        const stream = session.request({
+          ':method': 'POST',
+          ':path': GREET_PATH,
+          'content-type': 'application/grpc',
+          te: 'trailers',
+          'x-call': id,
+        });
+        stream.on('error', () => {});
+        stream.end(valid);
+        await running;
+        stream.close(rstCode);
+        const deadline = Date.now() + CALL_DEADLINE_MS;
+        while (!reasons.has(id)) {
+          if (Date.now() > deadline) throw new Error(`${id}: the handler's signal never aborted`);
+          await new Promise((resolve) => setTimeout(resolve, 10));
+        }
+        return reasons.get(id);
+      } finally {
+        session.destroy();
+      }
+    }
+
+    const codes = [
+      constants.NGHTTP2_NO_ERROR,
+      constants.NGHTTP2_PROTOCOL_ERROR,
+      constants.NGHTTP2_INTERNAL_ERROR,
+      constants.NGHTTP2_FLOW_CONTROL_ERROR,
+      constants.NGHTTP2_SETTINGS_TIMEOUT,
+      constants.NGHTTP2_STREAM_CLOSED,
+      constants.NGHTTP2_FRAME_SIZE_ERROR,
+      constants.NGHTTP2_REFUSED_STREAM,
+      constants.NGHTTP2_CANCEL,
+      constants.NGHTTP2_COMPRESSION_ERROR,
+      constants.NGHTTP2_CONNECT_ERROR,
+      constants.NGHTTP2_ENHANCE_YOUR_CALM,
+      constants.NGHTTP2_INADEQUATE_SECURITY,
+      constants.NGHTTP2_HTTP_1_1_REQUIRED,
+      0x99, // a code HTTP/2 does not define
+    ];
+    try {
+      const fromConnect: Record<number, unknown> = {};
+      const fromFast: Record<number, unknown> = {};
+      for (const code of codes) {
+        fromConnect[code] = await resetCall(reference, `connect-${code}`, code);
+        fromFast[code] = await resetCall(fast, `fast-${code}`, code);
+      }
+      expect(fromFast).toEqual(fromConnect);
+      expect(fromConnect).toMatchObject({
+        [constants.NGHTTP2_NO_ERROR]: { name: 'AbortError' },
+        [constants.NGHTTP2_STREAM_CLOSED]: { name: 'AbortError' },
+        [constants.NGHTTP2_INTERNAL_ERROR]: { code: Code.Internal },
+        [constants.NGHTTP2_REFUSED_STREAM]: { code: Code.Unavailable },
+        [constants.NGHTTP2_CANCEL]: { code: Code.Canceled },
+        [constants.NGHTTP2_ENHANCE_YOUR_CALM]: { code: Code.ResourceExhausted },
+        [constants.NGHTTP2_HTTP_1_1_REQUIRED]: { code: Code.PermissionDenied },
+        153: { name: 'AbortError' },
+      });
+    } finally {
+      await Promise.all([fast.close(), reference.close()]);
+    }
+  });
+});
+
+/** What a handler can tell of why its signal aborted. */
+function reasonOf(reason: unknown): Record<string, unknown> {
+  if (reason instanceof ConnectError) return { code: reason.code, message: reason.rawMessage };
+  return { name: reason instanceof Error || reason instanceof DOMException ? reason.name : reason };
+}

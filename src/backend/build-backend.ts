@@ -18,7 +18,9 @@ import {
 } from '../rpc/index.js';
 import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
+import { advertiseCompression } from './advertise-compression.js';
 import { capDeadline } from './deadline-cap.js';
+import { expireUnfinishedRequest } from './expire-unfinished-request.js';
 import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
@@ -56,6 +58,8 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     '': 'NOT_SERVING',
     [BackendService.typeName]: 'NOT_SERVING',
   });
+  const acceptCompression = [compressionGzip, compressionBrotli];
+  const acceptedNames = acceptCompression.map((compression) => compression.name);
   const callOptions = {
     interceptors: [
       createServerTracingInterceptor(
@@ -69,7 +73,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
     readMaxBytes: MAX_MESSAGE_BYTES,
-    acceptCompression: [compressionGzip, compressionBrotli],
+    acceptCompression,
   };
   const onError = (error: unknown, method: DescMethod) =>
     telemetry.logger.error({ error }, `could not answer ${method.parent.typeName}/${method.name}`);
@@ -84,8 +88,9 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     fallback: traceUnknownMethods(telemetry.serverSpans, telemetry.meter, answerUnknownMethod),
   });
   const server = createServer((request, response) => {
-    capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
+    const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
     releaseUnreadRequest(request);
+    advertiseCompression(request, response, acceptedNames);
     if (fastPath.serve(request, response)) return;
     // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
     // missing or malformed one (`[`, a port over 65535) would throw out of this listener.
@@ -93,6 +98,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       refuseBadAuthority(response);
       return;
     }
+    if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
     handler(request, response);
   });
   const sessions = new Set<Http2Session>();

@@ -20,15 +20,30 @@ const CONNECT_TIMEOUT = /^\d{1,10}$/;
  * such a call with INVALID_ARGUMENT instead, which would fail every call of a client whose
  * deadline is merely generous. Malformed values are left for Connect to refuse; no deadline
  * stays none.
+ *
+ * Returns the deadline, capped, in milliseconds from now, as the request's protocol states it
+ * (`grpc-timeout` for gRPC and gRPC-Web, `connect-timeout-ms` otherwise); undefined for none or
+ * a malformed one.
  */
-export function capDeadline(headers: IncomingHttpHeaders, maxMs: number): void {
+export function capDeadline(headers: IncomingHttpHeaders, maxMs: number): number | undefined {
+  let grpcMs: number | undefined;
   const grpc = headers['grpc-timeout'];
   const match = typeof grpc === 'string' ? GRPC_TIMEOUT.exec(grpc) : null;
-  if (match?.[1] && match[2] && Number(match[1]) * (UNIT_MS[match[2]] ?? 0) > maxMs) {
-    headers['grpc-timeout'] = `${maxMs}m`;
+  if (match?.[1] && match[2]) {
+    grpcMs = Number(match[1]) * (UNIT_MS[match[2]] ?? 0);
+    if (grpcMs > maxMs) {
+      headers['grpc-timeout'] = `${maxMs}m`;
+      grpcMs = maxMs;
+    }
   }
+  let connectMs: number | undefined;
   const connect = headers['connect-timeout-ms'];
-  if (typeof connect === 'string' && CONNECT_TIMEOUT.test(connect) && Number(connect) > maxMs) {
-    headers['connect-timeout-ms'] = String(maxMs);
+  if (typeof connect === 'string' && CONNECT_TIMEOUT.test(connect)) {
+    connectMs = Number(connect);
+    if (connectMs > maxMs) {
+      headers['connect-timeout-ms'] = String(maxMs);
+      connectMs = maxMs;
+    }
   }
+  return headers['content-type']?.startsWith('application/grpc') ? grpcMs : connectMs;
 }

@@ -1,5 +1,11 @@
 import { constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
-import { type DescMessage, type DescMethod, type MessageShape, toBinary } from '@bufbuild/protobuf';
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  type MessageShape,
+  toBinary,
+} from '@bufbuild/protobuf';
 import {
   Code,
   ConnectError,
@@ -26,6 +32,7 @@ import {
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
+import { resetError } from './reset-error.js';
 
 /** Connect's default: smaller messages are not worth compressing. */
 const COMPRESS_MIN_BYTES = 1024;
@@ -92,30 +99,37 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
     let body: Uint8Array | undefined;
     let settled = false;
     request.once('close', () => {
-      if (settled) return;
-      const { rstCode } = request.stream;
-      // Like Connect: a plain AbortError when the stream closed without an error code.
-      context.abort(
-        rstCode === constants.NGHTTP2_NO_ERROR ? undefined : cancelledByClient(rstCode),
-      );
+      // As Connect's adapter: the reset's code says why; without one, a plain AbortError.
+      if (!settled) context.abort(resetError(request.stream.rstCode));
     });
     try {
-      if (options.requestGate) await options.requestGate(context);
-      if (compression.error) throw compression.error;
-      if (timeout.error) throw timeout.error;
-      const requestBody = await readBody(request, options.readMaxBytes);
-      const input = await singleMessage(spec.method.input, requestBody, {
-        readMaxBytes: options.readMaxBytes,
-        compression: compression.request,
-        direction: 'input',
-      });
+      let call = spec;
+      let input: MessageShape<DescMessage> | undefined;
+      try {
+        if (options.requestGate) await options.requestGate(context);
+        if (compression.error) throw compression.error;
+        if (timeout.error) throw timeout.error;
+        // The deadline timer the handler context started with the headers also bounds the body.
+        const signal = timeout.timeoutMs === undefined ? undefined : context.signal;
+        const requestBody = await readBody(request, options.readMaxBytes, signal);
+        input = await singleMessage(spec.method.input, requestBody, {
+          readMaxBytes: options.readMaxBytes,
+          compression: compression.request,
+          direction: 'input',
+        });
+      } catch (thrown) {
+        if (!expired(thrown, context)) throw thrown;
+        // Ended through the interceptors, as a handler watching its signal ends: traced alike.
+        call = endedBy(spec, thrown);
+        input = create(spec.method.input);
+      }
       if (!input) {
         throw new ConnectError(
           'protocol error: missing input message for unary method',
           Code.Unimplemented,
         );
       }
-      const output = await invokeUnaryImplementation(spec, context, input, options.interceptors);
+      const output = await invokeUnaryImplementation(call, context, input, options.interceptors);
       body = await envelope(serialize(spec.method.output, output), compression.response);
     } catch (thrown) {
       setTrailerStatus(
@@ -183,20 +197,52 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
 /** The handler context's signal is aborted once the call is answered, as Connect does. */
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
 
-function cancelledByClient(rstCode: number): ConnectError {
-  return new ConnectError(`the client cancelled the call (RST_STREAM ${rstCode})`, Code.Canceled);
+/** Whether the call's deadline passed before its request was read: the gate or the body. */
+function expired(thrown: unknown, context: HandlerContext): thrown is ConnectError {
+  return (
+    thrown instanceof ConnectError &&
+    thrown.code === Code.DeadlineExceeded &&
+    context.signal.reason === thrown
+  );
+}
+
+/**
+ * The call with an implementation that fails with `error`. The interceptors see an empty
+ * request message, as none arrived; the SERVER span starts here, at the deadline.
+ */
+function endedBy(spec: UnarySpec, error: ConnectError): UnarySpec {
+  return {
+    ...spec,
+    impl() {
+      throw error;
+    },
+  };
+}
+
+/** The stream closed before the request was read: nothing can be answered. */
+function closedEarly(rstCode: number | undefined): ConnectError {
+  return (
+    resetError(rstCode) ??
+    new ConnectError('the client closed the stream before its request was read', Code.Canceled)
+  );
 }
 
 /**
  * Reads the request body, which for a unary call is one message. As in Connect's pipeline, a
  * message declared over the limit is refused as soon as its envelope header arrives, and
  * reading stops once a second message is complete (`singleMessage` then refuses it), so a
- * caller cannot make the server hold more than two messages' worth of bytes.
+ * caller cannot make the server hold more than two messages' worth of bytes. The call's signal,
+ * given when it has a deadline, ends the read with its reason.
  */
-function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Buffer> {
+function readBody(
+  request: Http2ServerRequest,
+  readMaxBytes: number,
+  signal: AbortSignal | undefined,
+): Promise<Buffer> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
   // The stream can be gone already, e.g. reset while the request gate was checking a token.
   if (request.stream.destroyed || request.readableEnded) {
-    return Promise.reject(cancelledByClient(request.stream.rstCode ?? constants.NGHTTP2_CANCEL));
+    return Promise.reject(closedEarly(request.stream.rstCode));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -204,10 +250,12 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
     /** Where the next envelope starts, once the current one's header has been read. */
     let nextEnvelope = 0;
     let envelopes = 0;
+    let onAbort: (() => void) | undefined;
     const done = (error?: ConnectError) => {
       request.off('data', onData);
       request.off('end', onEnd);
       request.off('close', onClose);
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
       if (error) reject(error);
       else resolve(joined(chunks, received));
     };
@@ -224,10 +272,14 @@ function readBody(request: Http2ServerRequest, readMaxBytes: number): Promise<Bu
       if (envelopes === 2 && received >= nextEnvelope) done();
     };
     const onEnd = () => done();
-    const onClose = () => done(cancelledByClient(request.stream.rstCode));
+    const onClose = () => done(closedEarly(request.stream.rstCode));
     request.on('data', onData);
     request.once('end', onEnd);
     request.once('close', onClose);
+    if (signal) {
+      onAbort = () => done(signal.reason);
+      signal.addEventListener('abort', onAbort);
+    }
   });
 }
 

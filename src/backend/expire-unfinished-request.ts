@@ -1,0 +1,24 @@
+import type { Http2ServerRequest } from 'node:http2';
+import { Code, ConnectError } from '@connectrpc/connect';
+
+/**
+ * Connect's handlers start a call's deadline with its headers but read the request body
+ * without it: a caller that sent part of a body (or none) and then nothing held the stream until
+ * it went away. At the deadline, a body not yet complete fails with Connect's DEADLINE_EXCEEDED
+ * error; Connect's handler, reading it, answers that in the call's protocol (a gRPC or gRPC-Web
+ * status, the Connect protocol's 504), and releaseUnreadRequest then resets the caller's half of
+ * the stream. Destroying the request object leaves the HTTP/2 stream open for that answer.
+ */
+export function expireUnfinishedRequest(request: Http2ServerRequest, deadlineMs: number): void {
+  const timer = setTimeout(() => {
+    if (request.complete) return;
+    // Connect may not be reading yet (a request gate deciding): its first read then fails.
+    request.on('error', ignore);
+    request.destroy(new ConnectError('the operation timed out', Code.DeadlineExceeded));
+  }, deadlineMs).unref();
+  const stop = () => clearTimeout(timer);
+  request.once('end', stop);
+  request.once('close', stop);
+}
+
+function ignore(): void {}
