@@ -1,8 +1,9 @@
 import { connect, type IncomingHttpHeaders } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
-import { Code, type HandlerContext } from '@connectrpc/connect';
+import { create, createFileRegistry, fromBinary, toBinary } from '@bufbuild/protobuf';
+import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
+import { Code, createConnectRouter, type HandlerContext } from '@connectrpc/connect';
 import {
   AggregationTemporality,
   InMemoryMetricExporter,
@@ -21,6 +22,7 @@ import {
   GreetRequestSchema,
   GreetResponseSchema,
 } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { applicationServices, createHealthStatus, registerRpcs } from '../src/rpc/index.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { createServerSpans } from '../src/telemetry/server-span.js';
 import type { Telemetry } from '../src/telemetry/start-telemetry.js';
@@ -110,7 +112,9 @@ function call(port: number, request: Request): Promise<Answer> {
       answer.body = Buffer.concat(chunks);
       answer.rstCode = stream.rstCode ?? -1;
       answer.ms = performance.now() - started;
-      session.close(() => resolve(answer));
+      // close() never calls back on a session already closed (the server's GOAWAY closes it).
+      if (session.closed) resolve(answer);
+      else session.close(() => resolve(answer));
     });
   });
 }
@@ -489,5 +493,82 @@ describe('the backend built by buildBackend', () => {
       });
       expect(answer.status).toBe(404);
     });
+  });
+});
+
+describe('health reports every service the backend registers', () => {
+  it('lists application services, not health and reflection', () => {
+    // A second service, as a fork adds one (README, "Add an RPC").
+    const file = create(FileDescriptorProtoSchema, {
+      name: 'admin/v1/admin.proto',
+      package: 'admin.v1',
+      syntax: 'proto3',
+      messageType: [{ name: 'PingRequest' }, { name: 'PingResponse' }],
+      service: [
+        {
+          name: 'AdminService',
+          method: [
+            {
+              name: 'Ping',
+              inputType: '.admin.v1.PingRequest',
+              outputType: '.admin.v1.PingResponse',
+            },
+          ],
+        },
+      ],
+    });
+    const admin = createFileRegistry(file, () => undefined).getService('admin.v1.AdminService');
+    if (!admin) throw new Error('the fixture descriptor has no AdminService');
+    const router = createConnectRouter();
+    registerRpcs(router, { health: createHealthStatus(), reflection: true });
+    router.service(admin, {});
+    expect(applicationServices(router).sort()).toEqual([
+      'admin.v1.AdminService',
+      'backend_service.v1.BackendService',
+    ]);
+  });
+
+  it('has them NOT_SERVING until serving(), then SERVING', () => {
+    const backend = buildBackend(parseConfig({ SERVICE_ROLE: 'backend' }), {
+      telemetry: telemetryInMemory().telemetry,
+    });
+    expect(Object.fromEntries(backend.health.entries())).toEqual({
+      '': 'NOT_SERVING',
+      'backend_service.v1.BackendService': 'NOT_SERVING',
+    });
+    backend.serving();
+    expect(Object.fromEntries(backend.health.entries())).toEqual({
+      '': 'SERVING',
+      'backend_service.v1.BackendService': 'SERVING',
+    });
+  });
+});
+
+describe('a drain with a stream still open', () => {
+  it('ends the stream with UNAVAILABLE, which clients retry, and finishes before any cut', async () => {
+    const recorded = telemetryInMemory();
+    const config = parseConfig({ SERVICE_ROLE: 'backend', GRPC_REFLECTION: 'true' });
+    const backend = buildBackend(config, { telemetry: recorded.telemetry });
+    await new Promise<void>((resolve) => backend.server.listen(0, '127.0.0.1', resolve));
+    const { port } = backend.server.address() as AddressInfo;
+    try {
+      // A reflection stream the client keeps open: ServerReflectionRequest { list_services: "" }.
+      const open = call(port, {
+        path: '/grpc.reflection.v1.ServerReflection/ServerReflectionInfo',
+        headers: { 'content-type': 'application/grpc', te: 'trailers' },
+        body: envelope(Uint8Array.of(0x3a, 0x00)),
+        leaveOpen: true,
+      });
+      const drained = backend.drain().then(() => 'drained');
+      const answer = await open;
+      expect(grpcStatus(answer)).toBe(String(Code.Unavailable));
+      expect(grpcMessage(answer)).toBe('the server is shutting down; call again');
+      expect(await Promise.race([drained, sleep(ANSWER_WITHIN_MS, 'still draining')])).toBe(
+        'drained',
+      );
+    } finally {
+      backend.destroy();
+      await recorded.telemetry.shutdown();
+    }
   });
 });

@@ -1,16 +1,17 @@
 import {
   createServer,
   type Http2Server,
+  type Http2ServerRequest,
   type Http2ServerResponse,
   type Http2Session,
 } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
-import type { HandlerContext, Interceptor } from '@connectrpc/connect';
+import { Code, ConnectError, type HandlerContext, type Interceptor } from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
-import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import {
+  applicationServices,
   createHealthStatus,
   type HealthStatus,
   INFRASTRUCTURE_SERVICES,
@@ -20,7 +21,7 @@ import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetr
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { advertiseCompression } from './advertise-compression.js';
 import { capDeadline } from './deadline-cap.js';
-import { expireUnfinishedRequest } from './expire-unfinished-request.js';
+import { expireUnfinishedRequest, failUnfinishedRequest } from './expire-unfinished-request.js';
 import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
@@ -29,6 +30,12 @@ import { answerUnknownMethod } from './unknown-method.js';
 const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** How long probes and load balancers see NOT_SERVING before connections are told to go away. */
 const DRAIN_NOTICE_MS = 500;
+/**
+ * How long calls still running then have before their handlers' signals abort with
+ * SHUTTING_DOWN: streams that would otherwise hold the drain to its deadline and be cut.
+ */
+const HANDLER_NOTICE_MS = 1_000;
+const SHUTTING_DOWN = new ConnectError('the server is shutting down; call again', Code.Unavailable);
 
 export type BackendDeps = {
   telemetry: Telemetry;
@@ -42,6 +49,8 @@ export type Backend = {
   /** Not yet listening: the caller listens (cleartext HTTP/2, h2c). */
   server: Http2Server;
   health: HealthStatus;
+  /** Reports every service SERVING: call it once the server listens. */
+  serving(): void;
   /**
    * Reports NOT_SERVING while still serving for a short notice, then sends GOAWAY, lets
    * in-flight RPCs finish and stops listening; resolves when every connection has closed.
@@ -54,10 +63,11 @@ export type Backend = {
 /** The private role: gRPC, gRPC-Web and Connect on one h2c port. */
 export function buildBackend(config: Config, deps: BackendDeps): Backend {
   const { telemetry } = deps;
-  const health = createHealthStatus({
-    '': 'NOT_SERVING',
-    [BackendService.typeName]: 'NOT_SERVING',
-  });
+  // Every service registered below joins the whole server's entry, NOT_SERVING until `serving()`.
+  const health = createHealthStatus({ '': 'NOT_SERVING' });
+  // Aborts every handler's signal late in a drain, so that long calls end with a status that
+  // clients retry instead of being cut.
+  const shutdown = new AbortController();
   const acceptCompression = [compressionGzip, compressionBrotli];
   const acceptedNames = acceptCompression.map((compression) => compression.name);
   const callOptions = {
@@ -74,19 +84,21 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
     readMaxBytes: MAX_MESSAGE_BYTES,
     acceptCompression,
+    shutdownSignal: shutdown.signal,
   };
   const onError = (error: unknown, method: DescMethod) =>
     telemetry.logger.error({ error }, `could not answer ${method.parent.typeName}/${method.name}`);
   const fastPath = createGrpcUnaryFastPath({ ...callOptions, onError });
   const handler = connectNodeAdapter({
     ...callOptions,
-    routes: (router) =>
-      registerRpcs(fastPath.learn(router), {
-        health,
-        reflection: config.GRPC_REFLECTION,
-      }),
+    routes: (router) => {
+      registerRpcs(fastPath.learn(router), { health, reflection: config.GRPC_REFLECTION });
+      for (const service of applicationServices(router)) health.set(service, 'NOT_SERVING');
+    },
     fallback: traceUnknownMethods(telemetry.serverSpans, telemetry.meter, answerUnknownMethod),
   });
+  /** Calls Connect's adapter serves (streams among them), to end their requests at a drain. */
+  const connectCalls = new Set<Http2ServerRequest>();
   const server = createServer((request, response) => {
     const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
     releaseUnreadRequest(request);
@@ -99,6 +111,8 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       return;
     }
     if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
+    connectCalls.add(request);
+    request.once('close', () => connectCalls.delete(request));
     handler(request, response);
   });
   const sessions = new Set<Http2Session>();
@@ -110,12 +124,21 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   return {
     server,
     health,
+    serving() {
+      for (const service of health.entries().keys()) health.set(service, 'SERVING');
+    },
     async drain() {
       health.shutdown();
       await sleep(DRAIN_NOTICE_MS);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
-      return closed;
+      const notice = setTimeout(() => {
+        shutdown.abort(SHUTTING_DOWN);
+        // Handlers that read their requests (client and bidi streams) see it there.
+        for (const request of connectCalls) failUnfinishedRequest(request, SHUTTING_DOWN);
+      }, HANDLER_NOTICE_MS).unref();
+      await closed;
+      clearTimeout(notice);
     },
     destroy() {
       for (const session of sessions) session.destroy();

@@ -10,15 +10,21 @@ import { Code, ConnectError } from '@connectrpc/connect';
  * the stream. Destroying the request object leaves the HTTP/2 stream open for that answer.
  */
 export function expireUnfinishedRequest(request: Http2ServerRequest, deadlineMs: number): void {
-  const timer = setTimeout(() => {
-    if (request.complete) return;
-    // Connect may not be reading yet (a request gate deciding): its first read then fails.
-    request.on('error', ignore);
-    request.destroy(new ConnectError('the operation timed out', Code.DeadlineExceeded));
-  }, deadlineMs).unref();
+  const timer = setTimeout(() => failUnfinishedRequest(request, DEADLINE_EXCEEDED), deadlineMs);
+  timer.unref();
   const stop = () => clearTimeout(timer);
   request.once('end', stop);
   request.once('close', stop);
+}
+
+const DEADLINE_EXCEEDED = new ConnectError('the operation timed out', Code.DeadlineExceeded);
+
+/** Fails the rest of a request body with `error`, for Connect's handler to answer; see above. */
+export function failUnfinishedRequest(request: Http2ServerRequest, error: ConnectError): void {
+  if (request.complete) return;
+  // Connect may not be reading yet (a request gate deciding): its first read then fails.
+  request.on('error', ignore);
+  request.destroy(error);
 }
 
 function ignore(): void {}

@@ -46,6 +46,8 @@ export type GrpcUnaryFastPathOptions = {
   maxTimeoutMs: number;
   readMaxBytes: number;
   acceptCompression: Compression[];
+  /** Aborts every handler's signal with its reason, as Connect's option of the same name. */
+  shutdownSignal?: AbortSignal;
   /** A call that could not be answered (Connect's adapter writes these to the console). */
   onError?: (error: unknown, method: DescMethod) => void;
 };
@@ -69,6 +71,7 @@ export type GrpcUnaryFastPath = {
  */
 export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): GrpcUnaryFastPath {
   const methods = new Map<string, UnarySpec>();
+  const shutdown = options.shutdownSignal ? { shutdownSignal: options.shutdownSignal } : {};
 
   async function serveUnary(
     spec: UnarySpec,
@@ -87,6 +90,7 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       responseHeader: { 'content-type': PROTO_CONTENT_TYPE },
       responseTrailer: { 'grpc-status': '0' },
       ...(timeout.timeoutMs === undefined ? {} : { timeoutMs: timeout.timeoutMs }),
+      ...shutdown,
     });
     const compression = compressionNegotiate(
       options.acceptCompression,

@@ -1,7 +1,6 @@
 import type { AddressInfo } from 'node:net';
 import { buildBackend } from '../backend/build-backend.js';
 import type { Config } from '../config.js';
-import { BackendService } from '../gen/backend_service/v1/backend_service_pb.js';
 import { createTokenVerifier } from '../identity/token-verifier.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { logListening, stopOnSignals } from './lifecycle.js';
@@ -18,8 +17,7 @@ export async function startBackend(config: Config, telemetry: Telemetry): Promis
     backend.server.once('error', reject);
     backend.server.listen(config.PORT, config.HOST, resolve);
   });
-  backend.health.set('', 'SERVING');
-  backend.health.set(BackendService.typeName, 'SERVING');
+  backend.serving();
   const { port } = backend.server.address() as AddressInfo;
   logListening(
     telemetry.logger,

@@ -20,3 +20,9 @@ export const INFRASTRUCTURE_SERVICES: ReadonlySet<string> = new Set([
   'grpc.reflection.v1.ServerReflection',
   'grpc.reflection.v1alpha.ServerReflection',
 ]);
+
+/** The services registered on `router` that health reports on: all but the infrastructure's. */
+export function applicationServices(router: ConnectRouter): string[] {
+  const names = new Set(router.handlers.map((handler) => handler.service.typeName));
+  return [...names].filter((name) => !INFRASTRUCTURE_SERVICES.has(name));
+}
