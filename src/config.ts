@@ -154,9 +154,8 @@ export type Config = Readonly<
 export class ConfigError extends Error {
   override name = 'ConfigError';
   constructor(readonly problems: string[]) {
-    super(
-      `Invalid configuration (see "Configuration" in README.md):\n${problems.map((p) => `  - ${p}`).join('\n')}`,
-    );
+    // One line: it is the message of one log line, with `problems` beside it.
+    super(`Invalid configuration (see "Configuration" in README.md): ${problems.join('; ')}`);
   }
 }
 

@@ -134,7 +134,7 @@ describe('parseConfig', () => {
 });
 
 describe('a role started with a bad environment', () => {
-  it('exits with 78 before listening, printing every problem', async () => {
+  it('exits with 78 before listening, logging every problem in one CRITICAL line', async () => {
     const main = resolve(import.meta.dirname, '../dist/entry/main.js');
     const failed = await execFileAsync(process.execPath, [main], {
       env: { PATH: process.env.PATH ?? '', SERVICE_ROLE: 'api', LOG_LEVEL: 'loud', PORT: '0' },
@@ -144,9 +144,17 @@ describe('a role started with a bad environment', () => {
       (error: unknown) => error as { code?: number; stdout: string; stderr: string },
     );
     expect(failed?.code).toBe(78);
-    expect(failed?.stdout).toBe('');
-    expect(failed?.stderr).toContain('Invalid configuration (see "Configuration" in README.md)');
-    expect(failed?.stderr).toContain('LOG_LEVEL: must be one of:');
-    expect(failed?.stderr).toContain('BACKEND_URL: required when SERVICE_ROLE=api');
+    expect(failed?.stderr).toBe('');
+    const lines = (failed?.stdout ?? '').trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0] ?? '') as { severity: string; message: string };
+    expect(line).toMatchObject({
+      severity: 'CRITICAL',
+      problems: [
+        expect.stringMatching(/^LOG_LEVEL: must be one of:/),
+        expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),
+      ],
+    });
+    expect(line.message).toMatch(/^Invalid configuration \(see "Configuration" in README.md\): /);
   });
 });

@@ -285,9 +285,9 @@ describe('start-up configuration', () => {
   it('refuses a missing or unknown SERVICE_ROLE, naming the valid roles', async () => {
     for (const env of [{}, { SERVICE_ROLE: 'frontend' }]) {
       const result = await runToExit(env);
-      expect(result.code).not.toBe(0);
-      expect(result.stderr).toContain('SERVICE_ROLE');
-      expect(result.stderr).toContain('api, backend');
+      expect(result.code).toBe(78);
+      expect(result.stdout).toContain('SERVICE_ROLE');
+      expect(result.stdout).toContain('api, backend');
     }
   });
 
@@ -299,14 +299,17 @@ describe('start-up configuration', () => {
       GRPC_REFLECTION: 'maybe',
       BACKEND_MAX_ATTEMPTS: 'x',
     });
-    expect(result.code).not.toBe(0);
+    expect(result.code).toBe(78);
+    expect(result.stderr).toBe('');
+    const lines = result.stdout.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    const { problems } = JSON.parse(lines[0] ?? '') as { problems: string[] };
     for (const name of ['PORT', 'BACKEND_TIMEOUT_MS', 'GRPC_REFLECTION', 'BACKEND_URL']) {
-      expect(result.stderr).toContain(name);
+      expect(problems.some((problem) => problem.startsWith(`${name}: `))).toBe(true);
     }
-    expect(result.stderr).toContain(
+    expect(problems).toContain(
       'BACKEND_MAX_ATTEMPTS: must be a whole number of attempts, 1 to 10 (got "x")',
     );
-    expect(result.stdout).toBe('');
   });
 
   it('a role that cannot start (its port taken) says why in one CRITICAL log line and exits 1', async () => {

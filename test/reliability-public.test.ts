@@ -694,14 +694,14 @@ describe('slow clients (slowloris)', () => {
   }
 
   it('refuses to start with a headers timeout longer than the request timeout (exit 78)', async () => {
-    const { code, stderr } = await runToExit({
+    const { code, stdout } = await runToExit({
       SERVICE_ROLE: 'api',
       BACKEND_URL: backend.url,
       HTTP_HEADERS_TIMEOUT_MS: '5000',
       HTTP_REQUEST_TIMEOUT_MS: '4000',
     });
     expect(code).toBe(78);
-    expect(stderr).toContain('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
+    expect(stdout).toContain('HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS');
   });
 
   it('closes 200 connections that send their headers byte by byte with 408, serving others meanwhile', async () => {

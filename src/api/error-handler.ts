@@ -14,6 +14,7 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
+import { noteProblem } from '../telemetry/http-tracing.js';
 import { isOversizedReply } from './grpc-unary-transport.js';
 
 /** Messages we send instead of the transport's own, which may name internal hosts. */
@@ -64,7 +65,11 @@ export function overloadedError(): Error {
   });
 }
 
-/** Every error becomes RFC 9457 problem details; stack traces and causes stay in the logs. */
+/**
+ * Every error becomes RFC 9457 problem details; stack traces and causes stay in the logs. The
+ * request's access line is its one log line: it gets the detail (and, for a 5xx, the error and
+ * its stack, one Error Reporting event). Only a request without one gets a line here.
+ */
 export function sendProblem(
   error: FastifyError | Error,
   request: FastifyRequest,
@@ -78,10 +83,21 @@ export function sendProblem(
   if (headers) reply.headers(headers);
   if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
   // Shedding is the process protecting itself, not a fault to investigate per request.
-  if (isOverloaded(error)) request.log.warn(`request shed: ${body.detail}`);
-  else if (body.status >= 500) request.log.error({ error }, `request failed: ${body.detail}`);
-  else request.log.info({ problem: body.detail }, 'request rejected');
+  const fault = body.status >= 500 && !isOverloaded(error) ? error : undefined;
+  const detail = body.detail ?? body.title;
+  if (!noteProblem(request.raw, detail, fault)) logProblem(error, request, detail, fault);
   return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
+}
+
+function logProblem(
+  error: Error,
+  request: FastifyRequest,
+  detail: string,
+  fault: Error | undefined,
+): void {
+  if (fault) request.log.error({ error: fault, problem: detail }, `request failed: ${detail}`);
+  else if (isOverloaded(error)) request.log.warn(`request shed: ${detail}`);
+  else request.log.info({ problem: detail }, 'request rejected');
 }
 
 function toProblem(error: FastifyError | Error, request: FastifyRequest): ProblemDetails {

@@ -1,22 +1,29 @@
 import { ConfigError, parseConfig, type Role } from '../config.js';
 import { startTelemetry } from '../telemetry/start-telemetry.js';
+import { createEarlyLogger } from './early-logger.js';
+import { handleProcessFaults } from './process-faults.js';
 
 /*
  * The one start command for both roles: `node dist/entry/main.js`. Telemetry starts before the
  * role's modules are imported, so anything that instruments on import sees the SDK in place.
+ * Everything the process says is a log line, a bad configuration and a crash included.
  */
+const early = createEarlyLogger(process.env);
+const faults = handleProcessFaults(early);
+
 let config: ReturnType<typeof parseConfig>;
 try {
   config = parseConfig(process.env);
 } catch (error) {
   if (!(error instanceof ConfigError)) throw error;
-  console.error(error.message);
+  early.fatal({ problems: error.problems }, error.message);
   process.exit(78);
 }
 
 const telemetry = await startTelemetry(config, {
   untrustedBaggageKeys: config.SERVICE_ROLE === 'api' ? config.TELEMETRY_BAGGAGE_ATTRIBUTES : [],
 });
+faults.use(telemetry);
 
 const role: Role = config.SERVICE_ROLE;
 try {
@@ -37,8 +44,6 @@ try {
     }
   }
 } catch (error) {
-  // One structured line (severity CRITICAL) rather than a stack spread over many log entries.
   const reason = error instanceof Error ? error.message : String(error);
-  telemetry.logger.fatal({ error }, `the ${role} role could not start: ${reason}`);
-  process.exit(1);
+  await faults.crash(error, `the ${role} role could not start: ${reason}`);
 }

@@ -1,3 +1,4 @@
+import { context, ROOT_CONTEXT } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
@@ -16,7 +17,9 @@ type ExportHealth = {
 
 /**
  * Keeps export trouble out of the logs' way: one line when exports start failing (with what to
- * check), one when they recover, with what was lost between.
+ * check), one when they recover, with what was lost between. Written outside any request's
+ * context: an export can run inside the request that flushed it (request mode), and the lines
+ * are about the instance, not that request's trace.
  */
 function exportHealth(
   logger: Logger,
@@ -33,20 +36,16 @@ function exportHealth(
     record(result, dropped) {
       if (result.code === 0) {
         if (!healthy) {
-          logger.warn(
-            { lost, lostUnit },
-            `${signal} export to ${target} recovered; ${lost} ${lostUnit} were lost`,
-          );
+          const message = `${signal} export to ${target} recovered; ${lost} ${lostUnit} were lost`;
+          context.with(ROOT_CONTEXT, () => logger.warn({ lost, lostUnit }, message));
         }
         healthy = true;
         lost = 0;
         return;
       }
       if (healthy) {
-        logger.warn(
-          { error: result.error?.message },
-          `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
-        );
+        const message = `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`;
+        context.with(ROOT_CONTEXT, () => logger.warn({ error: result.error }, message));
       }
       healthy = false;
       lost += dropped;

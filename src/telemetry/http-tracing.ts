@@ -1,4 +1,5 @@
 import { createServer, IncomingMessage, type RequestListener, type Server } from 'node:http';
+import { isIP } from 'node:net';
 import { type Attributes, context, type Meter, type TextMapGetter } from '@opentelemetry/api';
 import {
   ATTR_CLIENT_ADDRESS,
@@ -70,6 +71,12 @@ export type HttpOutcome = { statusCode: number; error?: unknown; responseSize?: 
 
 type Traced = {
   span: ServerSpan;
+  /** `client.address` and the access line's `remoteIp`: see `clientAddress`. */
+  client: string | undefined;
+  /** What the answer's problem details said, for the access line (see `noteProblem`). */
+  problem: string | undefined;
+  /** The server fault behind the answer, when the outcome does not carry it. */
+  fault: Error | undefined;
   /** `http.request.method`: a known method or `_OTHER`. */
   method: string;
   /** The span name's method part: `HTTP` for `_OTHER`, as the conventions say. */
@@ -110,14 +117,14 @@ export function createHttpTracing(
     const method = known ? original : HTTP_REQUEST_METHOD_VALUE_OTHER;
     const url = request.url ?? '/';
     const queryAt = url.indexOf('?');
-    const forwardedFor = firstValue(request.headers['x-forwarded-for']);
+    const client = clientAddress(request.headers['x-forwarded-for'], request.socket.remoteAddress);
     const scheme = firstValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: method,
       [ATTR_URL_SCHEME]: scheme,
       [ATTR_URL_PATH]: queryAt === -1 ? url : url.slice(0, queryAt),
       [ATTR_NETWORK_PROTOCOL_VERSION]: request.httpVersion,
-      [ATTR_CLIENT_ADDRESS]: forwardedFor?.split(',')[0]?.trim() ?? request.socket.remoteAddress,
+      [ATTR_CLIENT_ADDRESS]: client,
       [ATTR_NETWORK_PEER_ADDRESS]: request.socket.remoteAddress,
     };
     if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = original;
@@ -132,7 +139,18 @@ export function createHttpTracing(
     if (userAgent) attributes[ATTR_USER_AGENT_ORIGINAL] = userAgent;
     const nameMethod = known ? method : 'HTTP';
     const span = serverSpans.start(nameMethod, request, headerGetter, attributes);
-    return { span, method, nameMethod, scheme, route: undefined, loggedUrl, ended: false };
+    return {
+      span,
+      client,
+      problem: undefined,
+      fault: undefined,
+      method,
+      nameMethod,
+      scheme,
+      route: undefined,
+      loggedUrl,
+      ended: false,
+    };
   }
 
   function end(request: IncomingMessage, outcome: HttpOutcome): Promise<void> | undefined {
@@ -177,14 +195,15 @@ export function createHttpTracing(
     if (outcome.responseSize !== undefined) httpRequest.responseSize = String(outcome.responseSize);
     const userAgent = request.headers['user-agent'];
     if (userAgent) httpRequest.userAgent = userAgent;
-    if (request.socket.remoteAddress) httpRequest.remoteIp = request.socket.remoteAddress;
+    if (entry.client) httpRequest.remoteIp = entry.client;
     return entry.span.end({
       fault,
       errorType: type,
-      exception: outcome.error,
+      exception: outcome.error ?? entry.fault,
       attributes: sent ? { [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode } : NOT_ANSWERED,
       metric: { histogram: duration, attributes: metricAttributes },
       httpRequest,
+      ...(entry.problem === undefined ? {} : { logFields: { problem: entry.problem } }),
     });
   }
 
@@ -226,6 +245,35 @@ export function createHttpTracing(
 
 function tracedOf(request: IncomingMessage): Traced | undefined {
   return request instanceof TracedRequest ? request[kTraced] : undefined;
+}
+
+/**
+ * Puts the answer's problem `detail`, and the server `fault` behind a 5xx, on the request's
+ * access line, which is then the one line about the request. False when the request has no
+ * access line to come (an untraced path): the caller logs it itself.
+ */
+export function noteProblem(request: IncomingMessage, detail: string, fault?: Error): boolean {
+  const entry = tracedOf(request);
+  if (!entry || entry.ended) return false;
+  entry.problem = detail;
+  entry.fault = fault;
+  return true;
+}
+
+/**
+ * The address of the client, as far as it can be trusted. Cloud Run's front end appends the
+ * address it took the request from to `X-Forwarded-For` (entries before it are whatever the
+ * caller sent), and the socket's peer is the front end itself: so the last entry, when it is an
+ * IP address; without the header (no proxy in front, as locally), the socket's peer.
+ */
+export function clientAddress(
+  forwardedFor: string | string[] | undefined,
+  peer: string | undefined,
+): string | undefined {
+  const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
+  if (!header) return peer;
+  const last = header.slice(header.lastIndexOf(',') + 1).trim();
+  return isIP(last) === 0 ? peer : last;
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {

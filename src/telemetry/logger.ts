@@ -15,6 +15,9 @@ export type LoggerOptions = {
   destination?: DestinationStream;
 };
 
+/** pino's number for `error`: lines at this level and above report an error event. */
+const ERROR_LEVEL = 50;
+
 const SEVERITY: Record<string, string> = {
   trace: 'DEBUG',
   debug: 'DEBUG',
@@ -26,11 +29,15 @@ const SEVERITY: Record<string, string> = {
 
 /**
  * One JSON object per line in Cloud Logging's structured format. Trace fields come from the
- * active span, so every line written inside a request joins that request's trace.
+ * active span, so every line written inside a request joins that request's trace. A line at
+ * ERROR or above whose `error` has a stack also gets it as `stack_trace`, the field Error
+ * Reporting reads: such a line is one error event.
  */
 export function createLogger(options: LoggerOptions): Logger {
   const common: PinoOptions = {
     level: options.level,
+    errorKey: 'error',
+    serializers: { error: serializeError },
     mixin: () => traceFields(options.projectId),
   };
   const pretty = options.format ? options.format === 'pretty' : process.stdout.isTTY;
@@ -39,8 +46,12 @@ export function createLogger(options: LoggerOptions): Logger {
   return pino(
     {
       ...common,
+      mixin: (line, level) => {
+        const fields = traceFields(options.projectId);
+        if (level >= ERROR_LEVEL) addStackTrace(fields, line as ErrorFields);
+        return fields;
+      },
       messageKey: 'message',
-      errorKey: 'error',
       timestamp: isoTimeField(),
       base: {
         serviceContext: { service: labels['service.name'], version: labels['service.version'] },
@@ -68,12 +79,34 @@ function isoTimeField(): () => string {
 
 function traceFields(projectId: () => string): Record<string, unknown> {
   const spanContext = trace.getActiveSpan()?.spanContext();
+  // A new object every line: pino merges the line's own fields into it.
   if (!spanContext) return {};
   return {
     'logging.googleapis.com/trace': `projects/${projectId()}/traces/${spanContext.traceId}`,
     'logging.googleapis.com/spanId': spanContext.spanId,
     'logging.googleapis.com/trace_sampled': (spanContext.traceFlags & 1) === 1,
   };
+}
+
+/**
+ * `error` is always an object, so that a schema inferred from one line (a BigQuery sink's) fits
+ * every line: errors are serialised by pino's own serializer, any other value is its `message`.
+ */
+function serializeError(value: unknown): unknown {
+  if (typeof value === 'object' && value !== null) return pino.stdSerializers.err(value as Error);
+  return { message: String(value) };
+}
+
+/** Where an error is on a line: ours under `error`, Fastify's own under `err`. */
+type ErrorFields = { error?: { stack?: unknown } | null; err?: { stack?: unknown } | null };
+
+/**
+ * Error Reporting's "Format a log entry to report error events": a top-level `stack_trace`
+ * holding the stack. `serviceContext` is in every line's base fields.
+ */
+function addStackTrace(fields: Record<string, unknown>, line: ErrorFields): void {
+  const stack = (line.error ?? line.err)?.stack;
+  if (typeof stack === 'string' && stack !== '') fields.stack_trace = stack;
 }
 
 /** Terminals get pino-pretty, loaded only then: containers never pay for it. */

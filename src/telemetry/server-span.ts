@@ -41,6 +41,8 @@ export type ServerOutcome = {
   attributes: Attributes;
   metric: { histogram: Histogram; attributes: Attributes };
   httpRequest: HttpRequestLog;
+  /** More fields for the access line (the answer's problem detail, say). */
+  logFields?: Record<string, unknown>;
 };
 
 export type ServerSpan = {
@@ -120,8 +122,11 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           httpRequest.latency = `${seconds.toFixed(6)}s`;
           context.with(ctx, () => {
             const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${httpRequest.status}`;
-            if (outcome.fault) logger.error({ httpRequest, error: outcome.exception }, message);
-            else logger.info({ httpRequest }, message);
+            const fields = outcome.logFields
+              ? { ...outcome.logFields, httpRequest }
+              : { httpRequest };
+            if (outcome.fault) logger.error({ ...fields, error: outcome.exception }, message);
+            else logger.info(fields, message);
           });
           return isSampled(span) ? afterRequest?.() : undefined;
         },

@@ -1,0 +1,30 @@
+import packageJson from '../../package.json' with { type: 'json' };
+import { ROLES } from '../config.js';
+import { createLogger, type Logger } from '../telemetry/logger.js';
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+/**
+ * The logger for what happens before the configuration is known to be valid (a bad variable, a
+ * crash while starting): the same line format as telemetry's, built from the raw environment,
+ * each value taken only when it is valid. The labels are the service's own as far as they can
+ * be told before the resource is.
+ */
+export function createEarlyLogger(env: Record<string, string | undefined>): Logger {
+  const level = env.LOG_LEVEL?.toLowerCase() ?? '';
+  const format =
+    env.LOG_FORMAT === 'json' || env.LOG_FORMAT === 'pretty' ? env.LOG_FORMAT : undefined;
+  const role = ROLES.find((known) => known === env.SERVICE_ROLE);
+  const namespace = env.SERVICE_NAMESPACE || 'greeter';
+  const name = env.OTEL_SERVICE_NAME || (role && `${namespace}-${role}`);
+  return createLogger({
+    level: LEVELS.includes(level) ? level : 'info',
+    format,
+    labels: {
+      ...(name ? { 'service.name': name } : {}),
+      'service.namespace': namespace,
+      'service.version': packageJson.version,
+    },
+    projectId: () => env.GOOGLE_CLOUD_PROJECT || 'unknown',
+  });
+}

@@ -1,0 +1,411 @@
+import { once } from 'node:events';
+import { createServer as createTcpServer } from 'node:net';
+import { resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { clientAddress } from '../src/telemetry/http-tracing.js';
+import { createLogger, type Logger } from '../src/telemetry/logger.js';
+import {
+  type OtlpReceiver,
+  type ReceivedSpan,
+  startOtlpReceiver,
+} from '../tools/otlp-receiver/index.ts';
+import { freePort } from './helpers/free-port.js';
+import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
+import { type RoleProcess, runToExit, startRole } from './helpers/roles.js';
+import { newTraceParent } from './helpers/traces.js';
+
+/*
+ * What Cloud Logging and Error Reporting get from the roles' stdout: one entry per request, the
+ * stack of a fault where Error Reporting reads it (a top-level `stack_trace`), `error` always an
+ * object, and a JSON line with a severity for everything the process says, crashes included.
+ */
+
+type Line = Record<string, unknown>;
+
+const TRACE = 'logging.googleapis.com/trace';
+const FAULT_FIXTURE = resolve(import.meta.dirname, 'fixtures/process-fault.mjs');
+
+function linesOfTrace(role: RoleProcess, traceId: string): Line[] {
+  return role.logs().filter((line) => String(line[TRACE] ?? '').endsWith(`/traces/${traceId}`));
+}
+
+function jsonLines(stdout: string): Line[] {
+  return stdout
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as Line);
+}
+
+describe('requests: one log entry each', () => {
+  let receiver: OtlpReceiver;
+  let backend: RoleProcess;
+  let api: RoleProcess;
+
+  beforeAll(async () => {
+    receiver = await startOtlpReceiver();
+    const env = {
+      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+      OTEL_BSP_SCHEDULE_DELAY: '50',
+      OTEL_METRICS_EXPORTER: 'none',
+    };
+    backend = await startRole('backend', { env });
+    api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+  });
+
+  afterAll(async () => {
+    await Promise.all([api?.stop(), backend?.stop()]);
+    await receiver?.close();
+  });
+
+  /** The request's lines once its access line is written (the last line of a request). */
+  async function requestLines(role: RoleProcess, traceId: string): Promise<Line[]> {
+    await expect
+      .poll(() => linesOfTrace(role, traceId).some((line) => line.httpRequest), { timeout: 10_000 })
+      .toBe(true);
+    return linesOfTrace(role, traceId);
+  }
+
+  it('a 500 is one ERROR entry, the access line, with the stack at the top for Error Reporting', async () => {
+    const parent = newTraceParent();
+    const response = await postGreet(
+      api.url,
+      { name: 'David', withError: true },
+      { traceparent: parent.header },
+    );
+    expect(response.status).toBe(500);
+    const { detail } = (await response.json()) as { detail: string };
+
+    const lines = await requestLines(api, parent.traceId);
+    expect(lines).toHaveLength(1);
+    const [line] = lines;
+    expect(line).toMatchObject({
+      severity: 'ERROR',
+      message: 'POST /greet 500',
+      httpRequest: { status: 500 },
+      problem: detail,
+      serviceContext: { service: 'greeter-api', version: expect.any(String) },
+      error: { message: expect.stringContaining('greeting failed on purpose') },
+    });
+    expect(line?.stack_trace).toMatch(/^ConnectError: \[internal\] greeting failed on purpose/);
+    expect(line?.stack_trace).toMatch(/\n {4}at /);
+
+    // The backend, where the fault happened, reports it once too.
+    const backendLines = await requestLines(backend, parent.traceId);
+    expect(backendLines.filter((entry) => entry.severity === 'ERROR')).toHaveLength(1);
+    expect(backendLines.find((entry) => entry.httpRequest)?.stack_trace).toMatch(
+      /^ConnectError: \[internal\] greeting failed on purpose/,
+    );
+  });
+
+  it.each([
+    ['400, an invalid body', { body: { name: 42 }, status: 400, path: '/greet' }],
+    ['404, an unknown path', { body: { name: 'David' }, status: 404, path: '/nowhere' }],
+  ])('a %s is one INFO entry, the access line, with the detail and no stack', async (_, want) => {
+    const parent = newTraceParent();
+    const response = await fetch(`${api.url}${want.path}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', traceparent: parent.header },
+      body: JSON.stringify(want.body),
+    });
+    expect(response.status).toBe(want.status);
+    const { detail } = (await response.json()) as { detail: string };
+
+    const lines = await requestLines(api, parent.traceId);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      severity: 'INFO',
+      httpRequest: { status: want.status },
+      problem: detail,
+    });
+    expect(lines[0]).not.toHaveProperty('stack_trace');
+    expect(lines[0]).not.toHaveProperty('error');
+  });
+
+  it.each([
+    ['no X-Forwarded-For: the socket peer', undefined, '127.0.0.1'],
+    [
+      'the entry the front end appended, not the one the caller wrote',
+      '203.0.113.7, 198.51.100.20',
+      '198.51.100.20',
+    ],
+    ['a last entry that is no address: the socket peer', '203.0.113.7, unknown', '127.0.0.1'],
+  ])('remoteIp and client.address agree: %s', async (_, forwardedFor, expected) => {
+    const parent = newTraceParent();
+    const response = await postGreet(
+      api.url,
+      { name: 'David' },
+      {
+        traceparent: parent.header,
+        ...(forwardedFor ? { 'x-forwarded-for': forwardedFor } : {}),
+      },
+    );
+    expect(response.status).toBe(200);
+    await response.arrayBuffer();
+    const [line] = await requestLines(api, parent.traceId);
+    expect(line?.httpRequest).toMatchObject({ remoteIp: expected });
+    const isApiServer = (span: ReceivedSpan) =>
+      span.traceId === parent.traceId &&
+      span.kind === 'SERVER' &&
+      span.resource['service.name'] === 'greeter-api';
+    const spans = await receiver.waitForSpans((all) => all.some(isApiServer));
+    const server = spans.find(isApiServer);
+    expect(server?.attributes).toMatchObject({
+      'client.address': expected,
+      'network.peer.address': '127.0.0.1',
+    });
+  });
+});
+
+describe('clientAddress', () => {
+  it.each([
+    [undefined, '169.254.1.1', '169.254.1.1'],
+    ['', '169.254.1.1', '169.254.1.1'],
+    ['198.51.100.20', '169.254.1.1', '198.51.100.20'],
+    ['203.0.113.7,198.51.100.20', '169.254.1.1', '198.51.100.20'],
+    ['203.0.113.7 , 2001:db8::1 ', '169.254.1.1', '2001:db8::1'],
+    [['203.0.113.7', '198.51.100.20'], '169.254.1.1', '198.51.100.20'],
+    ['198.51.100.20,', '169.254.1.1', '169.254.1.1'],
+    ['198.51.100.20:4711', '169.254.1.1', '169.254.1.1'],
+    ['203.0.113.7, forged', undefined, undefined],
+  ])('X-Forwarded-For %j from %s: %s', (header, peer, expected) => {
+    expect(clientAddress(header, peer)).toBe(expected);
+  });
+});
+
+describe('createLogger', () => {
+  function recordingLogger() {
+    const lines: Line[] = [];
+    const logger = createLogger({
+      level: 'info',
+      projectId: () => 'test',
+      labels: { 'service.name': 'greeter-test', 'service.version': '1.2.3' },
+      destination: { write: (line: string) => lines.push(JSON.parse(line) as Line) },
+    });
+    return { logger, lines };
+  }
+  const failure = () => Object.assign(new TypeError('boom'), { code: 'E_BOOM' });
+
+  it.each([
+    ['error(error)', 'ERROR', (logger: Logger, error: Error) => logger.error(error)],
+    ['error({ error })', 'ERROR', (logger: Logger, error: Error) => logger.error({ error }, 'm')],
+    [
+      "Fastify's error({ err })",
+      'ERROR',
+      (logger: Logger, error: Error) => logger.error({ err: error }, 'm'),
+    ],
+    [
+      'fatal({ error })',
+      'CRITICAL',
+      (logger: Logger, error: Error) => logger.fatal({ error }, 'm'),
+    ],
+  ])('%s: severity %s, the stack as stack_trace, serviceContext', (_, severity, write) => {
+    const { logger, lines } = recordingLogger();
+    const error = failure();
+    write(logger, error);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      severity,
+      stack_trace: error.stack,
+      serviceContext: { service: 'greeter-test', version: '1.2.3' },
+    });
+  });
+
+  it('no stack_trace below ERROR, nor without a stack', () => {
+    const { logger, lines } = recordingLogger();
+    logger.warn({ error: failure() }, 'a warning about an error');
+    logger.info({ error: failure() }, 'information about an error');
+    logger.error({ error: { message: 'no stack' } }, 'an error without a stack');
+    logger.error('no error at all');
+    expect(lines.map((line) => line.stack_trace)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
+  });
+
+  it.each([
+    ['an Error', failure(), { type: 'TypeError', message: 'boom', code: 'E_BOOM' }],
+    ['a string', 'getaddrinfo ENOTFOUND', { message: 'getaddrinfo ENOTFOUND' }],
+    ['a number', 13, { message: '13' }],
+    ['a plain object', { code: 13 }, { code: 13 }],
+  ])('error is always an object: %s', (_, error, expected) => {
+    const { logger, lines } = recordingLogger();
+    logger.warn({ error }, 'm');
+    expect(lines[0]?.error).toMatchObject(expected);
+  });
+});
+
+describe('the span export warning', () => {
+  it('is logged outside the request that flushed, with error as an object', async () => {
+    // Nothing listens there: every export fails.
+    const deadEndpoint = `http://127.0.0.1:${await freePort()}`;
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: `http://127.0.0.1:${await freePort()}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: deadEndpoint,
+        OTEL_EXPORTER_OTLP_TIMEOUT: '500',
+        OTEL_METRICS_EXPORTER: 'none',
+        TELEMETRY_EXPORT_MODE: 'request',
+        BACKEND_MAX_ATTEMPTS: '1',
+      },
+    });
+    try {
+      const parent = newTraceParent();
+      // A 404 needs no backend; its sampled span is flushed inside the request.
+      const response = await fetch(`${api.url}/nowhere`, {
+        headers: { traceparent: parent.header },
+      });
+      expect(response.status).toBe(404);
+      const exportWarning = () =>
+        api.logs().find((line) => String(line.message).startsWith('span export to'));
+      await expect.poll(exportWarning, { timeout: 10_000 }).toBeDefined();
+      const warning = exportWarning();
+      expect(warning?.severity).toBe('WARNING');
+      expect(warning).not.toHaveProperty(TRACE);
+      expect(warning).not.toHaveProperty('logging.googleapis.com/spanId');
+      expect(warning?.error).toMatchObject({ message: expect.any(String) });
+      expect(warning).not.toHaveProperty('stack_trace');
+      // The request's own line still joins its trace.
+      expect(linesOfTrace(api, parent.traceId)).toHaveLength(1);
+    } finally {
+      await api.stop();
+    }
+  });
+});
+
+describe('a process that cannot start', () => {
+  it('a bad configuration: one CRITICAL JSON line on stdout listing every problem, exit 78', async () => {
+    const result = await runToExit({ SERVICE_ROLE: 'api', PORT: 'abc', LOG_FORMAT: 'json' });
+    expect(result.code).toBe(78);
+    expect(result.stderr).toBe('');
+    const lines = jsonLines(result.stdout);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatchObject({
+      severity: 'CRITICAL',
+      message: expect.stringMatching(/^Invalid configuration \(see "Configuration" in README.md\)/),
+      problems: [
+        'PORT: must be a TCP port (0-65535) (got "abc")',
+        expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),
+      ],
+      serviceContext: { service: 'greeter-api' },
+    });
+    expect(typeof lines[0]?.time).toBe('string');
+  });
+
+  it('its port taken: the CRITICAL line has the stack for Error Reporting', async () => {
+    const taken = createTcpServer().listen(0, '127.0.0.1');
+    await once(taken, 'listening');
+    try {
+      const address = taken.address();
+      const port = typeof address === 'object' && address ? address.port : 0;
+      const result = await runToExit({
+        SERVICE_ROLE: 'backend',
+        HOST: '127.0.0.1',
+        PORT: String(port),
+      });
+      expect(result.code).toBe(1);
+      expect(result.stderr).toBe('');
+      const [critical, ...more] = jsonLines(result.stdout).filter(
+        (line) => line.severity === 'CRITICAL',
+      );
+      expect(more).toEqual([]);
+      expect(critical?.stack_trace).toMatch(/^Error: listen EADDRINUSE/);
+      expect(critical?.serviceContext).toMatchObject({ service: 'greeter-backend' });
+    } finally {
+      taken.close();
+    }
+  });
+});
+
+describe('process faults', () => {
+  /** The backend with a fault fixture armed; SIGUSR2 sets it off. */
+  function startWithFault(fault: string, env: Record<string, string> = {}) {
+    return startRole('backend', {
+      env: { NODE_OPTIONS: `--import ${FAULT_FIXTURE}`, TEST_PROCESS_FAULT: fault, ...env },
+    });
+  }
+
+  it('an uncaught exception: one CRITICAL line with the stack, queued spans flushed, exit 1', async () => {
+    const receiver = await startOtlpReceiver();
+    try {
+      const backend = await startWithFault('throw', {
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        // Far longer than the test: only the crash's flush can send the span.
+        OTEL_BSP_SCHEDULE_DELAY: '60000',
+        OTEL_METRICS_EXPORTER: 'none',
+      });
+      const parent = newTraceParent();
+      expect(
+        await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`, { traceparent: parent.header }),
+      ).toBe('12');
+      await expect.poll(() => linesOfTrace(backend, parent.traceId).length).toBe(1);
+      expect(receiver.spans()).toEqual([]);
+
+      backend.child.kill('SIGUSR2');
+      expect(await backend.exited).toBe(1);
+      expect(backend.stderr()).toBe('');
+      const critical = backend.logs().filter((line) => line.severity === 'CRITICAL');
+      expect(critical).toHaveLength(1);
+      expect(critical[0]).toMatchObject({
+        message: 'uncaught exception: a callback failed on purpose',
+        error: { type: 'TypeError', message: 'a callback failed on purpose' },
+        serviceContext: { service: 'greeter-backend' },
+      });
+      expect(critical[0]?.stack_trace).toMatch(/^TypeError: a callback failed on purpose\n {4}at /);
+      expect(receiver.spans().map((span) => span.traceId)).toContain(parent.traceId);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it.each([
+    [
+      'an Error',
+      'reject',
+      'unhandled promise rejection: a promise rejected on purpose',
+      /^RangeError: a promise rejected on purpose\n/,
+    ],
+    [
+      'a string',
+      'reject-string',
+      'unhandled promise rejection: a bare string rejected on purpose',
+      undefined,
+    ],
+  ])(
+    'an unhandled rejection of %s: one CRITICAL line, exit 1',
+    async (_, fault, message, stack) => {
+      const backend = await startWithFault(fault);
+      backend.child.kill('SIGUSR2');
+      expect(await backend.exited).toBe(1);
+      expect(backend.stderr()).toBe('');
+      const critical = backend.logs().filter((line) => line.severity === 'CRITICAL');
+      expect(critical).toHaveLength(1);
+      expect(critical[0]?.message).toBe(message);
+      // `error` is an object either way; only an Error has a stack to report.
+      expect(critical[0]?.error).toMatchObject({ message: expect.stringContaining('on purpose') });
+      if (stack) expect(critical[0]?.stack_trace).toMatch(stack);
+      else expect(critical[0]).not.toHaveProperty('stack_trace');
+    },
+  );
+
+  it('a process warning: one WARNING line, no text on stderr, the process goes on', async () => {
+    const backend = await startWithFault('warn');
+    try {
+      backend.child.kill('SIGUSR2');
+      await expect
+        .poll(() => backend.logs().filter((line) => line.severity === 'WARNING'))
+        .toEqual([
+          expect.objectContaining({
+            message:
+              'MaxListenersExceededWarning: Possible EventEmitter memory leak detected. 11 close listeners added',
+            warning: expect.objectContaining({ name: 'MaxListenersExceededWarning' }),
+          }),
+        ]);
+      expect(backend.stderr()).toBe('');
+      expect(await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`)).toBe('12');
+    } finally {
+      expect(await backend.stop()).toBe(0);
+    }
+  });
+});
