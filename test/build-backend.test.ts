@@ -390,7 +390,7 @@ describe('the backend built by buildBackend', () => {
       expect(access).toMatchObject([
         {
           severity: 'ERROR',
-          message: `POST ${GREET} 200`,
+          message: `POST ${GREET} DEADLINE_EXCEEDED`,
           httpRequest: { requestUrl: GREET, status: 200, userAgent: 'deadline-test' },
           error: { code: Code.DeadlineExceeded, rawMessage: 'the operation timed out' },
         },

@@ -84,7 +84,11 @@ describe('requests: one log entry each', () => {
       httpRequest: { status: 500 },
       problem: detail,
       serviceContext: { service: 'greeter-api', version: expect.any(String) },
-      error: { message: expect.stringContaining('greeting failed on purpose') },
+      // The error's name, as on spans: the bundle renames the class itself (_ConnectError).
+      error: {
+        type: 'ConnectError',
+        message: expect.stringContaining('greeting failed on purpose'),
+      },
     });
     expect(line?.stack_trace).toMatch(/^ConnectError: \[internal\] greeting failed on purpose/);
     expect(line?.stack_trace).toMatch(/\n {4}at /);

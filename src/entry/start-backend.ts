@@ -11,7 +11,9 @@ export async function startBackend(config: Config, telemetry: Telemetry): Promis
     : undefined;
   const backend = buildBackend(config, {
     telemetry,
-    ...(tokens ? { requestGate: tokens.requestGate, interceptors: [tokens.recordCaller] } : {}),
+    // Per-request hooks: Connect interceptors, run inside each call's SERVER span.
+    interceptors: tokens ? [tokens.recordCaller] : [],
+    ...(tokens ? { requestGate: tokens.requestGate } : {}),
   });
   await new Promise<void>((resolve, reject) => {
     backend.server.once('error', reject);

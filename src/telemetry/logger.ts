@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import { trace } from '@opentelemetry/api';
 import { type DestinationStream, type Logger, type LoggerOptions as PinoOptions, pino } from 'pino';
+import { errorType } from './error-type.js';
 import { batchedStdout } from './stdout-lines.js';
 
 export type { Logger };
@@ -93,8 +94,10 @@ function traceFields(projectId: () => string): Record<string, unknown> {
  * every line: errors are serialised by pino's own serializer, any other value is its `message`.
  */
 function serializeError(value: unknown): unknown {
-  if (typeof value === 'object' && value !== null) return pino.stdSerializers.err(value as Error);
-  return { message: String(value) };
+  if (!(typeof value === 'object' && value !== null)) return { message: String(value) };
+  const serialized = pino.stdSerializers.err(value as Error);
+  if (value instanceof Error) serialized.type = errorType(value);
+  return serialized;
 }
 
 /** Where an error is on a line: ours under `error`, Fastify's own under `err`. */

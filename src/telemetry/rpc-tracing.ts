@@ -9,6 +9,7 @@ import {
   type Histogram,
   type Meter,
   propagation,
+  type Span,
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
@@ -35,9 +36,15 @@ import {
   isServerFault,
 } from '../errors/status.js';
 import { withPropagatedAttributes } from './request-attributes.js';
+import { traceClientStream, traceServerStream } from './rpc-streams.js';
 import { RPC_METHOD_VALUE_OTHER, RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
-import type { HttpRequestLog, ServerOutcome, ServerSpans } from './server-span.js';
+import {
+  type HttpRequestLog,
+  recordException,
+  type ServerOutcome,
+  type ServerSpans,
+} from './server-span.js';
 
 const headersGetter: TextMapGetter<Headers> = {
   keys: (headers) => [...headers.keys()],
@@ -68,7 +75,10 @@ function rpcSystem(contentType: string | null): string {
     : RPC_SYSTEM_NAME_VALUE_CONNECTRPC;
 }
 
-/** SERVER spans for every RPC (Connect server interceptor). Services in `untraced` are skipped. */
+/**
+ * SERVER spans for every RPC (Connect server interceptor). Services in `untraced` are skipped.
+ * A streaming call ends with its stream, which also runs inside the span's context.
+ */
 export function createServerTracingInterceptor(
   serverSpans: ServerSpans,
   meter: Meter,
@@ -83,27 +93,75 @@ export function createServerTracingInterceptor(
     const attributes: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method };
     setServerAddress(attributes, authority);
     const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
-    const finish = (code: Code | undefined, error?: ConnectError) => {
+    const finish: Finish = (error, exception) => {
+      const code = error?.code;
       const access = accessLog(
         req.requestMethod,
         path,
         httpStatus(system, req.stream, code),
         req.header.get('user-agent'),
       );
-      return serverSpan.end(rpcOutcome(duration, system, method, code, access, error));
+      return serverSpan.end(rpcOutcome(duration, system, method, code, access, exception));
     };
     return context.with(serverSpan.context, async () => {
       try {
         const response = await next(req);
-        await finish(undefined);
+        if (response.stream) {
+          const end = {
+            done: () => finish(),
+            failed: (thrown: unknown) => finishFailed(finish, thrown, req.signal),
+            abandoned: () => {
+              const error = abandonedError(req.signal);
+              void finish(error, error);
+            },
+          };
+          return {
+            ...response,
+            message: traceServerStream(response.message, serverSpan.context, end),
+          };
+        }
+        await finish();
         return response;
       } catch (thrown) {
-        const error = ConnectError.from(thrown);
-        await finish(error.code, error);
-        throw thrown;
+        throw await finishFailed(finish, thrown, req.signal);
       }
     });
   };
+}
+
+type Finish = (error?: ConnectError, exception?: unknown) => Promise<void> | undefined;
+
+/** Ends a call whose handler threw `thrown`; returns what the client is sent. */
+async function finishFailed(
+  finish: Finish,
+  thrown: unknown,
+  signal: AbortSignal,
+): Promise<ConnectError> {
+  const error = servedError(thrown, signal);
+  // A handler's own failure is recorded as itself, though the client is told INTERNAL.
+  await finish(error, error.cause === thrown ? thrown : error);
+  return error;
+}
+
+/**
+ * What the client is sent when a handler throws `thrown`, so that the span, the metric and the
+ * access line say the same as the wire: a ConnectError as it is; an abort (a handler that
+ * awaited something with its signal, e.g. `setTimeout(ms, v, { signal })`) as the reason the
+ * signal aborted: the deadline (DEADLINE_EXCEEDED), the client's reset (CANCELLED, …); anything
+ * else as Connect sends it, INTERNAL.
+ */
+function servedError(thrown: unknown, signal: AbortSignal): ConnectError {
+  if (thrown instanceof ConnectError) return thrown;
+  if (signal.aborted && thrown instanceof Error && thrown.name === 'AbortError') {
+    return ConnectError.from(signal.reason, Code.Canceled);
+  }
+  return new ConnectError('internal error', Code.Internal, undefined, undefined, thrown);
+}
+
+/** Why Connect stopped reading a stream before its end: the client went away. */
+function abandonedError(signal: AbortSignal): ConnectError {
+  if (signal.aborted && signal.reason instanceof ConnectError) return signal.reason;
+  return new ConnectError('the client went away before the stream ended', Code.Canceled);
 }
 
 function serverCallDuration(meter: Meter): Histogram {
@@ -162,7 +220,7 @@ function rpcOutcome(
   method: string,
   code: Code | undefined,
   httpRequest: HttpRequestLog,
-  exception?: ConnectError,
+  exception?: unknown,
 ): ServerOutcome {
   const status = statusName(system, code);
   const fault = isServerFault(code);
@@ -176,9 +234,12 @@ function rpcOutcome(
     fault,
     errorType: fault ? status : undefined,
     exception,
-    attributes: { [ATTR_RPC_STATUS_CODE]: status },
+    // The span gets the labels too: the system and method it started with, its status, and
+    // `error.type` exactly when it is ERROR.
+    attributes: labels,
     metric: { histogram: duration, attributes: labels },
     httpRequest,
+    rpc: { system, method, grpcStatus: grpcCodeName(code), grpcStatusCode: code ?? 0 },
   };
 }
 
@@ -206,7 +267,10 @@ export function withAttempt<T>(attempt: number, fn: () => T): T {
 /** Our attribute for retried calls: each attempt is its own CLIENT span. */
 export const ATTR_RPC_ATTEMPT = 'rpc.attempt';
 
-/** CLIENT spans around each outgoing RPC attempt, with context and baggage injected. */
+/**
+ * CLIENT spans around each outgoing RPC attempt, with context and baggage injected. A
+ * streaming call ends when its last message has been read, or when its signal aborts first.
+ */
 export function createClientTracingInterceptor(
   tracer: Tracer,
   meter: Meter,
@@ -239,28 +303,48 @@ export function createClientTracingInterceptor(
     const ctx: Context = withPropagatedAttributes(trace.setSpan(active, span));
     propagation.inject(ctx, req.header, headersSetter);
     const startedAt = performance.now();
-    let status = 'OK';
+    let response: Awaited<ReturnType<typeof next>>;
     try {
-      return await context.with(ctx, () => next(req));
+      response = await context.with(ctx, () => next(req));
     } catch (thrown) {
-      const error = ConnectError.from(thrown);
-      status = grpcCodeName(error.code);
-      span.recordException(error);
-      span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
-      span.setAttribute(ATTR_ERROR_TYPE, status);
+      endCall(span, duration, target, method, startedAt, ConnectError.from(thrown));
       throw thrown;
-    } finally {
-      span.setAttribute(ATTR_RPC_STATUS_CODE, status);
-      span.end();
-      duration.record((performance.now() - startedAt) / 1000, {
-        [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
-        [ATTR_RPC_METHOD]: method,
-        [ATTR_RPC_STATUS_CODE]: status,
-        [ATTR_SERVER_ADDRESS]: target.hostname,
-        ...(status === 'OK' ? {} : { [ATTR_ERROR_TYPE]: status }),
-      });
     }
+    if (!response.stream) {
+      endCall(span, duration, target, method, startedAt, undefined);
+      return response;
+    }
+    const end = (error: ConnectError | undefined) =>
+      endCall(span, duration, target, method, startedAt, error);
+    return { ...response, message: traceClientStream(response.message, req.signal, end) };
   };
+}
+
+/** Ends a CLIENT span and records the call's duration: any failure is an error. */
+function endCall(
+  span: Span,
+  duration: Histogram,
+  target: URL,
+  method: string,
+  startedAt: number,
+  error: ConnectError | undefined,
+): void {
+  const status = grpcCodeName(error?.code);
+  if (error) {
+    recordException(span, error);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: error.message });
+    span.setAttribute(ATTR_ERROR_TYPE, status);
+  }
+  span.setAttribute(ATTR_RPC_STATUS_CODE, status);
+  span.end();
+  const labels: Attributes = {
+    [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
+    [ATTR_RPC_METHOD]: method,
+    [ATTR_RPC_STATUS_CODE]: status,
+    [ATTR_SERVER_ADDRESS]: target.hostname,
+  };
+  if (error) labels[ATTR_ERROR_TYPE] = status;
+  duration.record((performance.now() - startedAt) / 1000, labels);
 }
 
 /**

@@ -14,7 +14,14 @@ import {
   type Tracer,
   trace,
 } from '@opentelemetry/api';
-import { ATTR_ERROR_TYPE } from '@opentelemetry/semantic-conventions';
+import {
+  ATTR_ERROR_TYPE,
+  ATTR_EXCEPTION_MESSAGE,
+  ATTR_EXCEPTION_STACKTRACE,
+  ATTR_EXCEPTION_TYPE,
+  EVENT_EXCEPTION,
+} from '@opentelemetry/semantic-conventions';
+import { errorType } from './error-type.js';
 import type { Logger } from './logger.js';
 import { getLinkedSpanContext } from './propagation/index.js';
 import { withRequestScope } from './request-attributes.js';
@@ -33,6 +40,19 @@ export type HttpRequestLog = {
   latency?: string;
 };
 
+/**
+ * An RPC's outcome on its access line, beside `httpRequest`: gRPC answers HTTP 200 whatever the
+ * call's status, which only this says.
+ */
+export type RpcLog = {
+  system: string;
+  method: string;
+  /** gRPC's name for the status, in every protocol: `OK`, `INVALID_ARGUMENT`, … */
+  grpcStatus: string;
+  /** Its number, as `grpc-status` carries it: 0 for OK, 3 for INVALID_ARGUMENT, … */
+  grpcStatusCode: number;
+};
+
 export type ServerOutcome = {
   /** Whether the server failed (see `isServerFault*` in errors/status.ts): the one error rule. */
   fault: boolean;
@@ -43,6 +63,8 @@ export type ServerOutcome = {
   httpRequest: HttpRequestLog;
   /** More fields for the access line (the answer's problem detail, say). */
   logFields?: Record<string, unknown>;
+  /** An RPC's status: on the access line, whose message then ends with its name. */
+  rpc?: RpcLog;
 };
 
 export type ServerSpan = {
@@ -108,8 +130,7 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           ended = true;
           span.setAttributes(outcome.attributes);
           if (outcome.fault) {
-            if (outcome.exception !== undefined)
-              span.recordException(asException(outcome.exception));
+            if (outcome.exception !== undefined) recordException(span, outcome.exception);
             const message = exceptionMessage(outcome.exception);
             span.setStatus({ code: SpanStatusCode.ERROR, ...(message ? { message } : {}) });
           }
@@ -121,10 +142,11 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           const { httpRequest } = outcome;
           httpRequest.latency = `${seconds.toFixed(6)}s`;
           context.with(ctx, () => {
-            const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${httpRequest.status}`;
+            const { rpc } = outcome;
+            const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${rpc ? rpc.grpcStatus : httpRequest.status}`;
             const fields = outcome.logFields
-              ? { ...outcome.logFields, httpRequest }
-              : { httpRequest };
+              ? { ...outcome.logFields, httpRequest, rpc }
+              : { httpRequest, rpc };
             if (outcome.fault) logger.error({ ...fields, error: outcome.exception }, message);
             else logger.info(fields, message);
           });
@@ -145,8 +167,22 @@ function withoutBaggageKeys(ctx: Context, keys: readonly string[]): Context {
   return propagation.setBaggage(ctx, baggage.removeEntries(...keys));
 }
 
-function asException(error: unknown): Error | string {
-  return error instanceof Error ? error : String(error);
+/**
+ * Records `error` as the span's exception event, with its attributes set here: the SDK's
+ * `recordException` types an error by its `code` when it has one (a ConnectError's number, a
+ * Node error's `ECONNRESET`), where the conventions want its type.
+ */
+export function recordException(span: Span, error: unknown): void {
+  if (!(error instanceof Error)) {
+    span.addEvent(EVENT_EXCEPTION, { [ATTR_EXCEPTION_MESSAGE]: String(error) });
+    return;
+  }
+  const attributes: Attributes = {
+    [ATTR_EXCEPTION_TYPE]: errorType(error),
+    [ATTR_EXCEPTION_MESSAGE]: error.message,
+  };
+  if (error.stack) attributes[ATTR_EXCEPTION_STACKTRACE] = error.stack;
+  span.addEvent(EVENT_EXCEPTION, attributes);
 }
 
 function exceptionMessage(error: unknown): string | undefined {
