@@ -426,6 +426,8 @@ describe('the backend built by buildBackend', () => {
       ['gRPC-Web (Connect)', GREET, grpcWeb],
       ['gRPC, an unknown method', UNKNOWN, grpc],
       ['gRPC-Web, an unknown method', UNKNOWN, grpcWeb],
+      // Media types are case-insensitive, and Connect takes this one.
+      ['gRPC-Web, in upper case', GREET, { 'content-type': 'Application/GRPC-WEB+proto' }],
     ] as const)(
       '%s: the answer lists the encodings taken in grpc-accept-encoding',
       async (_name, path, headers) => {
@@ -566,6 +568,35 @@ describe('a drain with a stream still open', () => {
       expect(await Promise.race([drained, sleep(ANSWER_WITHIN_MS, 'still draining')])).toBe(
         'drained',
       );
+    } finally {
+      backend.destroy();
+      await recorded.telemetry.shutdown();
+    }
+  });
+
+  it('ends a fast-path call whose body never completes, without a deadline, with UNAVAILABLE', async () => {
+    const recorded = telemetryInMemory();
+    const backend = buildBackend(parseConfig({ SERVICE_ROLE: 'backend' }), {
+      telemetry: recorded.telemetry,
+    });
+    await new Promise<void>((resolve) => backend.server.listen(0, '127.0.0.1', resolve));
+    const { port } = backend.server.address() as AddressInfo;
+    try {
+      const open = call(port, {
+        headers: { 'content-type': 'application/grpc', te: 'trailers' },
+        body: PART_OF_AN_ENVELOPE,
+        leaveOpen: true,
+      });
+      const drained = backend.drain().then(() => 'drained');
+      const answer = await open;
+      expect(grpcStatus(answer)).toBe(String(Code.Unavailable));
+      expect(await Promise.race([drained, sleep(ANSWER_WITHIN_MS, 'still draining')])).toBe(
+        'drained',
+      );
+      // Traced like any call the server ended: a SERVER span with the status.
+      expect(
+        recorded.spans.getFinishedSpans().map((span) => span.attributes['rpc.status_code']),
+      ).toEqual(['UNAVAILABLE']);
     } finally {
       backend.destroy();
       await recorded.telemetry.shutdown();

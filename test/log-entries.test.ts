@@ -297,6 +297,21 @@ describe('a process that cannot start', () => {
     expect(typeof lines[0]?.time).toBe('string');
   });
 
+  it('a bad configuration says so even with LOG_LEVEL=silent', async () => {
+    const result = await runToExit({
+      SERVICE_ROLE: 'api',
+      LOG_LEVEL: 'silent',
+      LOG_FORMAT: 'json',
+    });
+    expect(result.code).toBe(78);
+    expect(jsonLines(result.stdout)).toEqual([
+      expect.objectContaining({
+        severity: 'CRITICAL',
+        problems: [expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/)],
+      }),
+    ]);
+  });
+
   it('its port taken: the CRITICAL line has the stack for Error Reporting', async () => {
     const taken = createTcpServer().listen(0, '127.0.0.1');
     await once(taken, 'listening');
@@ -360,6 +375,30 @@ describe('process faults', () => {
       expect(receiver.spans().map((span) => span.traceId)).toContain(parent.traceId);
     } finally {
       await receiver.close();
+    }
+  });
+
+  it('a SIGTERM while the crash flushes: the drain does not turn the exit into 0', async () => {
+    // An endpoint that never answers keeps the crash's flush busy for its whole 2 s.
+    const silent = createTcpServer((socket) => socket.on('error', () => {})).listen(0, '127.0.0.1');
+    await once(silent, 'listening');
+    const address = silent.address();
+    const port = typeof address === 'object' && address ? address.port : 0;
+    try {
+      const backend = await startWithFault('throw', {
+        OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`,
+        OTEL_BSP_SCHEDULE_DELAY: '60000',
+        OTEL_METRICS_EXPORTER: 'none',
+      });
+      expect(await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`)).toBe('12');
+      backend.child.kill('SIGUSR2');
+      await expect
+        .poll(() => backend.logs().filter((line) => line.severity === 'CRITICAL').length)
+        .toBe(1);
+      backend.child.kill('SIGTERM');
+      expect(await backend.exited).toBe(1);
+    } finally {
+      silent.close();
     }
   });
 

@@ -1,4 +1,5 @@
 import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { isGrpcFamily } from '../grpc/envelope.js';
 
 /**
  * A gRPC or gRPC-Web request whose `grpc-encoding` the server does not have is refused with
@@ -15,7 +16,7 @@ export function advertiseCompression(
 ): void {
   const requested = request.headers['grpc-encoding'];
   if (requested === undefined || requested === 'identity') return;
-  if (!request.headers['content-type']?.startsWith('application/grpc')) return;
+  if (!isGrpcFamily(request.headers['content-type'])) return;
   // A repeated header, which Connect reads as its values joined, names no encoding.
   if (typeof requested === 'string' && accepted.includes(requested)) return;
   response.setHeader('grpc-accept-encoding', accepted.join(','));

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http2';
+import { isGrpcFamily } from '../grpc/envelope.js';
 
 /** `grpc-timeout`: at most 8 digits and a unit (gRPC over HTTP/2). */
 const GRPC_TIMEOUT = /^(\d{1,8})([HMSmun])$/;
@@ -45,5 +46,5 @@ export function capDeadline(headers: IncomingHttpHeaders, maxMs: number): number
       connectMs = maxMs;
     }
   }
-  return headers['content-type']?.startsWith('application/grpc') ? grpcMs : connectMs;
+  return isGrpcFamily(headers['content-type']) ? grpcMs : connectMs;
 }

@@ -113,16 +113,15 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
         if (options.requestGate) await options.requestGate(context);
         if (compression.error) throw compression.error;
         if (timeout.error) throw timeout.error;
-        // The deadline timer the handler context started with the headers also bounds the body.
-        const signal = timeout.timeoutMs === undefined ? undefined : context.signal;
-        const requestBody = await readBody(request, options.readMaxBytes, signal);
+        // The call's signal bounds the body too: its deadline, a drain's notice.
+        const requestBody = await readBody(request, options.readMaxBytes, context.signal);
         input = await singleMessage(spec.method.input, requestBody, {
           readMaxBytes: options.readMaxBytes,
           compression: compression.request,
           direction: 'input',
         });
       } catch (thrown) {
-        if (!expired(thrown, context)) throw thrown;
+        if (!stoppedByServer(thrown, context)) throw thrown;
         // Ended through the interceptors, as a handler watching its signal ends: traced alike.
         call = endedBy(spec, thrown);
         input = create(spec.method.input);
@@ -201,11 +200,14 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
 /** The handler context's signal is aborted once the call is answered, as Connect does. */
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
 
-/** Whether the call's deadline passed before its request was read: the gate or the body. */
-function expired(thrown: unknown, context: HandlerContext): thrown is ConnectError {
+/**
+ * Whether the server ended the call before its request was read (during the gate or the body):
+ * its deadline passed, or a drain told it to stop.
+ */
+function stoppedByServer(thrown: unknown, context: HandlerContext): thrown is ConnectError {
   return (
     thrown instanceof ConnectError &&
-    thrown.code === Code.DeadlineExceeded &&
+    (thrown.code === Code.DeadlineExceeded || thrown.code === Code.Unavailable) &&
     context.signal.reason === thrown
   );
 }
@@ -235,15 +237,15 @@ function closedEarly(rstCode: number | undefined): ConnectError {
  * Reads the request body, which for a unary call is one message. As in Connect's pipeline, a
  * message declared over the limit is refused as soon as its envelope header arrives, and
  * reading stops once a second message is complete (`singleMessage` then refuses it), so a
- * caller cannot make the server hold more than two messages' worth of bytes. The call's signal,
- * given when it has a deadline, ends the read with its reason.
+ * caller cannot make the server hold more than two messages' worth of bytes. The call's signal
+ * (its deadline, a drain's notice) ends the read with its reason.
  */
 function readBody(
   request: Http2ServerRequest,
   readMaxBytes: number,
-  signal: AbortSignal | undefined,
+  signal: AbortSignal,
 ): Promise<Buffer> {
-  if (signal?.aborted) return Promise.reject(signal.reason);
+  if (signal.aborted) return Promise.reject(signal.reason);
   // The stream can be gone already, e.g. reset while the request gate was checking a token.
   if (request.stream.destroyed || request.readableEnded) {
     return Promise.reject(closedEarly(request.stream.rstCode));
@@ -254,12 +256,11 @@ function readBody(
     /** Where the next envelope starts, once the current one's header has been read. */
     let nextEnvelope = 0;
     let envelopes = 0;
-    let onAbort: (() => void) | undefined;
     const done = (error?: ConnectError) => {
       request.off('data', onData);
       request.off('end', onEnd);
       request.off('close', onClose);
-      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      signal.removeEventListener('abort', onAbort);
       if (error) reject(error);
       else resolve(joined(chunks, received));
     };
@@ -280,10 +281,8 @@ function readBody(
     request.on('data', onData);
     request.once('end', onEnd);
     request.once('close', onClose);
-    if (signal) {
-      onAbort = () => done(signal.reason);
-      signal.addEventListener('abort', onAbort);
-    }
+    const onAbort = () => done(signal.reason);
+    signal.addEventListener('abort', onAbort);
   });
 }
 

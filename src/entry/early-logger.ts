@@ -1,6 +1,6 @@
-import packageJson from '../../package.json' with { type: 'json' };
 import { ROLES } from '../config.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
+import { serviceIdentity } from '../telemetry/resource.js';
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
@@ -15,16 +15,16 @@ export function createEarlyLogger(env: Record<string, string | undefined>): Logg
   const format =
     env.LOG_FORMAT === 'json' || env.LOG_FORMAT === 'pretty' ? env.LOG_FORMAT : undefined;
   const role = ROLES.find((known) => known === env.SERVICE_ROLE);
-  const namespace = env.SERVICE_NAMESPACE || 'greeter';
-  const name = env.OTEL_SERVICE_NAME || (role && `${namespace}-${role}`);
+  const { 'service.name': ownName, ...rest } = serviceIdentity(
+    env.SERVICE_NAMESPACE || 'greeter',
+    role ?? '',
+  );
+  const name = env.OTEL_SERVICE_NAME || (role && ownName);
   return createLogger({
-    level: LEVELS.includes(level) ? level : 'info',
+    // A process that refuses to start says why, even when asked to be silent.
+    level: level === 'silent' ? 'fatal' : LEVELS.includes(level) ? level : 'info',
     format,
-    labels: {
-      ...(name ? { 'service.name': name } : {}),
-      'service.namespace': namespace,
-      'service.version': packageJson.version,
-    },
+    labels: { ...(name ? { 'service.name': name } : {}), ...rest },
     projectId: () => env.GOOGLE_CLOUD_PROJECT || 'unknown',
   });
 }

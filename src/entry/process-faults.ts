@@ -46,6 +46,10 @@ export function handleProcessFaults(logger: Logger): ProcessFaults {
     process.exit(1);
   };
 
+  // A SIGTERM's drain, sharing the crash's flush, may exit first: the crash's code still wins.
+  process.on('exit', () => {
+    if (crashing) process.exitCode = 1;
+  });
   process.on('uncaughtException', (error) => {
     void crash(error, `uncaught exception: ${describe(error)}`);
   });

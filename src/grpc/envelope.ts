@@ -114,3 +114,12 @@ export function nodeHeaders(headers: Headers): Record<string, string> {
 export function joined(chunks: Buffer[], length?: number): Buffer {
   return chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, length);
 }
+
+/** Whether a content type is gRPC's or gRPC-Web's (`application/grpc…`), in any case. */
+export function isGrpcFamily(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  return (
+    contentType.startsWith('application/grpc') ||
+    contentType.slice(0, 16).toLowerCase() === 'application/grpc'
+  );
+}

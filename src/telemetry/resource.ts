@@ -24,15 +24,22 @@ import {
  */
 export function createResource(config: Config): Resource {
   const ours = resourceFromAttributes({
-    [ATTR_SERVICE_NAME]: `${config.SERVICE_NAMESPACE}-${config.SERVICE_ROLE}`,
-    [ATTR_SERVICE_NAMESPACE]: config.SERVICE_NAMESPACE,
-    [ATTR_SERVICE_VERSION]: packageJson.version,
+    ...serviceIdentity(config.SERVICE_NAMESPACE, config.SERVICE_ROLE),
     [ATTR_SERVICE_INSTANCE_ID]: randomUUID(),
     [ATTR_DEPLOYMENT_ENVIRONMENT_NAME]: config.DEPLOYMENT_ENVIRONMENT,
   });
   const detectors: ResourceDetector[] = [envDetector];
   if (config.onCloudRun) detectors.push(createCloudRunDetector({ env: process.env }));
   return ours.merge(detectResources({ detectors }));
+}
+
+/** The service's name (`greeter-api`), namespace and version, before OTEL_* overrides. */
+export function serviceIdentity(namespace: string, role: string): Record<string, string> {
+  return {
+    [ATTR_SERVICE_NAME]: `${namespace}-${role}`,
+    [ATTR_SERVICE_NAMESPACE]: namespace,
+    [ATTR_SERVICE_VERSION]: packageJson.version,
+  };
 }
 
 /**
