@@ -1,8 +1,10 @@
-import type { MessageInitShape } from '@bufbuild/protobuf';
+import { connect, constants } from 'node:http2';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ReceivedSpan } from '../tools/otlp-receiver/index.ts';
-import type { ScriptSchema } from './fixtures/streaming-test-service.js';
+import { ScriptSchema } from './fixtures/streaming-test-service.js';
 import {
   inTrace,
   type Protocol,
@@ -442,5 +444,76 @@ describe('the api’s CLIENT spans of streaming calls', () => {
     expect(client.status.code).toBe('ERROR');
     expect(client.attributes['rpc.status_code']).toBe('CANCELLED');
     expect(client.durationMs).toBeLessThan(3_000);
+  });
+});
+
+describe('calls the client resets, sent with raw HTTP/2', () => {
+  const WAIT = 'streaming_test.v1.StreamingTestService/Wait';
+
+  function framed(script: MessageInitShape<typeof ScriptSchema>): Buffer {
+    const message = toBinary(ScriptSchema, create(ScriptSchema, script));
+    const frame = Buffer.alloc(5 + message.byteLength);
+    frame.writeUInt32BE(message.byteLength, 1);
+    frame.set(message, 5);
+    return frame;
+  }
+
+  /** Sends `scripts` without ending the request, then resets the stream with `code`. */
+  async function resetMidCall(
+    path: string,
+    list: MessageInitShape<typeof ScriptSchema>[],
+    code: number,
+    traceparent: string,
+  ): Promise<void> {
+    const session = connect(stack.url);
+    session.on('error', () => {});
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': `/${path}`,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      traceparent,
+    });
+    stream.on('error', () => {});
+    for (const script of list) stream.write(framed(script));
+    await sleep(150);
+    const closed = new Promise((resolve) => stream.once('close', resolve));
+    stream.close(code);
+    await closed;
+    session.close();
+  }
+
+  it.each([
+    ['CANCEL', constants.NGHTTP2_CANCEL],
+    // What Connect's clients send at their own deadline.
+    ['INTERNAL_ERROR', constants.NGHTTP2_INTERNAL_ERROR],
+  ])('a unary call reset with %s is CANCELLED, not a server fault', async (_name, code) => {
+    const parent = newTraceParent();
+    await resetMidCall(WAIT, [{ text: 'slow', intervalMs: 5_000 }], code, parent.header);
+    const server = serverSpan(await stack.spansOf(parent.traceId, hasServerSpan));
+    expect(server.attributes['rpc.status_code']).toBe('CANCELLED');
+    expect(server.status.code).not.toBe('ERROR');
+    expect(await stack.accessLineOf(parent.traceId)).toMatchObject({ severity: 'INFO' });
+  });
+
+  it('a gRPC content type in upper case is traced as gRPC', async () => {
+    const parent = newTraceParent();
+    const session = connect(stack.url);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': `/${WAIT}`,
+        'content-type': 'Application/GRPC',
+        te: 'trailers',
+        traceparent: parent.header,
+      });
+      stream.end(framed({ text: 'hi' }));
+      stream.resume();
+      await new Promise((resolve) => stream.once('close', resolve));
+    } finally {
+      session.close();
+    }
+    const server = serverSpan(await stack.spansOf(parent.traceId, hasServerSpan));
+    expect(server.attributes['rpc.system.name']).toBe('grpc');
   });
 });

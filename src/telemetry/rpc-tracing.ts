@@ -35,6 +35,7 @@ import {
   grpcCodeName,
   isServerFault,
 } from '../errors/status.js';
+import { isGrpcFamily } from '../grpc/envelope.js';
 import { withPropagatedAttributes } from './request-attributes.js';
 import { traceClientStream, traceServerStream } from './rpc-streams.js';
 import { RPC_METHOD_VALUE_OTHER, RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
@@ -70,7 +71,7 @@ function rpcMethod(req: { service: { typeName: string }; method: { name: string 
 }
 
 function rpcSystem(contentType: string | null): string {
-  return contentType?.startsWith('application/grpc')
+  return isGrpcFamily(contentType ?? undefined)
     ? RPC_SYSTEM_NAME_VALUE_GRPC
     : RPC_SYSTEM_NAME_VALUE_CONNECTRPC;
 }
@@ -145,23 +146,43 @@ async function finishFailed(
 
 /**
  * What the client is sent when a handler throws `thrown`, so that the span, the metric and the
- * access line say the same as the wire: a ConnectError as it is; an abort (a handler that
- * awaited something with its signal, e.g. `setTimeout(ms, v, { signal })`) as the reason the
- * signal aborted: the deadline (DEADLINE_EXCEEDED), the client's reset (CANCELLED, …); anything
- * else as Connect sends it, INTERNAL.
+ * access line say the same as the wire: an abort (a handler that awaited something with its
+ * signal, e.g. `setTimeout(ms, v, { signal })`, or threw the signal's reason) as why the signal
+ * aborted (see `abortOutcome`); a ConnectError as it is; anything else as Connect sends it,
+ * INTERNAL.
  */
 function servedError(thrown: unknown, signal: AbortSignal): ConnectError {
-  if (thrown instanceof ConnectError) return thrown;
-  if (signal.aborted && thrown instanceof Error && thrown.name === 'AbortError') {
-    return ConnectError.from(signal.reason, Code.Canceled);
+  if (
+    signal.aborted &&
+    (thrown === signal.reason || (thrown instanceof Error && thrown.name === 'AbortError'))
+  ) {
+    return abortOutcome(signal);
   }
+  if (thrown instanceof ConnectError) return thrown;
   return new ConnectError('internal error', Code.Internal, undefined, undefined, thrown);
 }
 
 /** Why Connect stopped reading a stream before its end: the client went away. */
 function abandonedError(signal: AbortSignal): ConnectError {
-  if (signal.aborted && signal.reason instanceof ConnectError) return signal.reason;
+  if (signal.aborted) return abortOutcome(signal);
   return new ConnectError('the client went away before the stream ended', Code.Canceled);
+}
+
+/**
+ * A call its signal ended: the server's deadline and a drain's notice as they are; anything
+ * else is the client leaving (a reset, whatever its code: Connect's clients reset with
+ * INTERNAL_ERROR at their own deadline), CANCELLED and not a server fault.
+ */
+function abortOutcome(signal: AbortSignal): ConnectError {
+  const { reason } = signal;
+  if (
+    reason instanceof ConnectError &&
+    (reason.code === Code.DeadlineExceeded || reason.code === Code.Unavailable)
+  ) {
+    return reason;
+  }
+  const message = reason instanceof Error ? reason.message : 'the client cancelled the call';
+  return new ConnectError(message, Code.Canceled, undefined, undefined, reason);
 }
 
 function serverCallDuration(meter: Meter): Histogram {
