@@ -274,6 +274,14 @@ describe('a caller that goes away', () => {
       await expect
         .poll(() => api.logs().find((line) => line.httpRequest !== undefined))
         .toMatchObject({ httpRequest: { status: 499 } });
+      // The access line is the request's one line: the cancelled call adds none after it. A
+      // probe's round trip is the barrier (probes write no line).
+      expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
+      const traceOf = (line: Record<string, unknown>) => line['logging.googleapis.com/trace'];
+      const accessLine = api.logs().find((line) => line.httpRequest !== undefined);
+      expect(api.logs().filter((line) => traceOf(line) === traceOf(accessLine ?? {}))).toEqual([
+        accessLine,
+      ]);
     } finally {
       await api.stop();
       silent.close();

@@ -54,6 +54,10 @@ describe('request hooks', () => {
     api.app.addHook('onResponse', async (request) => {
       request.log.info({ probe: 'on-response' }, 'response sent');
     });
+    // A route of a fork's own, with a path parameter (README, "Add a REST route").
+    api.app.get<{ Params: { name: string } }>('/farewell/:name', async (request) => ({
+      reply: `Goodbye ${request.params.name}!`,
+    }));
     url = await api.app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {
@@ -98,5 +102,18 @@ describe('request hooks', () => {
     const probe = () => logLines.slice(earlier).find((line) => line.probe === 'on-response');
     while (!probe() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     expect(probe()?.['logging.googleapis.com/trace']).toMatch(new RegExp(`/traces/${traceId}$`));
+  });
+
+  it('refuses a path parameter over 200 characters, counted once decoded, with a 414 problem', async () => {
+    const accepted = await fetch(`${url}/farewell/${encodeURIComponent('é'.repeat(200))}`);
+    expect(accepted.status).toBe(200);
+    const refused = await fetch(`${url}/farewell/${encodeURIComponent('é'.repeat(201))}`);
+    expect(refused.status).toBe(414);
+    expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await refused.json()).toMatchObject({
+      title: 'URI Too Long',
+      status: 414,
+      detail: 'A path parameter is longer than 200 characters: send long values in a body.',
+    });
   });
 });

@@ -15,6 +15,7 @@ import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/pr
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
 import { noteProblem } from '../telemetry/http-tracing.js';
+import { MAX_PARAM_LENGTH } from './fastify-options.js';
 import { isOversizedReply } from './grpc-unary-transport.js';
 
 /** Messages we send instead of the transport's own, which may name internal hosts. */
@@ -41,6 +42,13 @@ const FASTIFY_REFUSALS = new Map<string, Refusal>([
     {
       detail: () => 'The body must be JSON: send it with content-type: application/json.',
       headers: { accept: 'application/json' },
+    },
+  ],
+  [
+    'FST_ERR_MAX_PARAM_LENGTH',
+    {
+      detail: () =>
+        `A path parameter is longer than ${MAX_PARAM_LENGTH} characters: send long values in a body.`,
     },
   ],
   [

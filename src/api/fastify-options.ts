@@ -4,13 +4,19 @@ import { serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod
 type SchemaController = NonNullable<FastifyServerOptions['schemaController']>;
 type CompilersFactory = Required<NonNullable<SchemaController['compilersFactory']>>;
 
+/**
+ * The longest path parameter, in characters once percent-decoded: longer ones are refused with
+ * 414 before validation.
+ */
+export const MAX_PARAM_LENGTH = 200;
+
 /** What every Fastify instance of the api is built with: the api itself and its docs. */
 export function sharedFastifyOptions(logger: FastifyBaseLogger) {
   return {
     loggerInstance: logger,
     // One access line per request comes from the server span instead (with its trace ids).
     logController: new LogController({ disableRequestLogging: true }),
-    routerOptions: { maxParamLength: 200 },
+    routerOptions: { maxParamLength: MAX_PARAM_LENGTH },
     schemaController: zodSchemaController,
   } satisfies FastifyServerOptions;
 }

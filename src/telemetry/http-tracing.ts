@@ -254,7 +254,9 @@ function tracedOf(request: IncomingMessage): Traced | undefined {
  */
 export function noteProblem(request: IncomingMessage, detail: string, fault?: Error): boolean {
   const entry = tracedOf(request);
-  if (!entry || entry.ended) return false;
+  if (!entry) return false;
+  // Ended: its line is written already (the caller left first: 499), and the answer is moot.
+  if (entry.ended) return true;
   entry.problem = detail;
   entry.fault = fault;
   return true;
