@@ -11,7 +11,13 @@ import {
 } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
-import { type RoleProcess, runToExit, startRole } from './helpers/roles.js';
+import {
+  type RoleProcess,
+  runToExit,
+  startRole,
+  startRolesExporting,
+  type TracedRoles,
+} from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 /*
@@ -41,21 +47,17 @@ describe('requests: one log entry each', () => {
   let backend: RoleProcess;
   let api: RoleProcess;
 
+  let roles: TracedRoles | undefined;
+
   beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    const env = {
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    roles = await startRolesExporting({
       OTEL_BSP_SCHEDULE_DELAY: '50',
       OTEL_METRICS_EXPORTER: 'none',
-    };
-    backend = await startRole('backend', { env });
-    api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    });
+    ({ receiver, backend, api } = roles);
   });
 
-  afterAll(async () => {
-    await Promise.all([api?.stop(), backend?.stop()]);
-    await receiver?.close();
-  });
+  afterAll(() => roles?.stop());
 
   /** The request's lines once its access line is written (the last line of a request). */
   async function requestLines(role: RoleProcess, traceId: string): Promise<Line[]> {

@@ -2,11 +2,11 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
-import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import type { OtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transport.js';
 import type { ScriptSchema } from './fixtures/streaming-test-service.js';
 import { grpcCallTo, postGreet } from './helpers/http.js';
-import { type RoleProcess, startRole } from './helpers/roles.js';
+import { type RoleProcess, startRolesExporting, type TracedRoles } from './helpers/roles.js';
 import { type Protocol, startTracedBackend, type TracedBackend } from './helpers/traced-backend.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -260,20 +260,16 @@ describe('the production bundle', () => {
   let backend: RoleProcess;
   let api: RoleProcess;
 
+  let roles: TracedRoles | undefined;
+
   beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    const env = {
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    roles = await startRolesExporting({
       OTEL_BSP_SCHEDULE_DELAY: '100',
       GOOGLE_CLOUD_PROJECT: 'test-project',
-    };
-    backend = await startRole('backend', { env });
-    api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    });
+    ({ receiver, backend, api } = roles);
   });
-  afterAll(async () => {
-    await Promise.all([api?.stop(), backend?.stop()]);
-    await receiver?.close();
-  });
+  afterAll(() => roles?.stop());
 
   const backendAccessLine = async (traceId: string) => {
     const trace = `projects/test-project/traces/${traceId}`;

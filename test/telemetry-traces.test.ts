@@ -5,7 +5,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
-import { type RoleProcess, startRole } from './helpers/roles.js';
+import {
+  type RoleProcess,
+  startRole,
+  startRolesExporting,
+  type TracedRoles,
+} from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
 describe('one trace per request, end to end over h2c, exported over OTLP', () => {
@@ -13,21 +18,17 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   let backend: RoleProcess;
   let api: RoleProcess;
 
+  let roles: TracedRoles | undefined;
+
   beforeAll(async () => {
-    receiver = await startOtlpReceiver();
-    const env = {
-      OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+    roles = await startRolesExporting({
       OTEL_BSP_SCHEDULE_DELAY: '100',
       OTEL_METRIC_EXPORT_INTERVAL: '500',
       GOOGLE_CLOUD_PROJECT: 'test-project',
-    };
-    backend = await startRole('backend', { env });
-    api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
+    });
+    ({ receiver, backend, api } = roles);
   });
-  afterAll(async () => {
-    await Promise.all([api?.stop(), backend?.stop()]);
-    await receiver?.close();
-  });
+  afterAll(() => roles?.stop());
 
   const greet = (body: unknown, headers: Record<string, string> = {}) =>
     postGreet(api.url, body, headers);

@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { type OtlpReceiver, startOtlpReceiver } from '../../tools/otlp-receiver/index.ts';
 import { freePort } from './free-port.js';
 
 export type RoleProcess = {
@@ -142,4 +143,27 @@ export async function startRoles(
   const backend = await startRole('backend', { env });
   const api = await startRole('api', { env: { ...env, BACKEND_URL: backend.url } });
   return { backend, api };
+}
+
+export type TracedRoles = {
+  receiver: OtlpReceiver;
+  backend: RoleProcess;
+  api: RoleProcess;
+  /** Stops both roles (flushing their telemetry), then the receiver. */
+  stop(): Promise<void>;
+};
+
+/** `startRoles` exporting to a local OTLP receiver of their own. */
+export async function startRolesExporting(env: Record<string, string>): Promise<TracedRoles> {
+  const receiver = await startOtlpReceiver();
+  const { backend, api } = await startRoles({ ...env, OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url });
+  return {
+    receiver,
+    backend,
+    api,
+    async stop() {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
+    },
+  };
 }
