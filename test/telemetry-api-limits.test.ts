@@ -141,7 +141,38 @@ describe("exports within the Telemetry API's limits", () => {
     expect(routes.size).toBe(300);
   });
 
-  it('stops at the first refused part and reports the failure', async () => {
+  it('sends the other parts when one is refused for its content (400), and reports the failure', async () => {
+    let received = 0;
+    const server = createServer((req, res) => {
+      received++;
+      req.resume();
+      req.on('end', () => res.writeHead(received === 1 ? 400 : 200).end());
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const otlp = new OTLPTraceExporter({ url: `http://127.0.0.1:${port}/v1/traces` });
+      let result: number | undefined;
+      const exporter = spanExportWithinLimits(otlp, 100);
+      const recording: SpanExporter = {
+        export: (spans: ReadableSpan[], done) =>
+          exporter.export(spans, (r) => {
+            result = r.code;
+            done(r);
+          }),
+        shutdown: () => exporter.shutdown(),
+      };
+      // 50 spans of 13 attributes in parts of at most 100: 7 spans each, 8 parts.
+      await exportSpans(recording, 50);
+      expect(result).toBe(ExportResultCode.FAILED);
+      expect(received).toBe(8);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  it('stops at a part refused for anything else (403) and reports the failure', async () => {
     let received = 0;
     const server = createServer((req, res) => {
       received++;

@@ -23,9 +23,11 @@ export const TELEMETRY_API_LIMITS = {
 type Done = (result: ExportResult) => void;
 
 /**
- * Sends the parts of one export one after another; the first failure stops the rest and is the
- * result. The exporter's flush and shutdown wait for parts not yet sent: the SDK calls them as
- * soon as the export it knows of has started.
+ * Sends the parts of one export one after another; the first failure is the result. A part the
+ * endpoint refused for its content (400, 413: a span past a limit, say) does not stop the others;
+ * any other failure (the endpoint down, a permission) does, as the rest would fail alike. The
+ * exporter's flush and shutdown wait for parts not yet sent: the SDK calls them as soon as the
+ * export it knows of has started.
  */
 function exportInParts<T>(
   split: (whole: T) => readonly T[],
@@ -41,19 +43,28 @@ function exportInParts<T>(
       const { promise, resolve } = Promise.withResolvers<void>();
       pending.add(promise);
       let next = 0;
+      let failure: ExportResult | undefined;
       const sendNext = (result: ExportResult) => {
+        if (result.code !== ExportResultCode.SUCCESS) failure ??= result;
         const part = parts[next++];
-        if (result.code === ExportResultCode.SUCCESS && part !== undefined)
+        if (part !== undefined && (failure === undefined || othersMayGoThrough(result)))
           return send(part, sendNext);
         pending.delete(promise);
         resolve();
-        done(result);
+        done(failure ?? result);
       };
       sendNext({ code: ExportResultCode.SUCCESS });
     },
     shutdown: () => settled().then(() => inner.shutdown()),
     forceFlush: () => settled().then(() => inner.forceFlush?.()),
   };
+}
+
+/** After a part went through, or was refused for its content alone, the next may go through. */
+function othersMayGoThrough(result: ExportResult): boolean {
+  if (result.code === ExportResultCode.SUCCESS) return true;
+  const status = (result.error as { code?: unknown } | undefined)?.code;
+  return status === 400 || status === 413;
 }
 
 function countKeys(attributes: object | undefined): number {
