@@ -289,6 +289,41 @@ describe('a caller that goes away', () => {
   });
 });
 
+describe('a server fault that comes after the caller left', () => {
+  it('is still logged, with its stack, beside the 499 access line', async () => {
+    // A metadata server that never answers: the ID token for the (https) backend fails seconds
+    // after the caller, who gave up first, has gone.
+    let asked = 0;
+    const metadata = createTcpServer((socket) => {
+      asked++;
+      socket.on('error', () => {});
+    }).listen(0, '127.0.0.1');
+    await once(metadata, 'listening');
+    const { port } = metadata.address() as AddressInfo;
+    const api = await startRole('api', {
+      env: { BACKEND_URL: 'https://127.0.0.1:9', GCE_METADATA_HOST: `127.0.0.1:${port}` },
+    });
+    try {
+      const caller = new AbortController();
+      const answered = postGreet(api.url, { name: 'David' }, {}, caller.signal).catch(
+        (error: unknown) => error,
+      );
+      await expect.poll(() => asked, { timeout: 5_000 }).toBeGreaterThan(0);
+      caller.abort();
+      await answered;
+      await expect
+        .poll(() => api.logs().find((line) => line.httpRequest !== undefined))
+        .toMatchObject({ severity: 'INFO', httpRequest: { status: 499 } });
+      await expect
+        .poll(() => api.logs().find((line) => line.severity === 'ERROR'), { timeout: 15_000 })
+        .toMatchObject({ stack_trace: expect.any(String) });
+    } finally {
+      await api.stop();
+      metadata.close();
+    }
+  }, 30_000);
+});
+
 describe('start-up configuration', () => {
   it('refuses a missing or unknown SERVICE_ROLE, naming the valid roles', async () => {
     for (const env of [{}, { SERVICE_ROLE: 'frontend' }]) {

@@ -487,6 +487,8 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     ['CANCEL', constants.NGHTTP2_CANCEL],
     // What Connect's clients send at their own deadline.
     ['INTERNAL_ERROR', constants.NGHTTP2_INTERNAL_ERROR],
+    // Connect maps it to UNAVAILABLE, as the drain's notice is: still the client's doing.
+    ['REFUSED_STREAM', constants.NGHTTP2_REFUSED_STREAM],
   ])('a unary call reset with %s is CANCELLED, not a server fault', async (_name, code) => {
     const parent = newTraceParent();
     await resetMidCall(WAIT, [{ text: 'slow', intervalMs: 5_000 }], code, parent.header);

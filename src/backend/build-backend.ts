@@ -7,9 +7,10 @@ import {
 } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
-import { Code, ConnectError, type HandlerContext, type Interceptor } from '@connectrpc/connect';
+import type { HandlerContext, Interceptor } from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
+import { SERVER_SHUTTING_DOWN } from '../errors/status.js';
 import {
   applicationServices,
   createHealthStatus,
@@ -32,10 +33,9 @@ const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 const DRAIN_NOTICE_MS = 500;
 /**
  * How long calls still running then have before their handlers' signals abort with
- * SHUTTING_DOWN: streams that would otherwise hold the drain to its deadline and be cut.
+ * SERVER_SHUTTING_DOWN: streams that would otherwise hold the drain to its deadline and be cut.
  */
 const HANDLER_NOTICE_MS = 1_000;
-const SHUTTING_DOWN = new ConnectError('the server is shutting down; call again', Code.Unavailable);
 
 export type BackendDeps = {
   telemetry: Telemetry;
@@ -133,9 +133,9 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       for (const session of sessions) session.close();
       const notice = setTimeout(() => {
-        shutdown.abort(SHUTTING_DOWN);
+        shutdown.abort(SERVER_SHUTTING_DOWN);
         // Handlers that read their requests (client and bidi streams) see it there.
-        for (const request of connectCalls) failUnfinishedRequest(request, SHUTTING_DOWN);
+        for (const request of connectCalls) failUnfinishedRequest(request, SERVER_SHUTTING_DOWN);
       }, HANDLER_NOTICE_MS).unref();
       await closed;
       clearTimeout(notice);

@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net';
+import type { Interceptor } from '@connectrpc/connect';
 import { buildBackend } from '../backend/build-backend.js';
 import type { Config } from '../config.js';
 import { createTokenVerifier } from '../identity/token-verifier.js';
@@ -9,10 +10,12 @@ export async function startBackend(config: Config, telemetry: Telemetry): Promis
   const tokens = config.AUTH_VERIFY_TOKENS
     ? createTokenVerifier(config, telemetry.logger)
     : undefined;
+  // Per-request hooks: Connect interceptors, run inside each call's SERVER span.
+  const interceptors: Interceptor[] = [];
+  if (tokens) interceptors.push(tokens.recordCaller);
   const backend = buildBackend(config, {
     telemetry,
-    // Per-request hooks: Connect interceptors, run inside each call's SERVER span.
-    interceptors: tokens ? [tokens.recordCaller] : [],
+    interceptors,
     ...(tokens ? { requestGate: tokens.requestGate } : {}),
   });
   await new Promise<void>((resolve, reject) => {

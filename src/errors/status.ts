@@ -1,4 +1,4 @@
-import { Code } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
 
 type CodeFacts = { grpc: string; connect: string; httpStatus: number };
 
@@ -84,3 +84,13 @@ export const GREET_ON_PURPOSE_ERROR = Object.freeze({
   code: Code.Internal,
   message: 'greeting failed on purpose (with_error=true)',
 });
+
+/**
+ * What the backend aborts calls still running late in a drain with: UNAVAILABLE, which clients
+ * retry. This one object, so that telemetry can tell it from a client's REFUSED_STREAM reset,
+ * which Connect also maps to UNAVAILABLE.
+ */
+export const SERVER_SHUTTING_DOWN = new ConnectError(
+  'the server is shutting down; call again',
+  Code.Unavailable,
+);

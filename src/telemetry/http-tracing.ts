@@ -255,8 +255,9 @@ function tracedOf(request: IncomingMessage): Traced | undefined {
 export function noteProblem(request: IncomingMessage, detail: string, fault?: Error): boolean {
   const entry = tracedOf(request);
   if (!entry) return false;
-  // Ended: its line is written already (the caller left first: 499), and the answer is moot.
-  if (entry.ended) return true;
+  // Ended: its line is written already (the caller left first: 499). The answer is moot, but a
+  // server fault behind it still gets a line of its own.
+  if (entry.ended) return fault === undefined;
   entry.problem = detail;
   entry.fault = fault;
   return true;

@@ -34,6 +34,7 @@ import {
   connectCodeName,
   grpcCodeName,
   isServerFault,
+  SERVER_SHUTTING_DOWN,
 } from '../errors/status.js';
 import { isGrpcFamily } from '../grpc/envelope.js';
 import { withPropagatedAttributes } from './request-attributes.js';
@@ -171,13 +172,14 @@ function abandonedError(signal: AbortSignal): ConnectError {
 /**
  * A call its signal ended: the server's deadline and a drain's notice as they are; anything
  * else is the client leaving (a reset, whatever its code: Connect's clients reset with
- * INTERNAL_ERROR at their own deadline), CANCELLED and not a server fault.
+ * INTERNAL_ERROR at their own deadline, and REFUSED_STREAM maps to UNAVAILABLE too), CANCELLED
+ * and not a server fault.
  */
 function abortOutcome(signal: AbortSignal): ConnectError {
   const { reason } = signal;
   if (
-    reason instanceof ConnectError &&
-    (reason.code === Code.DeadlineExceeded || reason.code === Code.Unavailable)
+    reason === SERVER_SHUTTING_DOWN ||
+    (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded)
   ) {
     return reason;
   }
