@@ -141,12 +141,18 @@ describe("exports within the Telemetry API's limits", () => {
     expect(routes.size).toBe(300);
   });
 
-  it('sends the other parts when one is refused for its content (400), and reports the failure', async () => {
+  /**
+   * Exports 50 spans of 13 attributes in parts of at most 100 attributes (7 spans each, 8 parts)
+   * to an endpoint answering the nth request with `statusOf(n)`; what the export reported, and
+   * how many requests the endpoint received.
+   */
+  async function exportPartsTo(statusOf: (n: number) => number) {
     let received = 0;
     const server = createServer((req, res) => {
       received++;
+      const status = statusOf(received);
       req.resume();
-      req.on('end', () => res.writeHead(received === 1 ? 400 : 200).end());
+      req.on('end', () => res.writeHead(status).end());
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const { port } = server.address() as AddressInfo;
@@ -162,44 +168,24 @@ describe("exports within the Telemetry API's limits", () => {
           }),
         shutdown: () => exporter.shutdown(),
       };
-      // 50 spans of 13 attributes in parts of at most 100: 7 spans each, 8 parts.
       await exportSpans(recording, 50);
-      expect(result).toBe(ExportResultCode.FAILED);
-      expect(received).toBe(8);
+      return { result, received };
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
+  }
+
+  it('sends the other parts when one is refused for its content (400), and reports the failure', async () => {
+    const { result, received } = await exportPartsTo((n) => (n === 1 ? 400 : 200));
+    expect(result).toBe(ExportResultCode.FAILED);
+    expect(received).toBe(8);
   });
 
   it('stops at a part refused for anything else (403) and reports the failure', async () => {
-    let received = 0;
-    const server = createServer((req, res) => {
-      received++;
-      req.resume();
-      req.on('end', () => res.writeHead(403).end());
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    const { port } = server.address() as AddressInfo;
-    try {
-      const otlp = new OTLPTraceExporter({ url: `http://127.0.0.1:${port}/v1/traces` });
-      let result: number | undefined;
-      const exporter = spanExportWithinLimits(otlp, 100);
-      const recording: SpanExporter = {
-        export: (spans: ReadableSpan[], done) =>
-          exporter.export(spans, (r) => {
-            result = r.code;
-            done(r);
-          }),
-        shutdown: () => exporter.shutdown(),
-      };
-      await exportSpans(recording, 50);
-      expect(result).toBe(ExportResultCode.FAILED);
-      expect(received).toBe(1);
-    } finally {
-      server.closeAllConnections();
-      await new Promise((resolve) => server.close(resolve));
-    }
+    const { result, received } = await exportPartsTo(() => 403);
+    expect(result).toBe(ExportResultCode.FAILED);
+    expect(received).toBe(1);
   });
 
   it('is how the roles export: a shutdown flush of 1,000 spans arrives in requests within the limit', async () => {
