@@ -2,6 +2,9 @@ import * as z from 'zod';
 
 export const ROLES = ['api', 'backend'] as const;
 export type Role = (typeof ROLES)[number];
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export const LOG_FORMATS = ['json', 'pretty'] as const;
+export const DEFAULT_SERVICE_NAMESPACE = 'greeter';
 
 export const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
 
@@ -74,11 +77,9 @@ const EnvSchema = z.object({
     .pipe(z.number().max(65535, { error: 'must be a TCP port (0-65535)' }))
     .default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
-  LOG_LEVEL: lowerCase(
-    oneOf(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-  ),
-  LOG_FORMAT: oneOf(['json', 'pretty']).optional(),
-  SERVICE_NAMESPACE: z.string().min(1).default('greeter'),
+  LOG_LEVEL: lowerCase(oneOf(LOG_LEVELS).default('info')),
+  LOG_FORMAT: oneOf(LOG_FORMATS).optional(),
+  SERVICE_NAMESPACE: z.string().min(1).default(DEFAULT_SERVICE_NAMESPACE),
   DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
   SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),
   BACKEND_URL: serviceUrl.optional(),

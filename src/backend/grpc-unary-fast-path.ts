@@ -23,6 +23,7 @@ import {
   invokeUnaryImplementation,
 } from '@connectrpc/connect/protocol';
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
+import { isServerStop } from '../errors/status.js';
 import {
   ENVELOPE_HEADER_BYTES,
   frame,
@@ -205,11 +206,7 @@ const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError')
  * its deadline passed, or a drain told it to stop.
  */
 function stoppedByServer(thrown: unknown, context: HandlerContext): thrown is ConnectError {
-  return (
-    thrown instanceof ConnectError &&
-    (thrown.code === Code.DeadlineExceeded || thrown.code === Code.Unavailable) &&
-    context.signal.reason === thrown
-  );
+  return context.signal.reason === thrown && isServerStop(thrown);
 }
 
 /**

@@ -1,8 +1,6 @@
-import { ROLES } from '../config.js';
+import { DEFAULT_SERVICE_NAMESPACE, LOG_FORMATS, LOG_LEVELS, ROLES } from '../config.js';
 import { createLogger, type Logger } from '../telemetry/logger.js';
 import { serviceIdentity } from '../telemetry/resource.js';
-
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 /**
  * The logger for what happens before the configuration is known to be valid (a bad variable, a
@@ -11,18 +9,17 @@ const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
  * be told before the resource is.
  */
 export function createEarlyLogger(env: Record<string, string | undefined>): Logger {
-  const level = env.LOG_LEVEL?.toLowerCase() ?? '';
-  const format =
-    env.LOG_FORMAT === 'json' || env.LOG_FORMAT === 'pretty' ? env.LOG_FORMAT : undefined;
+  const level = LOG_LEVELS.find((known) => known === env.LOG_LEVEL?.toLowerCase()) ?? 'info';
+  const format = LOG_FORMATS.find((known) => known === env.LOG_FORMAT);
   const role = ROLES.find((known) => known === env.SERVICE_ROLE);
   const { 'service.name': ownName, ...rest } = serviceIdentity(
-    env.SERVICE_NAMESPACE || 'greeter',
+    env.SERVICE_NAMESPACE || DEFAULT_SERVICE_NAMESPACE,
     role ?? '',
   );
   const name = env.OTEL_SERVICE_NAME || (role && ownName);
   return createLogger({
     // A process that refuses to start says why, even when asked to be silent.
-    level: level === 'silent' ? 'fatal' : LEVELS.includes(level) ? level : 'info',
+    level: level === 'silent' ? 'fatal' : level,
     format,
     labels: { ...(name ? { 'service.name': name } : {}), ...rest },
     projectId: () => env.GOOGLE_CLOUD_PROJECT || 'unknown',

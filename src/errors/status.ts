@@ -94,3 +94,14 @@ export const SERVER_SHUTTING_DOWN = new ConnectError(
   'the server is shutting down; call again',
   Code.Unavailable,
 );
+
+/**
+ * Whether a call's signal aborted for the server's own reason: its deadline, or a drain's
+ * notice. Not a client's reset, whatever Connect maps its code to.
+ */
+export function isServerStop(reason: unknown): reason is ConnectError {
+  return (
+    reason === SERVER_SHUTTING_DOWN ||
+    (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded)
+  );
+}

@@ -84,7 +84,8 @@ export function traceClientStream<T>(
     signal.removeEventListener('abort', onAbort);
     end(error);
   };
-  const onAbort = () => close(ConnectError.from(signal.reason, Code.Canceled));
+  const aborted = () => ConnectError.from(signal.reason, Code.Canceled);
+  const onAbort = () => close(aborted());
   if (signal.aborted) onAbort();
   else signal.addEventListener('abort', onAbort, { once: true });
   return {
@@ -97,11 +98,7 @@ export function traceClientStream<T>(
             if (result.done) close(undefined);
             return result;
           } catch (thrown) {
-            close(
-              signal.aborted
-                ? ConnectError.from(signal.reason, Code.Canceled)
-                : ConnectError.from(thrown),
-            );
+            close(signal.aborted ? aborted() : ConnectError.from(thrown));
             throw thrown;
           }
         },

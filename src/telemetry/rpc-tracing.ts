@@ -34,7 +34,7 @@ import {
   connectCodeName,
   grpcCodeName,
   isServerFault,
-  SERVER_SHUTTING_DOWN,
+  isServerStop,
 } from '../errors/status.js';
 import { isGrpcFamily } from '../grpc/envelope.js';
 import { withPropagatedAttributes } from './request-attributes.js';
@@ -177,12 +177,7 @@ function abandonedError(signal: AbortSignal): ConnectError {
  */
 function abortOutcome(signal: AbortSignal): ConnectError {
   const { reason } = signal;
-  if (
-    reason === SERVER_SHUTTING_DOWN ||
-    (reason instanceof ConnectError && reason.code === Code.DeadlineExceeded)
-  ) {
-    return reason;
-  }
+  if (isServerStop(reason)) return reason;
   const message = reason instanceof Error ? reason.message : 'the client cancelled the call';
   return new ConnectError(message, Code.Canceled, undefined, undefined, reason);
 }

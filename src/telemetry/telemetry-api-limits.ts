@@ -158,8 +158,5 @@ export function metricExportWithinLimits(
     (metrics, done) => inner.export(metrics, done),
     inner,
   );
-  return followAggregationChoices(inner, {
-    ...parts,
-    forceFlush: () => parts.forceFlush(),
-  });
+  return followAggregationChoices(inner, parts);
 }
