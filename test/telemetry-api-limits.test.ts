@@ -17,6 +17,7 @@ import {
 } from '@opentelemetry/sdk-trace';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
+  deliveredOf,
   metricExportWithinLimits,
   spanExportWithinLimits,
 } from '../src/telemetry/telemetry-api-limits.js';
@@ -143,8 +144,8 @@ describe("exports within the Telemetry API's limits", () => {
 
   /**
    * Exports 50 spans of 13 attributes in parts of at most 100 attributes (7 spans each, 8 parts)
-   * to an endpoint answering the nth request with `statusOf(n)`; what the export reported, and
-   * how many requests the endpoint received.
+   * to an endpoint answering the nth request with `statusOf(n)`; what the export reported (and
+   * how many spans it says went through), and how many requests the endpoint received.
    */
   async function exportPartsTo(statusOf: (n: number) => number) {
     let received = 0;
@@ -159,33 +160,38 @@ describe("exports within the Telemetry API's limits", () => {
     try {
       const otlp = new OTLPTraceExporter({ url: `http://127.0.0.1:${port}/v1/traces` });
       let result: number | undefined;
+      let delivered: number | undefined;
       const exporter = spanExportWithinLimits(otlp, 100);
       const recording: SpanExporter = {
         export: (spans: ReadableSpan[], done) =>
           exporter.export(spans, (r) => {
             result = r.code;
+            delivered = deliveredOf(r);
             done(r);
           }),
         shutdown: () => exporter.shutdown(),
       };
       await exportSpans(recording, 50);
-      return { result, received };
+      return { result, delivered, received };
     } finally {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
   }
 
-  it('sends the other parts when one is refused for its content (400), and reports the failure', async () => {
-    const { result, received } = await exportPartsTo((n) => (n === 1 ? 400 : 200));
+  it('sends the other parts when one is refused for its content (400), and reports the failure with what went through', async () => {
+    const { result, delivered, received } = await exportPartsTo((n) => (n === 1 ? 400 : 200));
     expect(result).toBe(ExportResultCode.FAILED);
     expect(received).toBe(8);
+    // The first part's 7 spans were refused; the other 43 arrived, and the lost count says so.
+    expect(delivered).toBe(43);
   });
 
   it('stops at a part refused for anything else (403) and reports the failure', async () => {
-    const { result, received } = await exportPartsTo(() => 403);
+    const { result, delivered, received } = await exportPartsTo(() => 403);
     expect(result).toBe(ExportResultCode.FAILED);
     expect(received).toBe(1);
+    expect(delivered).toBe(0);
   });
 
   it('is how the roles export: a shutdown flush of 1,000 spans arrives in requests within the limit', async () => {

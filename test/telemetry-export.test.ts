@@ -368,6 +368,37 @@ describe('metric export', () => {
   });
 });
 
+describe('export at shutdown', () => {
+  it('says what is lost when the endpoint is still unreachable as the process stops', async () => {
+    // Nothing listens there: the exporters retry past the shutdown flush's cap.
+    const endpoint = `http://127.0.0.1:${await freePort()}`;
+    const { backend, api } = await startRoles({
+      OTEL_EXPORTER_OTLP_ENDPOINT: endpoint,
+      SHUTDOWN_TIMEOUT_MS: '2000',
+    });
+    try {
+      expect(await greet(api.url)).toBe(200);
+      expect(await api.stop('SIGTERM')).toBe(0);
+      const lines = api.logs().filter((line) => line.severity === 'WARNING');
+      const check = "(check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)";
+      expect(lines.map((line) => [line.message, line.lost])).toEqual(
+        expect.arrayContaining([
+          [
+            `span export to ${endpoint} had not finished when the shutdown flush ended; 2 spans are lost with the process ${check}`,
+            2,
+          ],
+          [
+            `metric export to ${endpoint} had not finished when the shutdown flush ended; 1 exports are lost with the process ${check}`,
+            1,
+          ],
+        ]),
+      );
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+    }
+  });
+});
+
 describe('OTEL_* values it cannot use', () => {
   it('an exporter list with nothing usable falls back to the default, otlp, and says so', async () => {
     const receiver = await startOtlpReceiver();

@@ -3,23 +3,31 @@ import type { ExportResult } from '@opentelemetry/core';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
 import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
 import type { Logger } from './logger.js';
+import { deliveredOf } from './telemetry-api-limits.js';
 
-export type GuardedSpanExporter = SpanExporter & {
-  /** Whether exports currently succeed within `promptMs`: only then is it worth waiting for one. */
-  isPrompt(promptMs: number): boolean;
-};
+export type GuardedSpanExporter = SpanExporter &
+  ReportingExporter & {
+    /** Whether exports currently succeed within `promptMs`: only then is it worth waiting for one. */
+    isPrompt(promptMs: number): boolean;
+  };
 
 type ExportHealth = {
   readonly healthy: boolean;
-  /** Records one export's result; `lost` is what a failed export dropped. */
-  record(result: ExportResult, lost: number): void;
+  /** Records that an export carrying `size` items has started. */
+  started(size: number): void;
+  /** Records how an export carrying `size` items ended; `lost` is what a failure dropped. */
+  ended(result: ExportResult, size: number, lost: number): void;
+  /** At shutdown: one line for what is still in flight, or lost since exports failed. */
+  reportUnsent(): void;
 };
 
 /**
  * Keeps export trouble out of the logs' way: one line when exports start failing (with what to
- * check), one when they recover, with what was lost between. Written outside any request's
- * context: an export can run inside the request that flushed it (request mode), and the lines
- * are about the instance, not that request's trace.
+ * check), one when they recover, with what was lost between, and one at shutdown when exports
+ * are still failing or unfinished (the exporter retries past the shutdown's flush, so the
+ * process would otherwise exit with them in silence). Written outside any request's context: an
+ * export can run inside the request that flushed it (request mode), and the lines are about the
+ * instance, not that request's trace.
  */
 function exportHealth(
   logger: Logger,
@@ -29,31 +37,61 @@ function exportHealth(
 ): ExportHealth {
   let healthy = true;
   let lost = 0;
+  let inFlight = 0;
+  const warn = (fields: object, message: string) =>
+    context.with(ROOT_CONTEXT, () => logger.warn(fields, message));
   return {
     get healthy() {
       return healthy;
     },
-    record(result, dropped) {
+    started(size) {
+      inFlight += size;
+    },
+    ended(result, size, dropped) {
+      inFlight -= size;
       if (result.code === 0) {
         if (!healthy) {
-          const message = `${signal} export to ${target} recovered; ${lost} ${lostUnit} were lost`;
-          context.with(ROOT_CONTEXT, () => logger.warn({ lost, lostUnit }, message));
+          warn(
+            { lost, lostUnit },
+            `${signal} export to ${target} recovered; ${lost} ${lostUnit} were lost`,
+          );
         }
         healthy = true;
         lost = 0;
         return;
       }
       if (healthy) {
-        const message = `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`;
-        context.with(ROOT_CONTEXT, () => logger.warn({ error: result.error }, message));
+        warn(
+          { error: result.error },
+          `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (${CHECK})`,
+        );
       }
       healthy = false;
       lost += dropped;
     },
+    reportUnsent() {
+      if (inFlight > 0) {
+        const unsent = inFlight + lost;
+        warn(
+          { lost: unsent, lostUnit },
+          `${signal} export to ${target} had not finished when the shutdown flush ended; ${unsent} ${lostUnit} are lost with the process (${CHECK})`,
+        );
+      } else if (!healthy) {
+        warn(
+          { lost, lostUnit },
+          `${signal} export to ${target} was still failing at shutdown; ${lost} ${lostUnit} were lost`,
+        );
+      }
+    },
   };
 }
 
-/** Span export that reports its trouble once (see `exportHealth`) and knows whether it is prompt. */
+const CHECK = "check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles";
+
+/** An exporter that reports its trouble once (see `exportHealth`), and at shutdown. */
+export type ReportingExporter = { reportUnsent(): void };
+
+/** Span export that reports its trouble (see `exportHealth`) and knows whether it is prompt. */
 export function guardSpanExporter(
   inner: SpanExporter,
   logger: Logger,
@@ -71,32 +109,36 @@ export function guardSpanExporter(
     export(spans: ReadableSpan[], done: (result: ExportResult) => void) {
       const startedAt = performance.now();
       inFlight.add(startedAt);
+      health.started(spans.length);
       inner.export(spans, (result) => {
         inFlight.delete(startedAt);
         lastDurationMs = performance.now() - startedAt;
-        health.record(result, spans.length);
+        health.ended(result, spans.length, spans.length - deliveredOf(result));
         done(result);
       });
     },
+    reportUnsent: () => health.reportUnsent(),
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush?.() ?? Promise.resolve(),
   };
 }
 
-/** Metric export that reports its trouble once, like spans' (see `exportHealth`). */
+/** Metric export that reports its trouble like spans' (see `exportHealth`). */
 export function guardMetricExporter(
   inner: PushMetricExporter,
   logger: Logger,
   target: string,
-): PushMetricExporter {
+): PushMetricExporter & ReportingExporter {
   const health = exportHealth(logger, 'metric', target, 'exports');
-  const guarded: PushMetricExporter = {
+  const guarded = {
     export(metrics: ResourceMetrics, done: (result: ExportResult) => void) {
+      health.started(1);
       inner.export(metrics, (result) => {
-        health.record(result, 1);
+        health.ended(result, 1, 1);
         done(result);
       });
     },
+    reportUnsent: () => health.reportUnsent(),
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush(),
   };
@@ -104,10 +146,10 @@ export function guardMetricExporter(
 }
 
 /** A wrapping exporter keeps the choices of the one it wraps (delta or cumulative, say). */
-export function followAggregationChoices(
+export function followAggregationChoices<Outer extends PushMetricExporter>(
   inner: PushMetricExporter,
-  outer: PushMetricExporter,
-): PushMetricExporter {
+  outer: Outer,
+): Outer {
   if (inner.selectAggregationTemporality)
     outer.selectAggregationTemporality = inner.selectAggregationTemporality.bind(inner);
   if (inner.selectAggregation) outer.selectAggregation = inner.selectAggregation.bind(inner);

@@ -32,6 +32,7 @@ import {
   type GuardedSpanExporter,
   guardMetricExporter,
   guardSpanExporter,
+  type ReportingExporter,
 } from './export-guard.js';
 import { createLogger, type Logger } from './logger.js';
 import {
@@ -138,6 +139,7 @@ export async function startTelemetry(
     createRequestAttributesSpanProcessor(config.TELEMETRY_BAGGAGE_ATTRIBUTES),
   ];
   let otlp: GuardedSpanExporter | undefined;
+  const reporting: ReportingExporter[] = [];
   let tracerProvider: TracerProvider | undefined;
   let meterProvider: MeterProvider | undefined;
   if (!isSdkDisabled()) {
@@ -147,6 +149,7 @@ export async function startTelemetry(
         exporterChoices('OTEL_METRICS_EXPORTER', defaultMetrics),
         auth,
         logger,
+        reporting,
       );
       if (readers.length > 0) meterProvider = await createMeterProvider(resource, readers);
       const defaultExporter = config.onCloudRun || hasOtlpEndpoint('TRACES') ? 'otlp' : 'none';
@@ -159,6 +162,7 @@ export async function startTelemetry(
             logger,
             describeTarget('TRACES', auth),
           );
+          reporting.push(otlp);
           exporter = otlp;
         }
         processors.push(
@@ -216,9 +220,10 @@ export async function startTelemetry(
     }),
     shutdown(withinMs = SHUTDOWN_FLUSH_CAP_MS) {
       const capMs = Math.min(withinMs, SHUTDOWN_FLUSH_CAP_MS);
-      stopping ??= shutDownInOrder(tracerProvider, meterProvider, capMs).then(
-        () => new Promise<void>((resolve) => logger.flush(() => resolve())),
-      );
+      stopping ??= shutDownInOrder(tracerProvider, meterProvider, capMs).then(() => {
+        for (const exporter of reporting) exporter.reportUnsent();
+        return new Promise<void>((resolve) => logger.flush(() => resolve()));
+      });
       return stopping;
     },
   };
@@ -296,6 +301,7 @@ async function metricReaders(
   choices: readonly string[],
   auth: GoogleHeaders | undefined,
   logger: Logger,
+  reporting: ReportingExporter[],
 ): Promise<MetricReader[]> {
   if (choices.length === 0) return [];
   const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import(
@@ -315,11 +321,13 @@ async function metricReaders(
           : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
               options,
             );
-      exporter = guardMetricExporter(
+      const guarded = guardMetricExporter(
         metricExportWithinLimits(otlp),
         logger,
         describeTarget('METRICS', auth),
       );
+      reporting.push(guarded);
+      exporter = guarded;
     } else {
       exporter = new ConsoleMetricExporter();
     }

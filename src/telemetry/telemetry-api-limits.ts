@@ -22,17 +22,27 @@ export const TELEMETRY_API_LIMITS = {
 
 type Done = (result: ExportResult) => void;
 
+/** A failed export's result that says how many of its items its other parts delivered. */
+type PartlyDelivered = ExportResult & { readonly delivered: number };
+
+/** How many items of a failed export went through all the same (in parts that succeeded). */
+export function deliveredOf(result: ExportResult): number {
+  return (result as Partial<PartlyDelivered>).delivered ?? 0;
+}
+
 /**
- * Sends the parts of one export one after another; the first failure is the result. A part the
- * endpoint refused for its content (400, 413: a span past a limit, say) does not stop the others;
- * any other failure (the endpoint down, a permission) does, as the rest would fail alike. The
- * exporter's flush and shutdown wait for parts not yet sent: the SDK calls them as soon as the
- * export it knows of has started.
+ * Sends the parts of one export one after another; the first failure is the result, with the
+ * number of items the other parts delivered (`deliveredOf`). A part the endpoint refused for its
+ * content (400, 413: a span past a limit, say) does not stop the others; any other failure (the
+ * endpoint down, a permission) does, as the rest would fail alike. The exporter's flush and
+ * shutdown wait for parts not yet sent: the SDK calls them as soon as the export it knows of has
+ * started.
  */
 function exportInParts<T>(
   split: (whole: T) => readonly T[],
   send: (part: T, done: Done) => void,
   inner: { shutdown(): Promise<void>; forceFlush?(): Promise<void> },
+  size: (part: T) => number = () => 0,
 ) {
   const pending = new Set<Promise<void>>();
   const settled = () => Promise.all(pending).then(() => undefined);
@@ -43,15 +53,20 @@ function exportInParts<T>(
       const { promise, resolve } = Promise.withResolvers<void>();
       pending.add(promise);
       let next = 0;
+      let sending: T | undefined;
+      let delivered = 0;
       let failure: ExportResult | undefined;
       const sendNext = (result: ExportResult) => {
         if (result.code !== ExportResultCode.SUCCESS) failure ??= result;
-        const part = parts[next++];
-        if (part !== undefined && (failure === undefined || othersMayGoThrough(result)))
-          return send(part, sendNext);
+        else if (sending !== undefined) delivered += size(sending);
+        sending = parts[next++];
+        if (sending !== undefined && (failure === undefined || othersMayGoThrough(result)))
+          return send(sending, sendNext);
         pending.delete(promise);
         resolve();
-        done(failure ?? result);
+        if (!failure) return done(result);
+        const partly: PartlyDelivered = { ...failure, delivered };
+        done(partly);
       };
       sendNext({ code: ExportResultCode.SUCCESS });
     },
@@ -145,6 +160,7 @@ export function spanExportWithinLimits(
     (spans) => splitSpans(spans, limit),
     (spans, done) => inner.export(spans, done),
     inner,
+    (spans) => spans.length,
   );
 }
 
