@@ -112,6 +112,11 @@ const EnvSchema = z.object({
         .max(60_000, { error: 'must be at most 60000 ms' }),
     )
     .default(API_LIMIT_DEFAULTS.OVERLOAD_SAMPLE_INTERVAL_MS),
+  TRUSTED_PROXY_HOPS: wholeNumber(
+    'must be a whole number of proxies in front (1 on Cloud Run, 2 behind an external load balancer)',
+  )
+    .pipe(z.number().max(10, { error: 'must be at most 10' }))
+    .default(1),
   GRPC_REFLECTION: flag.default(true),
   GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
   AUTH_VERIFY_TOKENS: flag.default(false),

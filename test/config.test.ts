@@ -57,6 +57,7 @@ describe('parseConfig', () => {
         LOG_LEVEL: 'loud',
         TELEMETRY_EXPORT_MODE: 'sometimes',
         BACKEND_MAX_ATTEMPTS: '0',
+        TRUSTED_PROXY_HOPS: 'lb',
         GRPC_REFLECTION: 'maybe',
       }),
     ).toEqual([
@@ -64,6 +65,7 @@ describe('parseConfig', () => {
       'PORT: must be a TCP port (0-65535) (got "70000")',
       'LOG_LEVEL: must be one of: fatal, error, warn, info, debug, trace, silent (got "loud")',
       'BACKEND_MAX_ATTEMPTS: must be at least 1 (1 means no retry) (got "0")',
+      'TRUSTED_PROXY_HOPS: must be a whole number of proxies in front (1 on Cloud Run, 2 behind an external load balancer) (got "lb")',
       'GRPC_REFLECTION: must be true or false (got "maybe")',
       'TELEMETRY_EXPORT_MODE: must be one of: batch, request (got "sometimes")',
     ]);

@@ -35,6 +35,14 @@ function linesOfTrace(role: RoleProcess, traceId: string): Line[] {
   return role.logs().filter((line) => String(line[TRACE] ?? '').endsWith(`/traces/${traceId}`));
 }
 
+/** The lines of a request's trace, once its access line is there. */
+async function requestLines(role: RoleProcess, traceId: string): Promise<Line[]> {
+  await expect
+    .poll(() => linesOfTrace(role, traceId).some((line) => line.httpRequest), { timeout: 10_000 })
+    .toBe(true);
+  return linesOfTrace(role, traceId);
+}
+
 function jsonLines(stdout: string): Line[] {
   return stdout
     .split('\n')
@@ -60,13 +68,6 @@ describe('requests: one log entry each', () => {
   afterAll(() => roles?.stop());
 
   /** The request's lines once its access line is written (the last line of a request). */
-  async function requestLines(role: RoleProcess, traceId: string): Promise<Line[]> {
-    await expect
-      .poll(() => linesOfTrace(role, traceId).some((line) => line.httpRequest), { timeout: 10_000 })
-      .toBe(true);
-    return linesOfTrace(role, traceId);
-  }
-
   it('a 500 is one ERROR entry, the access line, with the stack at the top for Error Reporting', async () => {
     const parent = newTraceParent();
     const response = await postGreet(
@@ -175,6 +176,43 @@ describe('clientAddress', () => {
     ['203.0.113.7, forged', undefined, undefined],
   ])('X-Forwarded-For %j from %s: %s', (header, peer, expected) => {
     expect(clientAddress(header, peer)).toBe(expected);
+  });
+
+  it.each([
+    // Behind an external Application Load Balancer: <caller's>,<client>,<balancer>.
+    [2, '203.0.113.7,198.51.100.20,192.0.2.1', '198.51.100.20'],
+    [2, '198.51.100.20, 192.0.2.1', '198.51.100.20'],
+    // Round the balancer, straight to the front end: one entry, the client's.
+    [2, '198.51.100.20', '198.51.100.20'],
+    [3, '198.51.100.20,192.0.2.1', '198.51.100.20'],
+    [2, 'forged,192.0.2.1', '169.254.1.1'],
+    // No proxy trusted: the socket's peer, whatever the header says.
+    [0, '198.51.100.20', '169.254.1.1'],
+  ])('%i trusted hops, X-Forwarded-For %j: %s', (hops, header, expected) => {
+    expect(clientAddress(header, '169.254.1.1', hops)).toBe(expected);
+  });
+});
+
+describe('TRUSTED_PROXY_HOPS', () => {
+  it('behind an external load balancer (2), remoteIp is the entry before the balancer', async () => {
+    const api = await startRole('api', {
+      env: { BACKEND_URL: 'http://127.0.0.1:1', TRUSTED_PROXY_HOPS: '2' },
+    });
+    try {
+      const parent = newTraceParent();
+      const response = await fetch(`${api.url}/no-such-route`, {
+        headers: {
+          traceparent: parent.header,
+          'x-forwarded-for': '203.0.113.7, 198.51.100.20, 192.0.2.1',
+        },
+      });
+      expect(response.status).toBe(404);
+      await response.arrayBuffer();
+      const [line] = await requestLines(api, parent.traceId);
+      expect(line?.httpRequest).toMatchObject({ status: 404, remoteIp: '198.51.100.20' });
+    } finally {
+      await api.stop();
+    }
   });
 });
 

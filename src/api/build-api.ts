@@ -32,6 +32,8 @@ export type ApiDeps = {
   requestHooks?: readonly RequestHook<FastifyRequest>[];
   /** Timeouts and load shedding; `Config` carries them (HTTP_*_TIMEOUT_MS, OVERLOAD_*). */
   limits?: ApiLimits;
+  /** Proxies in front that append to `X-Forwarded-For` (TRUSTED_PROXY_HOPS): 1 on Cloud Run. */
+  trustedProxyHops?: number;
 };
 
 export type Api = {
@@ -47,12 +49,15 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     backend,
     requestHooks = [enduserFromHeader('x-user-id')],
     limits = API_LIMIT_DEFAULTS,
+    trustedProxyHops = 1,
   } = deps;
-  const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, (url) =>
-    UNTRACED_PATHS.some(
-      (path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`),
-    ),
-  );
+  const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, {
+    untracedPaths: (url) =>
+      UNTRACED_PATHS.some(
+        (path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`),
+      ),
+    trustedProxyHops,
+  });
   let draining = false;
 
   const app = Fastify({

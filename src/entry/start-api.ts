@@ -18,7 +18,12 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
       ? { credentials: createIdTokenCredentials(target.audience) }
       : {}),
   });
-  const { app, startDraining } = await buildApi({ telemetry, backend, limits: config });
+  const { app, startDraining } = await buildApi({
+    telemetry,
+    backend,
+    limits: config,
+    trustedProxyHops: config.TRUSTED_PROXY_HOPS,
+  });
   const address = await app.listen({ port: config.PORT, host: config.HOST });
   logListening(
     telemetry.logger,

@@ -99,8 +99,13 @@ class TracedRequest extends IncomingMessage {
 export function createHttpTracing(
   serverSpans: ServerSpans,
   meter: Meter,
-  untracedPaths: (path: string) => boolean,
+  options: {
+    untracedPaths: (path: string) => boolean;
+    /** Proxies in front that append to `X-Forwarded-For`: see `clientAddress`. */
+    trustedProxyHops: number;
+  },
 ): HttpTracing {
+  const { untracedPaths, trustedProxyHops } = options;
   const duration = meter.createHistogram(METRIC_HTTP_SERVER_REQUEST_DURATION, {
     unit: 's',
     description: 'Duration of HTTP server requests.',
@@ -117,7 +122,11 @@ export function createHttpTracing(
     const method = known ? original : HTTP_REQUEST_METHOD_VALUE_OTHER;
     const url = request.url ?? '/';
     const queryAt = url.indexOf('?');
-    const client = clientAddress(request.headers['x-forwarded-for'], request.socket.remoteAddress);
+    const client = clientAddress(
+      request.headers['x-forwarded-for'],
+      request.socket.remoteAddress,
+      trustedProxyHops,
+    );
     const scheme = firstValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: method,
@@ -264,19 +273,24 @@ export function noteProblem(request: IncomingMessage, detail: string, fault?: Er
 }
 
 /**
- * The address of the client, as far as it can be trusted. Cloud Run's front end appends the
- * address it took the request from to `X-Forwarded-For` (entries before it are whatever the
- * caller sent), and the socket's peer is the front end itself: so the last entry, when it is an
- * IP address; without the header (no proxy in front, as locally), the socket's peer.
+ * The address of the client, as far as it can be trusted. Each proxy in front appends the
+ * address it took the request from to `X-Forwarded-For` (entries before them are whatever the
+ * caller sent), and the socket's peer is the last proxy: so the entry `hops` from the end (the
+ * first entry when there are fewer, as for a request that came round the outer proxy), when it is
+ * an IP address. On Cloud Run, Google's front end is the one proxy; behind an external
+ * Application Load Balancer there are two. Without the header (no proxy, as locally), or with
+ * `hops` 0, the socket's peer.
  */
 export function clientAddress(
   forwardedFor: string | string[] | undefined,
   peer: string | undefined,
+  hops = 1,
 ): string | undefined {
   const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
-  if (!header) return peer;
-  const last = header.slice(header.lastIndexOf(',') + 1).trim();
-  return isIP(last) === 0 ? peer : last;
+  if (!header || hops === 0) return peer;
+  const entries = header.split(',');
+  const entry = (entries[Math.max(entries.length - hops, 0)] ?? '').trim();
+  return isIP(entry) === 0 ? peer : entry;
 }
 
 function firstValue(value: string | string[] | undefined): string | undefined {
