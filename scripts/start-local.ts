@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import { setTimeout as delay } from 'node:timers/promises';
 import { freePort, startLocalStack } from '../tools/local-stack/index.ts';
 import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 
@@ -12,14 +13,30 @@ const ports = { api: process.env.PORT ?? '8080', backend: process.env.BACKEND_PO
 const color = process.stdout.isTTY;
 const paint = (code: number, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
 
-const receiver = await startOtlpReceiver({ port: Number(process.env.OTLP_PORT ?? 4318) });
+/** A start that cannot go on: one line saying what to do, not a stack. */
+function fail(message: string): never {
+  process.stderr.write(`${paint(31, 'start failed:')} ${message}\n`);
+  process.exit(1);
+}
+
+const otlpPort = Number(process.env.OTLP_PORT ?? 4318);
+const receiver = await startOtlpReceiver({ port: otlpPort }).catch((error: Error) =>
+  fail(
+    `the trace receiver cannot listen on port ${otlpPort} (${error.message}): set OTLP_PORT to a free port.`,
+  ),
+);
 const printer = createTraceTreePrinter({
   color,
   write: (text) => process.stdout.write(`${text}\n`),
 });
 receiver.onSpans(printer.add);
 
-const children = new Set<ReturnType<typeof spawn>>();
+/**
+ * Ctrl-C reaches the whole process group, the roles too, and they start their drain on it:
+ * they are given time to finish before being sent SIGTERM (which they would log as ignored).
+ */
+let interrupted = false;
+const DRAIN_AFTER_CTRL_C_MS = 3_000;
 
 const stack = await startLocalStack({
   cloud,
@@ -37,7 +54,6 @@ const stack = await startLocalStack({
       env: { ...process.env, SERVICE_ROLE: role, HOST: '127.0.0.1', ...env },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
-    children.add(child);
     const tag = paint(role === 'api' ? 36 : 35, `[${role}]`.padEnd(9));
     let listening: ((url: string) => void) | undefined;
     const ready = new Promise<string>((resolve) => {
@@ -58,13 +74,21 @@ const stack = await startLocalStack({
     return {
       url,
       async stop() {
-        if (child.exitCode === null) {
+        if (interrupted && child.exitCode === null) {
+          await Promise.race([exited, delay(DRAIN_AFTER_CTRL_C_MS)]);
+        }
+        if (child.exitCode === null && child.signalCode === null) {
           child.kill('SIGTERM');
           await exited;
         }
       },
     };
   },
+}).catch(async (error: Error) => {
+  await receiver.close();
+  return fail(
+    `${error.message}. Its own lines above say why; if a port is taken, set PORT (the api's, ${ports.api}) or BACKEND_PORT (${ports.backend}).`,
+  );
 });
 
 const call = `curl -s${cloud ? ` --cacert ${stack.cloud?.caFile}` : ''} -X POST ${stack.apiUrl}/greet -H 'content-type: application/json' -d '{"name":"David"}'`;
@@ -117,5 +141,8 @@ const stopAll = async () => {
   await receiver.close();
   process.exit(0);
 };
-process.on('SIGINT', () => void stopAll());
+process.on('SIGINT', () => {
+  interrupted = true;
+  void stopAll();
+});
 process.on('SIGTERM', () => void stopAll());

@@ -1,5 +1,6 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { type AddressInfo, createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { promisify } from 'node:util';
@@ -81,4 +82,42 @@ describe('npm run start:cloud prints commands that work', () => {
     const body = JSON.parse(await run(failing ?? ''));
     expect(body).toMatchObject({ status: 500 });
   });
+});
+
+describe('npm start with a port already taken', () => {
+  it('says which port to change in one line and exits 1, leaving nothing running', async () => {
+    const taken = createServer();
+    await new Promise<void>((ready) => taken.listen(0, '127.0.0.1', ready));
+    const backendPort = String((taken.address() as AddressInfo).port);
+    const apiPort = String(await freePort());
+    try {
+      const launcher = spawn(process.execPath, ['scripts/start-local.ts'], {
+        cwd: REPO,
+        env: {
+          ...baseEnv(),
+          PORT: apiPort,
+          BACKEND_PORT: backendPort,
+          OTLP_PORT: String(await freePort()),
+          NO_COLOR: '1',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stderr = '';
+      launcher.stderr?.on('data', (chunk: Buffer) => {
+        stderr += chunk.toString();
+      });
+      launcher.stdout?.resume();
+      const [code] = await once(launcher, 'exit');
+      expect(code).toBe(1);
+      expect(stderr.trim()).toBe(
+        `start failed: backend exited with 1 before listening. Its own lines above say why; if a port is taken, set PORT (the api's, ${apiPort}) or BACKEND_PORT (${backendPort}).`,
+      );
+      // The api never started: its port is free.
+      const probe = createServer();
+      await new Promise<void>((ready) => probe.listen(Number(apiPort), '127.0.0.1', ready));
+      await new Promise((closed) => probe.close(closed));
+    } finally {
+      await new Promise((closed) => taken.close(closed));
+    }
+  }, 30_000);
 });
