@@ -288,8 +288,13 @@ export function clientAddress(
 ): string | undefined {
   const header = Array.isArray(forwardedFor) ? forwardedFor.join(',') : forwardedFor;
   if (!header || hops === 0) return peer;
-  const entries = header.split(',');
-  const entry = (entries[Math.max(entries.length - hops, 0)] ?? '').trim();
+  let end = header.length;
+  let start = header.lastIndexOf(',', end - 1) + 1;
+  for (let hop = 1; hop < hops && start > 0; hop++) {
+    end = start - 1;
+    start = header.lastIndexOf(',', end - 1) + 1;
+  }
+  const entry = header.slice(start, end).trim();
   return isIP(entry) === 0 ? peer : entry;
 }
 
