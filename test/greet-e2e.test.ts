@@ -65,7 +65,8 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
       title: 'Internal Server Error',
       status: 500,
       code: 'internal',
-      detail: 'greeting failed on purpose (with_error=true)',
+      // The backend's own message stays in the logs and the trace.
+      detail: 'The backend failed to answer. The failure was logged with this trace id.',
       instance: '/greet',
     });
     expect(JSON.stringify(body)).not.toMatch(/\bat .*\.js:\d+/);

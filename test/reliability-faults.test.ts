@@ -370,8 +370,12 @@ describe('the backend connection closed by the far side (GOAWAY, as Google load 
 /**
  * A test-only backend on h2c, written on node:http2 alone, whose Greet answers by the name asked
  * for: `big` with a reply over the api's read limit (4 MiB), `quota` with a RESOURCE_EXHAUSTED of
- * its own, `calm` with an ENHANCE_YOUR_CALM reset; any other name with a greeting.
+ * its own, `calm` with an ENHANCE_YOUR_CALM reset, `leak` with an INTERNAL whose message names an
+ * internal host, `missing` with a NOT_FOUND meant for the caller, `garbage` with a reply that is
+ * no protobuf; any other name with a greeting.
  */
+const LEAKY_MESSAGE = 'connect ECONNREFUSED 10.8.0.3:5432 (db-primary.internal)';
+
 async function startOddBackend(): Promise<{ url: string }> {
   const server = createServer();
   const sessions = new Set<Http2Session>();
@@ -392,11 +396,24 @@ async function startOddBackend(): Promise<{ url: string }> {
         return;
       }
       const grpc = { ':status': 200, 'content-type': 'application/grpc' };
-      if (name === 'quota') {
+      const failures: Record<string, [Code, string]> = {
+        quota: [Code.ResourceExhausted, 'quota'],
+        leak: [Code.Internal, LEAKY_MESSAGE],
+        missing: [Code.NotFound, 'no greeting is on file for missing'],
+      };
+      const failure = failures[name];
+      if (failure) {
+        const [code, message] = failure;
         stream.respond(
-          { ...grpc, 'grpc-status': String(Code.ResourceExhausted), 'grpc-message': 'quota' },
+          { ...grpc, 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message) },
           { endStream: true },
         );
+        return;
+      }
+      if (name === 'garbage') {
+        stream.respond(grpc, { waitForTrailers: true });
+        stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+        stream.end(frame(Buffer.from([0x0a, 0x05])));
         return;
       }
       const reply = name === 'big' ? 'x'.repeat(4 * 1024 * 1024 + 1) : `Hello ${name}!!`;
@@ -469,6 +486,28 @@ describe('a backend reply over the read limit, a backend quota, a backend asking
     // The same session still serves: the oversized stream was cancelled, not the connection.
     expect((await ask(api.url, 'Ada')).status).toBe(200);
     expect(api.stderr()).toBe('');
+  });
+  it("a backend's fault reaches the caller as a generic detail, its message only the logs; a 4xx keeps the backend's message", async () => {
+    const odd = await startOddBackend();
+    const api = await role('api', { BACKEND_URL: odd.url });
+    const generic = 'The backend failed to answer. The failure was logged with this trace id.';
+    const leak = await ask(api.url, 'leak');
+    expect(leak.body).toMatchObject({ status: 500, code: 'internal', detail: generic });
+    expect(JSON.stringify(leak.body)).not.toContain('10.8.0.3');
+    // The api's own client failing to read the reply is no business of the caller's either.
+    const garbage = await ask(api.url, 'garbage');
+    expect(garbage.body).toMatchObject({ status: 500, code: 'internal', detail: generic });
+    // The message is in the request's one log line, for whoever investigates.
+    await eventually(() => {
+      const line = api.logs().find((entry) => JSON.stringify(entry).includes(leak.body.traceId));
+      expect(JSON.stringify(line?.error)).toContain(LEAKY_MESSAGE);
+    }, 5_000);
+    const missing = await ask(api.url, 'missing');
+    expect(missing.body).toMatchObject({
+      status: 404,
+      code: 'not_found',
+      detail: 'no greeting is on file for missing',
+    });
   });
 });
 

@@ -733,19 +733,51 @@ describe('slow clients (slowloris)', () => {
     await expectServing(slow);
   });
 
-  it('closes a request whose body trickles in with 408 after HTTP_REQUEST_TIMEOUT_MS', async () => {
-    const head = `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 200\r\n\r\n`;
+  /** The access line of the request whose trace id is `traceId`. */
+  const accessLine = (traceId: string) =>
+    eventually(() => {
+      const line = slow
+        .logs()
+        .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
+      expect(line?.httpRequest).toBeDefined();
+      return line;
+    }, 5_000);
+
+  it('closes a request whose body trickles in with 408 after HTTP_REQUEST_TIMEOUT_MS, and logs the 408', async () => {
+    const traceId = '5ce0e9a56015fec5aadfa328ae398115';
+    const head = `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 200\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n`;
     const client = drip(`${head}{"name":"${'a'.repeat(200)}`, 100, head.length);
     try {
       const result = await client.closed;
       expect(result.elapsedMs).toBeGreaterThan(REQUEST_TIMEOUT_MS - 100);
       expect(result.elapsedMs).toBeLessThan(REQUEST_TIMEOUT_MS + 3_000);
-      expectProblem(record(parseResponse(result.received)), 408);
+      const body = expectProblem(record(parseResponse(result.received)), 408);
+      // What the client got, not a caller that left (499).
+      expect(await accessLine(traceId)).toMatchObject({
+        httpRequest: { status: 408 },
+        problem: body.detail,
+      });
     } finally {
       client.socket.destroy();
     }
     await expectServing(slow);
   }, 15_000);
+
+  it('answers a broken chunk in the body with 400 and logs the 400', async () => {
+    const traceId = '6ce0e9a56015fec5aadfa328ae398116';
+    const client = drip(
+      `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nTransfer-Encoding: chunked\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n5\r\n{"nam\r\nZZ\r\n`,
+      0,
+      1_000,
+    );
+    try {
+      const result = await client.closed;
+      expectProblem(record(parseResponse(result.received)), 400);
+      expect(await accessLine(traceId)).toMatchObject({ httpRequest: { status: 400 } });
+    } finally {
+      client.socket.destroy();
+    }
+  });
 });
 
 describe('overload', () => {

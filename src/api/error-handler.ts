@@ -14,9 +14,17 @@ import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
-import { noteProblem } from '../telemetry/http-tracing.js';
+import { noteParserAnswer, noteProblem } from '../telemetry/http-tracing.js';
 import { MAX_PARAM_LENGTH } from './fastify-options.js';
 import { isOversizedReply } from './grpc-unary-transport.js';
+
+/**
+ * What a backend failure that is no fault of the caller's (a 5xx) says: the backend's own
+ * message, or the api's transport's, may name hosts, queries or files. It stays in the logs and
+ * the trace. The message of a code that is the caller's problem (a 4xx: `INVALID_ARGUMENT`,
+ * `NOT_FOUND`, …) is meant for the caller and is passed on.
+ */
+const BACKEND_FAULT = 'The backend failed to answer. The failure was logged with this trace id.';
 
 /** Messages we send instead of the transport's own, which may name internal hosts. */
 const SAFE_DETAIL: Partial<Record<Code, string>> = {
@@ -28,6 +36,8 @@ const SAFE_DETAIL: Partial<Record<Code, string>> = {
     'The backend refused this caller. Check that the api service account has roles/run.invoker on the backend service.',
   [Code.Canceled]: 'The request was canceled.',
   [Code.Unknown]: 'The backend failed in an unexpected way.',
+  [Code.Unimplemented]:
+    'The backend does not serve this call: the api and the backend may run different versions of the contract. The failure was logged with this trace id.',
 };
 
 type Refusal = {
@@ -139,9 +149,9 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
         { code: connectCodeName(error.code) },
       );
     }
-    return problem(codeToHttpStatus(error.code), SAFE_DETAIL[error.code] ?? error.rawMessage, {
-      code: connectCodeName(error.code),
-    });
+    const status = codeToHttpStatus(error.code);
+    const detail = SAFE_DETAIL[error.code] ?? (status >= 500 ? BACKEND_FAULT : error.rawMessage);
+    return problem(status, detail, { code: connectCodeName(error.code) });
   }
   const statusCode = (error as FastifyError).statusCode;
   if (statusCode !== undefined && statusCode >= 400 && statusCode < 500) {
@@ -189,6 +199,7 @@ export function createClientErrorHandler(logger: FastifyBaseLogger) {
     };
     // Debug only: scanners and slow clients would otherwise flood the logs.
     logger.debug({ code: error.code }, `connection rejected with ${status}`);
+    noteParserAnswer(socket, status, detail);
     writeProblemAndClose(socket, status, detail);
   };
 }

@@ -1,5 +1,5 @@
 import { createServer, IncomingMessage, type RequestListener, type Server } from 'node:http';
-import { isIP } from 'node:net';
+import { isIP, type Socket } from 'node:net';
 import { type Attributes, context, type Meter, type TextMapGetter } from '@opentelemetry/api';
 import {
   ATTR_CLIENT_ADDRESS,
@@ -86,9 +86,15 @@ type Traced = {
   /** The URL for the access line, with the same values redacted as in `url.query`. */
   loggedUrl: string;
   ended: boolean;
+  /** The status Node's parser answered with, writing to the socket itself (see `noteParserAnswer`). */
+  parserStatus: number | undefined;
 };
 
 const kTraced = Symbol('traced request');
+/** The traced request a connection is serving, for answers written past the response. */
+const kInFlight = Symbol('traced request in flight');
+
+type ServingSocket = Socket & { [kInFlight]?: Traced | undefined };
 
 /** The request with its span on a field of its own (a WeakMap costs the GC on every request). */
 class TracedRequest extends IncomingMessage {
@@ -159,6 +165,7 @@ export function createHttpTracing(
       route: undefined,
       loggedUrl,
       ended: false,
+      parserStatus: undefined,
     };
   }
 
@@ -230,11 +237,19 @@ export function createHttpTracing(
           }
           const entry = start(request);
           request[kTraced] = entry;
+          const socket: ServingSocket = request.socket;
+          socket[kInFlight] = entry;
           // Aborted or otherwise unanswered requests still end their span.
           response.once('close', () => {
+            if (socket[kInFlight] === entry) socket[kInFlight] = undefined;
             if (entry.ended) return;
-            const sent = response.headersSent;
-            void finish(entry, request, { statusCode: sent ? response.statusCode : 499 }, sent);
+            const statusCode = response.headersSent ? response.statusCode : entry.parserStatus;
+            void finish(
+              entry,
+              request,
+              { statusCode: statusCode ?? 499 },
+              statusCode !== undefined,
+            );
           });
           context.with(entry.span.context, handler, undefined, request, response);
         },
@@ -254,6 +269,18 @@ export function createHttpTracing(
 
 function tracedOf(request: IncomingMessage): Traced | undefined {
   return request instanceof TracedRequest ? request[kTraced] : undefined;
+}
+
+/**
+ * For an answer written straight to the socket when Node's parser refuses what follows the
+ * headers (a body too slow: 408; a broken chunk: 400): the request the connection was serving
+ * ends with that status and detail, not as one whose caller left.
+ */
+export function noteParserAnswer(socket: Socket, statusCode: number, detail: string): void {
+  const entry = (socket as ServingSocket)[kInFlight];
+  if (!entry || entry.ended) return;
+  entry.parserStatus = statusCode;
+  entry.problem = detail;
 }
 
 /**
