@@ -1,7 +1,9 @@
 import { once } from 'node:events';
 import { createServer as createTcpServer } from 'node:net';
 import { resolve } from 'node:path';
+import { Code } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grpcCodeName } from '../src/errors/status.js';
 import { clientAddress } from '../src/telemetry/http-tracing.js';
 import { createLogger, type Logger } from '../src/telemetry/logger.js';
 import {
@@ -127,6 +129,44 @@ describe('requests: one log entry each', () => {
     expect(lines[0]).not.toHaveProperty('stack_trace');
     expect(lines[0]).not.toHaveProperty('error');
   });
+
+  it.each([
+    ['a message shorter than its envelope says', {}, '00000000640a0161', Code.InvalidArgument],
+    ['a message that is no protobuf', {}, '00000000020a05', Code.Internal],
+    [
+      'a malformed grpc-timeout',
+      { 'grpc-timeout': '1x' },
+      '00000000030a0161',
+      Code.InvalidArgument,
+    ],
+    [
+      'an encoding the server lacks',
+      { 'grpc-encoding': 'zstd' },
+      '00000000030a0161',
+      Code.Unimplemented,
+    ],
+    ['two messages to a unary method', {}, '00000000030a016100000000030a0161', Code.Unimplemented],
+  ])(
+    'a gRPC call refused before its handler (%s) is one access line and a span too',
+    async (_, headers, hex, code) => {
+      const parent = newTraceParent();
+      await grpcCallTo(
+        backend.url,
+        '/backend_service.v1.BackendService/Greet',
+        { traceparent: parent.header, ...headers },
+        Buffer.from(hex, 'hex'),
+      );
+      const [line, ...others] = await requestLines(backend, parent.traceId);
+      expect(others).toEqual([]);
+      const status = grpcCodeName(code);
+      expect(line).toMatchObject({ rpc: { grpcStatus: status, grpcStatusCode: code } });
+      const spans = await receiver.waitForSpans((all) =>
+        all.some((span) => span.traceId === parent.traceId),
+      );
+      const server = spans.find((span) => span.traceId === parent.traceId);
+      expect(server?.attributes).toMatchObject({ 'rpc.status_code': status });
+    },
+  );
 
   it.each([
     ['no X-Forwarded-For: the socket peer', undefined, '127.0.0.1'],

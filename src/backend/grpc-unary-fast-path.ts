@@ -23,7 +23,6 @@ import {
   invokeUnaryImplementation,
 } from '@connectrpc/connect/protocol';
 import { parseTimeout, setTrailerStatus } from '@connectrpc/connect/protocol-grpc';
-import { isServerStop } from '../errors/status.js';
 import {
   ENVELOPE_HEADER_BYTES,
   frame,
@@ -108,30 +107,33 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       if (!settled) context.abort(resetError(request.stream.rstCode));
     });
     try {
+      // Its refusals end before any interceptor, as at Cloud Run's front end; it logs them.
+      if (options.requestGate) await options.requestGate(context);
       let call = spec;
-      let input: MessageShape<DescMessage> | undefined;
+      let input: MessageShape<DescMessage>;
       try {
-        if (options.requestGate) await options.requestGate(context);
         if (compression.error) throw compression.error;
         if (timeout.error) throw timeout.error;
         // The call's signal bounds the body too: its deadline, a drain's notice.
         const requestBody = await readBody(request, options.readMaxBytes, context.signal);
-        input = await singleMessage(spec.method.input, requestBody, {
+        const message = await singleMessage(spec.method.input, requestBody, {
           readMaxBytes: options.readMaxBytes,
           compression: compression.request,
           direction: 'input',
         });
+        if (!message) {
+          throw new ConnectError(
+            'protocol error: missing input message for unary method',
+            Code.Unimplemented,
+          );
+        }
+        input = message;
       } catch (thrown) {
-        if (!stoppedByServer(thrown, context)) throw thrown;
-        // Ended through the interceptors, as a handler watching its signal ends: traced alike.
+        // A request that cannot be read (its framing, encoding or deadline header, its
+        // message; the caller gone, the deadline, a drain) ends through the interceptors as a
+        // handler failing with that error would: traced, measured and logged alike.
         call = endedBy(spec, thrown);
         input = create(spec.method.input);
-      }
-      if (!input) {
-        throw new ConnectError(
-          'protocol error: missing input message for unary method',
-          Code.Unimplemented,
-        );
       }
       const output = await invokeUnaryImplementation(call, context, input, options.interceptors);
       body = await envelope(serialize(spec.method.output, output), compression.response);
@@ -202,18 +204,10 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
 
 /**
- * Whether the server ended the call before its request was read (during the gate or the body):
- * its deadline passed, or a drain told it to stop.
- */
-function stoppedByServer(thrown: unknown, context: HandlerContext): thrown is ConnectError {
-  return context.signal.reason === thrown && isServerStop(thrown);
-}
-
-/**
  * The call with an implementation that fails with `error`. The interceptors see an empty
- * request message, as none arrived; the SERVER span starts here, at the deadline.
+ * request message, as none was read; the SERVER span starts here, when the reading failed.
  */
-function endedBy(spec: UnarySpec, error: ConnectError): UnarySpec {
+function endedBy(spec: UnarySpec, error: unknown): UnarySpec {
   return {
     ...spec,
     impl() {

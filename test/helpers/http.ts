@@ -48,13 +48,14 @@ export async function postGreetTls(
 export const UNKNOWN_METHOD = 'backend_service.v1.BackendService/NoSuchMethod';
 
 /**
- * A gRPC call over h2c to `path` with an empty message: resolves with the grpc-status as soon
- * as a trailers-only answer (a failure decided before any message) arrives.
+ * A gRPC call over h2c to `path` with an empty message (or the raw `body`): resolves with the
+ * grpc-status as soon as a trailers-only answer (a failure decided before any message) arrives.
  */
 export async function grpcCallTo(
   baseUrl: string,
   path: string,
   headers: Record<string, string> = {},
+  body: Buffer = Buffer.alloc(5),
 ): Promise<string | undefined> {
   const session = connect(baseUrl);
   try {
@@ -65,7 +66,7 @@ export async function grpcCallTo(
       te: 'trailers',
       ...headers,
     });
-    stream.end(Buffer.alloc(5));
+    stream.end(body);
     const [answer] = (await once(stream, 'response')) as [Record<string, string | undefined>];
     stream.resume();
     return answer['grpc-status'];
