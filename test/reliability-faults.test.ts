@@ -372,7 +372,8 @@ describe('the backend connection closed by the far side (GOAWAY, as Google load 
  * for: `big` with a reply over the api's read limit (4 MiB), `quota` with a RESOURCE_EXHAUSTED of
  * its own, `calm` with an ENHANCE_YOUR_CALM reset, `leak` with an INTERNAL whose message names an
  * internal host, `missing` with a NOT_FOUND meant for the caller, `garbage` with a reply that is
- * no protobuf; any other name with a greeting.
+ * no protobuf, `denied` with a handler's PERMISSION_DENIED, `refused` with an HTTP 403 as Cloud
+ * Run's front end refuses a caller without the invoker role; any other name with a greeting.
  */
 const LEAKY_MESSAGE = 'connect ECONNREFUSED 10.8.0.3:5432 (db-primary.internal)';
 
@@ -400,6 +401,7 @@ async function startOddBackend(): Promise<{ url: string }> {
         quota: [Code.ResourceExhausted, 'quota'],
         leak: [Code.Internal, LEAKY_MESSAGE],
         missing: [Code.NotFound, 'no greeting is on file for missing'],
+        denied: [Code.PermissionDenied, 'user 42 may not be greeted'],
       };
       const failure = failures[name];
       if (failure) {
@@ -408,6 +410,10 @@ async function startOddBackend(): Promise<{ url: string }> {
           { ...grpc, 'grpc-status': String(code), 'grpc-message': encodeURIComponent(message) },
           { endStream: true },
         );
+        return;
+      }
+      if (name === 'refused') {
+        stream.respond({ ':status': 403, 'content-type': 'text/html' }, { endStream: true });
         return;
       }
       if (name === 'garbage') {
@@ -508,6 +514,46 @@ describe('a backend reply over the read limit, a backend quota, a backend asking
       code: 'not_found',
       detail: 'no greeting is on file for missing',
     });
+  });
+
+  it("a refusal of the api's own credentials is the api's failure (502, ERROR); a handler's PERMISSION_DENIED is the caller's (403)", async () => {
+    const odd = await startOddBackend();
+    const api = await role('api', { BACKEND_URL: odd.url });
+    const refusedDetail =
+      "The backend refused the api's credentials. The failure was logged with this trace id.";
+    // As Cloud Run's front end refuses a caller without roles/run.invoker.
+    const refused = await ask(api.url, 'refused');
+    expect(refused.body).toMatchObject({
+      status: 502,
+      code: 'permission_denied',
+      detail: refusedDetail,
+    });
+    const denied = await ask(api.url, 'denied');
+    expect(denied.body).toMatchObject({
+      status: 403,
+      code: 'permission_denied',
+      detail: 'user 42 may not be greeted',
+    });
+
+    // As the backend's own token check refuses a call that brings no ID token.
+    const checking = await role('backend', {
+      AUTH_VERIFY_TOKENS: 'true',
+      AUTH_AUDIENCE: 'https://greeter-backend.example',
+    });
+    const tokenless = await role('api', { BACKEND_URL: checking.url });
+    const noToken = await ask(tokenless.url, 'Ada');
+    expect(noToken.body).toMatchObject({
+      status: 502,
+      code: 'unauthenticated',
+      detail: refusedDetail,
+    });
+    await eventually(() => {
+      const line = tokenless
+        .logs()
+        .find((entry) => JSON.stringify(entry).includes(noToken.body.traceId));
+      expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 502 } });
+      expect(JSON.stringify(line?.error)).toContain('missing bearer token');
+    }, 5_000);
   });
 });
 

@@ -13,6 +13,7 @@ import type {
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
+import { isCallerRefusal } from '../identity/caller-refusal.js';
 import { isCredentialsError } from '../identity/id-token-credentials.js';
 import { noteParserAnswer, noteProblem } from '../telemetry/http-tracing.js';
 import { MAX_PARAM_LENGTH } from './fastify-options.js';
@@ -30,10 +31,6 @@ const BACKEND_FAULT = 'The backend failed to answer. The failure was logged with
 const SAFE_DETAIL: Partial<Record<Code, string>> = {
   [Code.Unavailable]: 'The backend service is unavailable. Try again shortly.',
   [Code.DeadlineExceeded]: 'The backend service did not answer in time.',
-  [Code.Unauthenticated]:
-    'The backend rejected our credentials. Check that the api service account can mint ID tokens for the backend URL (BACKEND_AUDIENCE).',
-  [Code.PermissionDenied]:
-    'The backend refused this caller. Check that the api service account has roles/run.invoker on the backend service.',
   [Code.Canceled]: 'The request was canceled.',
   [Code.Unknown]: 'The backend failed in an unexpected way.',
   [Code.Unimplemented]:
@@ -146,6 +143,15 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
       return problem(
         502,
         "The backend's reply was larger than the api accepts. Retrying will not help; the failure was logged with this trace id.",
+        { code: connectCodeName(error.code) },
+      );
+    }
+    // The backend refused the api itself: a service account or token setting of ours is wrong,
+    // whatever the caller sent (README "When something goes wrong").
+    if (isCallerRefusal(error)) {
+      return problem(
+        502,
+        "The backend refused the api's credentials. The failure was logged with this trace id.",
         { code: connectCodeName(error.code) },
       );
     }

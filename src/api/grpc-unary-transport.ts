@@ -27,6 +27,7 @@ import {
   webHeaders,
 } from '../grpc/envelope.js';
 import { grpcTimeout } from '../grpc/timeout.js';
+import { markCallerRefusal } from '../identity/caller-refusal.js';
 
 /** gRPC's default message size limit. */
 const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
@@ -213,7 +214,7 @@ async function unaryResponse(
 ): Promise<UnaryResponse> {
   const header = webHeaders(nodeHeader);
   const trailer = webHeaders(nodeTrailer);
-  const { headerError } = validateResponse(status, header);
+  const { headerError } = validateGrpcResponse(status, header);
   const encoding = header.get('grpc-encoding');
   if (encoding !== null && encoding.toLowerCase() !== 'identity') {
     throw new ConnectError(`unsupported response encoding "${encoding}"`, Code.Internal, header);
@@ -246,6 +247,21 @@ async function unaryResponse(
     );
   }
   return { stream: false, service: req.service, method: req.method, header, message, trailer };
+}
+
+/**
+ * Connect's check of the status and headers. Cloud Run's front end refuses a caller without an
+ * ID token, or without the invoker role, with an HTTP 401 or 403 of its own: marked as such.
+ */
+function validateGrpcResponse(status: number, header: Headers) {
+  try {
+    return validateResponse(status, header);
+  } catch (error) {
+    if (error instanceof ConnectError && (status === 401 || status === 403)) {
+      markCallerRefusal(error, 'front-end');
+    }
+    throw error;
+  }
 }
 
 /** Replies this transport refused for their size; see isOversizedReply. */

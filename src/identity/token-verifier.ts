@@ -11,6 +11,7 @@ import type { Config } from '../config.js';
 import { lazy } from '../lazy.js';
 import { INFRASTRUCTURE_SERVICES } from '../rpc/index.js';
 import type { Logger } from '../telemetry/logger.js';
+import { markCallerRefusal } from './caller-refusal.js';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
 
 const GOOGLE_ISSUERS = ['https://accounts.google.com', 'accounts.google.com'];
@@ -117,12 +118,13 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
       try {
         context.values.set(CALLER, await verify(context.requestHeader.get('authorization')));
       } catch (error) {
-        const { code, rawMessage } = ConnectError.from(error);
+        const refusal = ConnectError.from(error);
+        const { code, rawMessage } = refusal;
         logger.info(
           { rpc: `${context.service.typeName}/${context.method.name}`, code: Code[code] },
           `call refused: ${rawMessage}`,
         );
-        throw error;
+        throw code === Code.Unavailable ? refusal : markCallerRefusal(refusal, 'id-token');
       }
     },
     recordCaller: (next) => (request) => {
