@@ -373,7 +373,9 @@ describe('start-up configuration', () => {
         .map((line) => JSON.parse(line) as Record<string, unknown>)
         .filter((line) => line.severity === 'CRITICAL');
       expect(failures).toHaveLength(1);
-      expect(failures[0]?.message).toMatch(/^the backend role could not start: .*EADDRINUSE/);
+      expect(failures[0]?.message).toMatch(
+        /^the backend role could not start: .*EADDRINUSE.*: another process has that address; set PORT \(or HOST\) to a free one$/,
+      );
       expect(result.stderr).toBe('');
     } finally {
       taken.close();

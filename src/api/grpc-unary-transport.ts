@@ -21,6 +21,7 @@ import {
   ENVELOPE_HEADER_BYTES,
   frame,
   joined,
+  MAX_MESSAGE_BYTES,
   messageTooLarge,
   nodeHeaders,
   singleMessage,
@@ -29,8 +30,6 @@ import {
 import { grpcTimeout } from '../grpc/timeout.js';
 import { markCallerRefusal } from '../identity/caller-refusal.js';
 
-/** gRPC's default message size limit. */
-const DEFAULT_READ_MAX_BYTES = 4 * 1024 * 1024;
 const USER_AGENT = 'cloud-run-observable-services';
 
 type SessionManager = NonNullable<GrpcTransportOptions['sessionManager']>;
@@ -40,7 +39,6 @@ export type GrpcUnaryTransportOptions = {
   /** The one HTTP/2 session to the server, shared with other transports. */
   sessionManager: SessionManager;
   interceptors?: Interceptor[];
-  readMaxBytes?: number;
 };
 
 /**
@@ -54,7 +52,7 @@ export type GrpcUnaryTransportOptions = {
  */
 export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Transport {
   const { sessionManager } = options;
-  const readMaxBytes = options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES;
+  const readMaxBytes = MAX_MESSAGE_BYTES;
   const { origin, pathname } = new URL(options.baseUrl);
   const base = `${origin}${pathname.replace(/\/$/, '')}`;
   let streaming: Transport | undefined;
@@ -195,6 +193,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
       streaming ??= createGrpcTransport({
         baseUrl: options.baseUrl,
         sessionManager,
+        readMaxBytes,
         ...(options.interceptors ? { interceptors: options.interceptors } : {}),
       });
       return streaming.stream(method, signal, timeoutMs, header, input, contextValues);

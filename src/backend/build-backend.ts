@@ -11,6 +11,7 @@ import type { HandlerContext, Interceptor } from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
 import { SERVER_SHUTTING_DOWN } from '../errors/status.js';
+import { MAX_MESSAGE_BYTES } from '../grpc/envelope.js';
 import {
   applicationServices,
   createHealthStatus,
@@ -27,8 +28,6 @@ import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
 
-/** gRPC's default message size limit; larger messages get RESOURCE_EXHAUSTED. */
-const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
 /** How long probes and load balancers see NOT_SERVING before connections are told to go away. */
 const DRAIN_NOTICE_MS = 500;
 /**

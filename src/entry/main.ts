@@ -45,5 +45,9 @@ try {
   }
 } catch (error) {
   const reason = error instanceof Error ? error.message : String(error);
-  await faults.crash(error, `the ${role} role could not start: ${reason}`);
+  const hint =
+    (error as { code?: unknown }).code === 'EADDRINUSE'
+      ? ': another process has that address; set PORT (or HOST) to a free one'
+      : '';
+  await faults.crash(error, `the ${role} role could not start: ${reason}${hint}`);
 }

@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import type { Interceptor } from '@connectrpc/connect';
 import { buildBackend } from '../backend/build-backend.js';
@@ -18,10 +19,9 @@ export async function startBackend(config: Config, telemetry: Telemetry): Promis
     interceptors,
     ...(tokens ? { requestGate: tokens.requestGate } : {}),
   });
-  await new Promise<void>((resolve, reject) => {
-    backend.server.once('error', reject);
-    backend.server.listen(config.PORT, config.HOST, resolve);
-  });
+  backend.server.listen(config.PORT, config.HOST);
+  // Rejects on a listen error, and leaves no listener behind to swallow a later one.
+  await once(backend.server, 'listening');
   backend.serving();
   const { port } = backend.server.address() as AddressInfo;
   logListening(

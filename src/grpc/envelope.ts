@@ -12,6 +12,9 @@ import { type Compression, compressedFlag } from '@connectrpc/connect/protocol';
 
 export const ENVELOPE_HEADER_BYTES = 5;
 
+/** gRPC's default message size limit, both ways: larger messages get RESOURCE_EXHAUSTED. */
+export const MAX_MESSAGE_BYTES = 4 * 1024 * 1024;
+
 export function frame(data: Uint8Array, flags = 0): Buffer {
   const framed = Buffer.allocUnsafe(ENVELOPE_HEADER_BYTES + data.byteLength);
   framed.writeUInt8(flags, 0);
