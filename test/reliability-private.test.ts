@@ -1,5 +1,7 @@
 import { execFile } from 'node:child_process';
+import { createServer as createHttpServer } from 'node:http';
 import { connect, constants } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createConnectTransport, createGrpcTransport } from '@connectrpc/connect-node';
@@ -574,30 +576,52 @@ with grpc.insecure_channel(sys.argv[1]) as channel:
   });
 });
 
-describe('the token check when the signing certificates cannot be fetched', () => {
-  it('answers UNAVAILABLE (our fault, retryable), not UNAUTHENTICATED', async () => {
-    const metadata = await startMetadataServer({ serviceAccountEmail: CALLER });
-    const backend = await startRole('backend', {
-      env: {
-        AUTH_VERIFY_TOKENS: 'true',
-        AUTH_AUDIENCE: AUDIENCE,
-        AUTH_CERTS_URL: `http://127.0.0.1:${await freePort()}/certs`,
-      },
+describe('the token check when the signing certificates cannot be fetched or used', () => {
+  /** An AUTH_CERTS_URL serving Google's v3 format (JWK), which the check cannot use. */
+  async function jwkCertsUrl(): Promise<{ url: string; close(): Promise<void> }> {
+    const server = createHttpServer((_, response) => {
+      response.setHeader('content-type', 'application/json');
+      response.end(JSON.stringify({ keys: [{ kid: 'k1', kty: 'RSA', n: 'xyz', e: 'AQAB' }] }));
     });
-    try {
-      const client = createClient(BackendService, createGrpcTransport({ baseUrl: backend.url }));
-      const error = await client
-        .greet(
-          { name: 'Ada' },
-          { headers: { authorization: `Bearer ${metadata.mintIdToken(AUDIENCE)}` } },
-        )
-        .catch((e: unknown) => ConnectError.from(e));
-      expect(error).toBeInstanceOf(ConnectError);
-      expect((error as ConnectError).code).toBe(Code.Unavailable);
-      expect((error as ConnectError).rawMessage).toContain('AUTH_CERTS_URL');
-    } finally {
-      await backend.stop();
-      await metadata.close();
-    }
-  });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}/oauth2/v3/certs`,
+      close: () => new Promise((resolve) => server.close(() => resolve())),
+    };
+  }
+
+  it.each([
+    ['unreachable', undefined, 'AUTH_CERTS_URL'],
+    ['answering JWK (v3), not PEM (v1)', jwkCertsUrl, 'oauth2/v1/certs'],
+  ])(
+    '%s: answers UNAVAILABLE (our fault, retryable), not UNAUTHENTICATED, saying what to fix',
+    async (_, serve, fix) => {
+      const metadata = await startMetadataServer({ serviceAccountEmail: CALLER });
+      const served = await serve?.();
+      const backend = await startRole('backend', {
+        env: {
+          AUTH_VERIFY_TOKENS: 'true',
+          AUTH_AUDIENCE: AUDIENCE,
+          AUTH_CERTS_URL: served?.url ?? `http://127.0.0.1:${await freePort()}/certs`,
+        },
+      });
+      try {
+        const client = createClient(BackendService, createGrpcTransport({ baseUrl: backend.url }));
+        const error = await client
+          .greet(
+            { name: 'Ada' },
+            { headers: { authorization: `Bearer ${metadata.mintIdToken(AUDIENCE)}` } },
+          )
+          .catch((e: unknown) => ConnectError.from(e));
+        expect(error).toBeInstanceOf(ConnectError);
+        expect((error as ConnectError).code).toBe(Code.Unavailable);
+        expect((error as ConnectError).rawMessage).toContain(fix);
+      } finally {
+        await backend.stop();
+        await metadata.close();
+        await served?.close();
+      }
+    },
+  );
 });

@@ -59,7 +59,7 @@ export function createIdTokenCredentials(
       return token;
     } catch (error) {
       throw credentialsError(
-        `could not get a Google ID token for audience ${audience}: ${(error as Error).message}. ` +
+        `could not get a Google ID token for audience ${audience}: ${error instanceof Error ? error.message : String(error)}. ` +
           'On Cloud Run check the service account of this service; locally set ' +
           'GOOGLE_APPLICATION_CREDENTIALS to impersonated or service-account credentials.',
         error,

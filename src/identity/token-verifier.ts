@@ -76,7 +76,7 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
     } catch (error) {
       // Our failure, not the caller's: UNAVAILABLE, which callers retry.
       throw new ConnectError(
-        `cannot check ID tokens right now: ${(error as Error).message} (AUTH_CERTS_URL)`,
+        `cannot check ID tokens right now: ${error instanceof Error ? error.message : String(error)} (AUTH_CERTS_URL)`,
         Code.Unavailable,
       );
     }
@@ -144,6 +144,15 @@ function reasonOf(error: unknown): string {
   return (message.split(':', 1)[0] ?? '').slice(0, 120);
 }
 
+function isPemMap(value: unknown): value is Record<string, string> {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    !Array.isArray(value) &&
+    Object.values(value).every((pem) => typeof pem === 'string' && pem.includes('BEGIN'))
+  );
+}
+
 /** Google's signing certificates (or a local issuer's), fetched once an hour. */
 function createCertsCache(url: string): () => Promise<Record<string, string>> {
   let cached: { certs: Record<string, string>; fetchedAt: number } | undefined;
@@ -155,7 +164,12 @@ function createCertsCache(url: string): () => Promise<Record<string, string>> {
       const response = await fetch(url, { signal: AbortSignal.timeout(CERTS_FETCH_TIMEOUT_MS) });
       if (!response.ok)
         throw new Error(`fetching signing certificates from ${url} gave HTTP ${response.status}`);
-      const certs = (await response.json()) as Record<string, string>;
+      const certs: unknown = await response.json();
+      if (!isPemMap(certs)) {
+        throw new Error(
+          `${url} did not answer with PEM certificates by key id; AUTH_CERTS_URL takes Google's v1 format (https://www.googleapis.com/oauth2/v1/certs), not JWK (v3)`,
+        );
+      }
       cached = { certs, fetchedAt: Date.now() };
       return certs;
     })().finally(() => {
