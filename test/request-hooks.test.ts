@@ -83,7 +83,18 @@ describe('request hooks', () => {
     expect(spans.find((span) => span.name === 'POST /greet')?.attributes['app.tenant']).toBe(
       'acme',
     );
-    expect(logLines.some((line) => String(line.message).includes('hook threw'))).toBe(true);
+    // An ERROR line with the stack, for Error Reporting, in the request's trace; not an
+    // OpenTelemetry diagnostic that OTEL_LOG_LEVEL could silence.
+    const threw = logLines.find((line) => String(line.message).includes('hook threw'));
+    expect(threw).toMatchObject({
+      severity: 'ERROR',
+      message: 'a request hook threw; the request goes on without it',
+      error: { message: 'hook exploded' },
+    });
+    expect(threw?.stack_trace).toMatch(/^Error: hook exploded\n/);
+    expect(threw?.component).toBeUndefined();
+    const server = spans.find((span) => span.name === 'POST /greet');
+    expect(threw?.['logging.googleapis.com/trace']).toContain(server?.traceId);
   });
 
   it('runs hooks after the response inside the request’s trace', async () => {

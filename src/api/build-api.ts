@@ -8,11 +8,6 @@ import Fastify, {
 import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
-import {
-  logHookError,
-  type RequestHook,
-  runRequestHooks,
-} from '../telemetry/request-attributes.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
 import { createApiDocs } from './docs.js';
@@ -20,7 +15,7 @@ import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { parseJsonBody } from './json-body-parser.js';
-import { enduserFromHeader } from './request-hooks.js';
+import { enduserFromHeader, type RequestHook, runRequestHooks } from './request-hooks.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -29,7 +24,7 @@ export type ApiDeps = {
   telemetry: Telemetry;
   backend: BackendClient;
   /** Run at the start of every traced request, inside its span; see README "Telemetry". */
-  requestHooks?: readonly RequestHook<FastifyRequest>[];
+  requestHooks?: readonly RequestHook[];
   /** Timeouts and load shedding; `Config` carries them (HTTP_*_TIMEOUT_MS, OVERLOAD_*). */
   limits?: ApiLimits;
   /** Proxies in front that append to `X-Forwarded-For` (TRUSTED_PROXY_HOPS): 1 on Cloud Run. */
@@ -78,7 +73,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     // Also here, not only in onSend: the /docs handler answers on its own and skips onSend.
     if (draining) reply.header('connection', 'close');
     tracing.setRoute(request.raw, request.routeOptions.url);
-    if (tracing.spanOf(request.raw)) runRequestHooks(requestHooks, request, logHookError);
+    if (tracing.spanOf(request.raw)) runRequestHooks(requestHooks, request);
     done();
   });
   const errors = new WeakMap<FastifyRequest, Error>();

@@ -3,7 +3,6 @@ import {
   type Context,
   context,
   createContextKey,
-  diag,
   propagation,
   trace,
 } from '@opentelemetry/api';
@@ -68,23 +67,6 @@ export function withPropagatedAttributes(ctx: Context): Context {
   return propagation.setBaggage(ctx, baggage);
 }
 
-export type RequestHook<Request> = (request: Request) => void;
-
-/** Runs users' hooks so that a throwing hook is logged and never breaks the request. */
-export function runRequestHooks<Request>(
-  hooks: readonly RequestHook<Request>[],
-  request: Request,
-  onError: (error: unknown) => void,
-): void {
-  for (const hook of hooks) {
-    try {
-      hook(request);
-    } catch (error) {
-      onError(error);
-    }
-  }
-}
-
 /**
  * Copies the request's attributes and allow-listed baggage entries (received from the caller)
  * onto every span as it starts.
@@ -110,8 +92,4 @@ export function createRequestAttributesSpanProcessor(
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
-}
-
-export function logHookError(error: unknown): void {
-  diag.error('a request attributes hook threw; the request goes on without it', error);
 }
