@@ -6,7 +6,7 @@ export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', '
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const DEFAULT_SERVICE_NAMESPACE = 'greeter';
 
-export const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
+const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
 
 const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { error: `must be one of: ${values.join(', ')}` });

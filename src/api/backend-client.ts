@@ -14,7 +14,7 @@ import { createGrpcUnaryTransport } from './grpc-unary-transport.js';
 import { createRetryInterceptor } from './retry-interceptor.js';
 
 /** The original service's backoff: 100 ms doubling to 10 s, full jitter (UNAVAILABLE only). */
-export const RETRY_BACKOFF = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
+const RETRY_BACKOFF = Object.freeze({ initialBackoffMs: 100, maxBackoffMs: 10_000 });
 
 const READINESS_TIMEOUT_MS = 1_000;
 
@@ -36,7 +36,8 @@ export type BackendClientDeps = {
 /** Created once per process: one HTTP/2 session to the backend, reused by every call. */
 export function createBackendClient(target: BackendTarget, deps: BackendClientDeps): BackendClient {
   const manager = new Http2SessionManager(target.url, {
-    // Google's front end closes idle connections; a ping keeps ours honest between bursts.
+    // Google's front end closes idle connections: one unused for more than 30 s is checked with a
+    // PING before it carries a call (and pinged while calls are open), not kept alive by pings.
     pingIntervalMs: 30_000,
     pingIdleConnection: false,
     idleConnectionTimeoutMs: 5 * 60_000,

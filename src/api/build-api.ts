@@ -124,8 +124,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   await hardenApi(app, limits);
 
   const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
-  const hidden = { schema: { hide: true } };
-  app.get('/openapi.json', hidden, () => docs.document());
+  app.get('/openapi.json', () => docs.document());
   const serveDocs = async (request: FastifyRequest, reply: FastifyReply) => {
     const serve = await docs.uiHandler();
     // Headers set by this app's hooks (`connection: close` while draining) would be lost.
@@ -135,8 +134,8 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
     reply.hijack();
     serve(request.raw, reply.raw);
   };
-  app.get('/docs', hidden, serveDocs);
-  app.get('/docs/*', hidden, serveDocs);
+  app.get('/docs', serveDocs);
+  app.get('/docs/*', serveDocs);
 
   await app.register(healthRoutes, { backend, isDraining: () => draining });
   for (const route of routes) await app.register(route, { backend });

@@ -26,7 +26,7 @@ const IDEMPOTENCY_UNKNOWN = 0;
  * `NO_SIDE_EFFECTS`). A call that failed with UNAVAILABLE may still have reached the server, so
  * only these are retried.
  */
-export function isSafeToRepeat(method: DescMethod): boolean {
+function isSafeToRepeat(method: DescMethod): boolean {
   return method.idempotency !== IDEMPOTENCY_UNKNOWN;
 }
 

@@ -6,7 +6,10 @@ export type NameCheck = { ok: true; name: string } | { ok: false; problem: strin
 export function checkName(raw: string): NameCheck {
   const name = raw.trim();
   if (name.length === 0)
-    return { ok: false, problem: 'name is required (1-256 characters after trimming)' };
+    return {
+      ok: false,
+      problem: `name is required (1-${NAME_MAX_CHARACTERS} characters after trimming)`,
+    };
   // Characters are code points: an emoji or a CJK extension character counts once.
   let characters = 0;
   for (const _ of name) characters++;

@@ -3,17 +3,16 @@ import type { RouteDeps } from './route-deps.js';
 
 export type HealthDeps = RouteDeps & { isDraining: () => boolean };
 
-/** Probes: untagged, so they stay out of the OpenAPI document, and untraced. */
+/** Probes: untraced, and out of the OpenAPI document (it documents `routes` only). */
 export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (
   app,
   { backend, isDraining },
 ) => {
-  const hidden = { schema: { hide: true } };
-  app.get('/healthz', hidden, async (_request, reply) => {
+  app.get('/healthz', async (_request, reply) => {
     if (isDraining()) return reply.code(503).send({ status: 'draining' });
     return { status: 'ok' };
   });
-  app.get('/readyz', hidden, async (_request, reply) => {
+  app.get('/readyz', async (_request, reply) => {
     if (isDraining()) return reply.code(503).send({ status: 'draining' });
     if (!(await backend.isServing())) {
       return reply.code(503).header('retry-after', '1').send({ status: 'backend unavailable' });

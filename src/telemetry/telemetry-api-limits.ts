@@ -15,7 +15,7 @@ import { followAggregationChoices } from './export-guard.js';
  * metrics request. A busy instance's batch of 512 spans with a few attributes of one's own, or
  * the duration points of a service with many routes and status codes, reaches them.
  */
-export const TELEMETRY_API_LIMITS = {
+const TELEMETRY_API_LIMITS = {
   attributesPerResourceSpans: 8_192,
   pointsPerMetricsRequest: 200,
 } as const;
@@ -94,7 +94,7 @@ function attributesOf(span: ReadableSpan): number {
 }
 
 /** Batches of spans whose attributes, with their resource's, stay within `limit` each. */
-export function splitSpans(spans: ReadableSpan[], limit: number): ReadableSpan[][] {
+function splitSpans(spans: ReadableSpan[], limit: number): ReadableSpan[][] {
   const first = spans[0];
   if (!first) return [spans];
   const budget = limit - countKeys(first.resource.attributes);
@@ -116,7 +116,7 @@ export function splitSpans(spans: ReadableSpan[], limit: number): ReadableSpan[]
 }
 
 /** Metrics requests of at most `limit` data points each; a metric's points may span several. */
-export function splitMetrics(metrics: ResourceMetrics, limit: number): ResourceMetrics[] {
+function splitMetrics(metrics: ResourceMetrics, limit: number): ResourceMetrics[] {
   let total = 0;
   for (const scope of metrics.scopeMetrics)
     for (const metric of scope.metrics) total += metric.dataPoints.length;
