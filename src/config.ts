@@ -40,16 +40,6 @@ const millisecondsOrOff = (max: number) =>
     z.number().max(max, { error: `must be at most ${max} ms` }),
   );
 
-/** The api's HTTP server limits and load shedding; see docs/reliability.md. */
-export const API_LIMIT_DEFAULTS = Object.freeze({
-  HTTP_HEADERS_TIMEOUT_MS: 10_000,
-  HTTP_REQUEST_TIMEOUT_MS: 30_000,
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: 200,
-  OVERLOAD_SAMPLE_INTERVAL_MS: 1_000,
-});
-
-export type ApiLimits = Readonly<Record<keyof typeof API_LIMIT_DEFAULTS, number>>;
-
 /** A service's base URL: scheme, host and port only, so that nothing in it is silently dropped. */
 const serviceUrl = z
   .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
@@ -95,15 +85,9 @@ const EnvSchema = z.object({
         .max(10, { error: 'must be at most 10' }),
     )
     .default(5),
-  HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(
-    API_LIMIT_DEFAULTS.HTTP_HEADERS_TIMEOUT_MS,
-  ),
-  HTTP_REQUEST_TIMEOUT_MS: milliseconds(300_000).default(
-    API_LIMIT_DEFAULTS.HTTP_REQUEST_TIMEOUT_MS,
-  ),
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: millisecondsOrOff(60_000).default(
-    API_LIMIT_DEFAULTS.OVERLOAD_MAX_EVENT_LOOP_DELAY_MS,
-  ),
+  HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: milliseconds(300_000).default(30_000),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: millisecondsOrOff(60_000).default(200),
   OVERLOAD_SAMPLE_INTERVAL_MS: wholeNumber('must be a whole number of milliseconds')
     .pipe(
       z
@@ -111,7 +95,7 @@ const EnvSchema = z.object({
         .min(10, { error: 'must be at least 10 ms (the event-loop delay resolution)' })
         .max(60_000, { error: 'must be at most 60000 ms' }),
     )
-    .default(API_LIMIT_DEFAULTS.OVERLOAD_SAMPLE_INTERVAL_MS),
+    .default(1_000),
   TRUSTED_PROXY_HOPS: wholeNumber(
     'must be a whole number of proxies in front (1 on Cloud Run, 2 behind an external load balancer)',
   )

@@ -38,7 +38,7 @@ describe('request hooks', () => {
     });
     if (!config.backend) throw new Error('parseConfig gave the api no backend');
     backend = createBackendClient(config.backend, { telemetry });
-    api = await buildApi({
+    api = await buildApi(config, {
       telemetry,
       backend,
       requestHooks: [

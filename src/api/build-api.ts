@@ -5,7 +5,7 @@ import Fastify, {
   type FastifyRequest,
   type HTTPMethods,
 } from 'fastify';
-import { API_LIMIT_DEFAULTS, type ApiLimits } from '../config.js';
+import type { Config } from '../config.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
@@ -15,7 +15,7 @@ import { createClientErrorHandler, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { parseJsonBody } from './json-body-parser.js';
-import { enduserFromHeader, type RequestHook, runRequestHooks } from './request-hooks.js';
+import { type RequestHook, runRequestHooks } from './request-hooks.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -25,10 +25,6 @@ export type ApiDeps = {
   backend: BackendClient;
   /** Run at the start of every traced request, inside its span; see README "Telemetry". */
   requestHooks?: readonly RequestHook[];
-  /** Timeouts and load shedding; `Config` carries them (HTTP_*_TIMEOUT_MS, OVERLOAD_*). */
-  limits?: ApiLimits;
-  /** Proxies in front that append to `X-Forwarded-For` (TRUSTED_PROXY_HOPS): 1 on Cloud Run. */
-  trustedProxyHops?: number;
 };
 
 export type Api = {
@@ -37,21 +33,18 @@ export type Api = {
   startDraining(): void;
 };
 
-/** The public role: REST on Fastify, not yet listening. */
-export async function buildApi(deps: ApiDeps): Promise<Api> {
-  const {
-    telemetry,
-    backend,
-    requestHooks = [enduserFromHeader('x-user-id')],
-    limits = API_LIMIT_DEFAULTS,
-    trustedProxyHops = 1,
-  } = deps;
+/**
+ * The public role: REST on Fastify, not yet listening. `config` gives its limits and load
+ * shedding (HTTP_*_TIMEOUT_MS, OVERLOAD_*) and TRUSTED_PROXY_HOPS.
+ */
+export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
+  const { telemetry, backend, requestHooks = [] } = deps;
   const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, {
     untracedPaths: (url) =>
       UNTRACED_PATHS.some(
         (path) => url === path || url.startsWith(`${path}/`) || url.startsWith(`${path}?`),
       ),
-    trustedProxyHops,
+    trustedProxyHops: config.TRUSTED_PROXY_HOPS,
   });
   let draining = false;
 
@@ -121,7 +114,7 @@ export async function buildApi(deps: ApiDeps): Promise<Api> {
   });
 
   // After the tracing hook, so refused requests still get their span named; before the routes.
-  await hardenApi(app, limits);
+  await hardenApi(app, config);
 
   const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
   app.get('/openapi.json', () => docs.document());

@@ -3,7 +3,8 @@ import type { Duplex } from 'node:stream';
 import fastifyUnderPressure from '@fastify/under-pressure';
 import type { FastifyInstance } from 'fastify';
 import helmet from 'helmet';
-import type { ApiLimits } from '../config.js';
+import type { Config } from '../config.js';
+
 import { PROBE_PATHS } from '../routes/index.js';
 import {
   endWithProblem,
@@ -11,6 +12,15 @@ import {
   sendProblem,
   writeProblemAndClose,
 } from './error-handler.js';
+
+/** The api's HTTP server limits and load shedding; see docs/reliability.md. */
+type ApiLimits = Pick<
+  Config,
+  | 'HTTP_HEADERS_TIMEOUT_MS'
+  | 'HTTP_REQUEST_TIMEOUT_MS'
+  | 'OVERLOAD_MAX_EVENT_LOOP_DELAY_MS'
+  | 'OVERLOAD_SAMPLE_INTERVAL_MS'
+>;
 
 /** Idle time of a kept-alive connection: longer than common load balancers' (60 s). */
 const KEEP_ALIVE_TIMEOUT_MS = 65_000;

@@ -1,6 +1,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { createBackendClient } from '../api/backend-client.js';
 import { buildApi } from '../api/build-api.js';
+import { enduserFromHeader } from '../api/request-hooks.js';
 import type { Config } from '../config.js';
 import { createIdTokenCredentials } from '../identity/id-token-credentials.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
@@ -18,11 +19,12 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
       ? { credentials: createIdTokenCredentials(target.audience) }
       : {}),
   });
-  const { app, startDraining } = await buildApi({
+  const { app, startDraining } = await buildApi(config, {
     telemetry,
     backend,
-    limits: config,
-    trustedProxyHops: config.TRUSTED_PROXY_HOPS,
+    // Your hooks go here (README "Your own attributes"). This example trusts a header anyone
+    // can send: replace it with the id your authentication verified.
+    requestHooks: [enduserFromHeader('x-user-id')],
   });
   const address = await app.listen({ port: config.PORT, host: config.HOST });
   logListening(
