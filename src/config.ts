@@ -119,7 +119,6 @@ const EnvSchema = z.object({
   TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: flag.default(false),
   TELEMETRY_BAGGAGE_ATTRIBUTES: list.default(['enduser.id']),
   K_SERVICE: z.string().optional(),
-  K_REVISION: z.string().optional(),
   GOOGLE_CLOUD_PROJECT: z.string().optional(),
 });
 
@@ -168,7 +167,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     );
   }
   if (
-    ['true', '1'].includes(present.AUTH_VERIFY_TOKENS ?? '') &&
+    flag.safeParse(present.AUTH_VERIFY_TOKENS).data === true &&
     present.AUTH_AUDIENCE === undefined
   ) {
     problems.push(
