@@ -27,7 +27,12 @@ import {
   METRIC_HTTP_SERVER_REQUEST_DURATION,
 } from '@opentelemetry/semantic-conventions';
 import { isServerFaultStatus } from '../errors/status.js';
-import { HTTP_REQUEST_METHOD_VALUE_QUERY, URL_QUERY_REDACTED_KEYS } from './semconv.js';
+import { firstHeaderValue } from './propagation/header-value.js';
+import {
+  DURATION_BUCKETS_SECONDS,
+  HTTP_REQUEST_METHOD_VALUE_QUERY,
+  URL_QUERY_REDACTED_KEYS,
+} from './semconv.js';
 import { setServerAddress } from './server-address.js';
 import type { HttpRequestLog, ServerSpan, ServerSpans } from './server-span.js';
 
@@ -115,11 +120,7 @@ export function createHttpTracing(
   const duration = meter.createHistogram(METRIC_HTTP_SERVER_REQUEST_DURATION, {
     unit: 's',
     description: 'Duration of HTTP server requests.',
-    advice: {
-      explicitBucketBoundaries: [
-        0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
-      ],
-    },
+    advice: { explicitBucketBoundaries: [...DURATION_BUCKETS_SECONDS] },
   });
 
   function start(request: IncomingMessage): Traced {
@@ -133,7 +134,8 @@ export function createHttpTracing(
       request.socket.remoteAddress,
       trustedProxyHops,
     );
-    const scheme = firstValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
+    const scheme =
+      firstHeaderValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: method,
       [ATTR_URL_SCHEME]: scheme,
@@ -323,10 +325,6 @@ export function clientAddress(
   }
   const entry = header.slice(start, end).trim();
   return isIP(entry) === 0 ? peer : entry;
-}
-
-function firstValue(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
 }
 
 /** `url.query` with the values of the keys the conventions name replaced by `REDACTED`. */

@@ -39,7 +39,11 @@ import {
 import { isGrpcFamily } from '../grpc/envelope.js';
 import { withPropagatedAttributes } from './request-attributes.js';
 import { traceClientStream, traceServerStream } from './rpc-streams.js';
-import { RPC_METHOD_VALUE_OTHER, RPC_SYSTEM_NAME_VALUE_CONNECTRPC } from './semconv.js';
+import {
+  DURATION_BUCKETS_SECONDS,
+  RPC_METHOD_VALUE_OTHER,
+  RPC_SYSTEM_NAME_VALUE_CONNECTRPC,
+} from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
 import {
   type HttpRequestLog,
@@ -61,10 +65,6 @@ const nodeHeadersGetter: TextMapGetter<IncomingHttpHeaders> = {
 const headersSetter: TextMapSetter<Headers> = {
   set: (headers, key, value) => headers.set(key, value),
 };
-
-const DURATION_BUCKETS = [
-  0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
-];
 
 /** The RPC method name both span name and `rpc.method` use: `package.Service/Method`. */
 function rpcMethod(req: { service: { typeName: string }; method: { name: string } }): string {
@@ -186,7 +186,7 @@ function serverCallDuration(meter: Meter): Histogram {
   return meter.createHistogram(METRIC_RPC_SERVER_CALL_DURATION, {
     unit: 's',
     description: 'Duration of RPCs served.',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+    advice: { explicitBucketBoundaries: [...DURATION_BUCKETS_SECONDS] },
   });
 }
 
@@ -297,7 +297,7 @@ export function createClientTracingInterceptor(
   const duration = meter.createHistogram(METRIC_RPC_CLIENT_CALL_DURATION, {
     unit: 's',
     description: 'Duration of RPCs made.',
-    advice: { explicitBucketBoundaries: DURATION_BUCKETS },
+    advice: { explicitBucketBoundaries: [...DURATION_BUCKETS_SECONDS] },
   });
   const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
   return (next) => async (req) => {

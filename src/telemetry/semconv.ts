@@ -1,6 +1,7 @@
 /*
  * Incubating semantic-convention names we use, copied here as the OpenTelemetry JS
- * guidelines advise (the incubating entry point is not for production imports).
+ * guidelines advise (the incubating entry point is not for production imports), the few names
+ * of our own (marked so), and the duration buckets the conventions advise.
  * Stable names come from @opentelemetry/semantic-conventions directly.
  * Convention version followed: 1.45 (stable HTTP; RPC `rpc.system.name`, `rpc.method`,
  * `rpc.status_code`, `rpc.{server,client}.call.duration`).
@@ -21,7 +22,7 @@ export const ATTR_FAAS_NAME = 'faas.name';
 export const ATTR_FAAS_VERSION = 'faas.version';
 export const ATTR_FAAS_INSTANCE = 'faas.instance';
 export const RPC_SYSTEM_NAME_VALUE_CONNECTRPC = 'connectrpc';
-/** Marks the link to the span that Google's front end put between caller and callee. */
+/** Ours: marks the link to the span that Google's front end put between caller and callee. */
 export const ATTR_LINK_FRONT_END_SPAN = 'cloud_run.front_end_span';
 /** Listed with the known methods in the note on `http.request.method` (1.45), incubating as a value. */
 export const HTTP_REQUEST_METHOD_VALUE_QUERY = 'QUERY';
@@ -38,3 +39,11 @@ export const URL_QUERY_REDACTED_KEYS: ReadonlySet<string> = new Set([
 
 /** `rpc.method` for a method the server does not have (the method is in `rpc.method_original`). */
 export const RPC_METHOD_VALUE_OTHER = '_OTHER';
+
+/**
+ * The bucket boundaries the stable HTTP conventions advise for `http.server.request.duration`
+ * (seconds), used for the RPC durations too: one scale for both hops.
+ */
+export const DURATION_BUCKETS_SECONDS: readonly number[] = [
+  0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10,
+];
