@@ -180,6 +180,8 @@ function isOverloaded(error: FastifyError | Error): boolean {
   return (error as FastifyError).code === OVERLOADED;
 }
 
+const CLIENT_GONE = new Set(['ECONNRESET', 'HPE_INVALID_EOF_STATE']);
+
 /** What Node's HTTP parser rejects before Fastify routes it, by Node's error code. */
 const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
   ERR_HTTP_REQUEST_TIMEOUT: {
@@ -198,7 +200,11 @@ const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
  */
 export function createClientErrorHandler(logger: FastifyBaseLogger) {
   return (error: ConnectionError, socket: Socket): void => {
-    if (error.code === 'ECONNRESET' || socket.destroyed) return;
+    // The client went away (reset, or closed its side mid-request): nobody to answer.
+    if (CLIENT_GONE.has(error.code) || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
     const { status, detail } = CLIENT_ERRORS[error.code] ?? {
       status: 400,
       detail: 'The request is not valid HTTP/1.1.',
