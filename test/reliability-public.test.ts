@@ -492,9 +492,7 @@ describe('headers and malformed HTTP', () => {
   });
 
   it.each<[string, string]>([
-    ['bytes that are not HTTP', 'HELLO THERE\r\n\r\n'],
     ['an HTTP/2 preface on the HTTP/1.1 port', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'],
-    ['an unknown method', 'FOO /greet HTTP/1.1\r\nHost: api\r\n\r\n'],
     ['a NUL byte in a header', 'GET /healthz HTTP/1.1\r\nHost: api\r\nX-A: a\u0000b\r\n\r\n'],
     [
       'Content-Length and Transfer-Encoding together (smuggling)',
@@ -520,6 +518,15 @@ describe('headers and malformed HTTP', () => {
     ],
   ])('%s: 400 problem', async (_label, bytes) => {
     expectProblem(await raw(api.port, bytes), 400);
+  });
+
+  it.each<[string, string]>([
+    ['a method Node does not know', 'BREW /greet HTTP/1.1\r\nHost: api\r\n\r\n'],
+    ['a known method in lower case', 'get /healthz HTTP/1.1\r\nHost: api\r\n\r\n'],
+    ['a first line that is a word and no more', 'HELLO THERE\r\n\r\n'],
+  ])('%s: 501 problem, not implemented (RFC 9110 §9.1)', async (_label, bytes) => {
+    const body = expectProblem(await raw(api.port, bytes), 501);
+    expect(body.detail).toContain('case-sensitive');
   });
 
   it('an Expect other than 100-continue: 417 problem', async () => {

@@ -188,6 +188,12 @@ const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
     status: 408,
     detail: 'The request did not arrive in time. Send the headers and the body without pausing.',
   },
+  // A method is any token (RFC 9110 §9.1); one Node does not know is not implemented here.
+  HPE_INVALID_METHOD: {
+    status: 501,
+    detail:
+      'The request method is not one the api implements (methods are case-sensitive: GET, POST, …).',
+  },
   HPE_HEADER_OVERFLOW: {
     status: 431,
     detail: 'The request line and headers are too large: at most 16 KiB in total.',
