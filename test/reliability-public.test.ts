@@ -529,6 +529,31 @@ describe('headers and malformed HTTP', () => {
     expect(body.detail).toContain('case-sensitive');
   });
 
+  it('a target in absolute form (RFC 9112 §3.2.2) is served, and logged by its path', async () => {
+    const traceId = '7ce0e9a56015fec5aadfa328ae398117';
+    const answer = await raw(
+      api.port,
+      `POST http://api.example:9/greet HTTP/1.1\r\nHost: elsewhere\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\nConnection: close\r\n\r\n{"name":"a"}`,
+    );
+    expect(answer.status, answer.body).toBe(200);
+    const line = await eventually(() => {
+      const found = api
+        .logs()
+        .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
+      expect(found?.httpRequest).toBeDefined();
+      return found;
+    }, 5_000);
+    expect(line?.httpRequest).toMatchObject({ requestUrl: '/greet', status: 200 });
+  });
+
+  it('an absolute-form target without a Host line: 400 problem (RFC 9112 §3.2)', async () => {
+    const answer = await raw(
+      api.port,
+      'GET http://api.example/healthz HTTP/1.1\r\nConnection: close\r\n\r\n',
+    );
+    expectProblem(answer, 400);
+  });
+
   it('an Expect other than 100-continue: 417 problem', async () => {
     const answer = await raw(
       api.port,

@@ -233,6 +233,7 @@ export function createHttpTracing(
       return createServer<typeof TracedRequest>(
         { IncomingMessage: TracedRequest },
         (request, response) => {
+          if (request.url?.charCodeAt(0) !== SLASH) toOriginForm(request);
           if (untracedPaths(request.url ?? '/')) {
             handler(request, response);
             return;
@@ -267,6 +268,21 @@ export function createHttpTracing(
     },
     end,
   };
+}
+
+const SLASH = 0x2f;
+
+/**
+ * A request target in absolute form (`POST http://host/greet HTTP/1.1`), which a server must
+ * accept, is given the origin form the routes, spans and logs expect, and its authority wins
+ * over `Host` (RFC 9112 §3.2.2). `*` and anything unparseable stay as they are.
+ */
+function toOriginForm(request: IncomingMessage): void {
+  const target = URL.parse(request.url ?? '');
+  if (!target || (target.protocol !== 'http:' && target.protocol !== 'https:')) return;
+  request.url = `${target.pathname}${target.search}`;
+  // Without a Host line the request stays refused (RFC 9112 §3.2), target or not.
+  if (request.headers.host !== undefined) request.headers.host = target.host;
 }
 
 function tracedOf(request: IncomingMessage): Traced | undefined {
