@@ -572,6 +572,14 @@ describe('headers and malformed HTTP', () => {
     expect(answer.body).toContain('{"reply":"Hello a!!"}');
   });
 
+  it('Expect: 100-continue with a body declared over the limit: 413 at once, no 100', async () => {
+    const answer = await raw(
+      api.port,
+      `POST /greet HTTP/1.1\r\nHost: api\r\nExpect: 100-continue\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: ${BODY_LIMIT_BYTES + 1}\r\n\r\n`,
+    );
+    expectProblem(answer, 413);
+  });
+
   const manyMembers = (count: number, member: (i: number) => string) =>
     Array.from({ length: count }, (_, i) => member(i)).join(',');
 

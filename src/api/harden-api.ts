@@ -31,7 +31,7 @@ const KEEP_ALIVE_TIMEOUT_MS = 65_000;
  * the tracing hook (refused requests keep their span name) and before the routes.
  */
 export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promise<void> {
-  configureServer(app.server, limits);
+  configureServer(app.server, limits, app.initialConfig.bodyLimit ?? Number.POSITIVE_INFINITY);
   // Computed once: they do not depend on the request. Given to Fastify's reply rather than set on
   // Node's response, so Node writes all headers in one pass (docs/benchmarks.md).
   const securityHeaders = headersSetBy(
@@ -110,7 +110,7 @@ function headersSetBy(middleware: Middleware): Record<string, string> {
 }
 
 /** Fastify applies its timeout options only to servers it creates; ours comes from serverFactory. */
-function configureServer(server: Server, limits: ApiLimits): void {
+function configureServer(server: Server, limits: ApiLimits, bodyLimit: number): void {
   server.headersTimeout = limits.HTTP_HEADERS_TIMEOUT_MS;
   server.requestTimeout = limits.HTTP_REQUEST_TIMEOUT_MS;
   server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
@@ -131,4 +131,10 @@ function configureServer(server: Server, limits: ApiLimits): void {
   server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) =>
     endWithProblem(response, 417, 'Only "Expect: 100-continue" is supported.'),
   );
+  // The point of 100-continue is a refusal before the body is sent (RFC 9110 §10.1.1): a body
+  // declared over the limit gets no "100 Continue", and Fastify refuses it (413) from the header.
+  server.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => {
+    if (!(Number(request.headers['content-length']) > bodyLimit)) response.writeContinue();
+    server.emit('request', request, response);
+  });
 }
