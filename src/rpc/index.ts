@@ -1,4 +1,7 @@
 import type { ConnectRouter } from '@connectrpc/connect';
+import { Health } from '../gen/grpc/health/v1/health_pb.js';
+import { ServerReflection as ServerReflectionV1 } from '../gen/grpc/reflection/v1/reflection_pb.js';
+import { ServerReflection as ServerReflectionV1alpha } from '../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { registerBackendService } from './backend-service.js';
 import { type HealthStatus, registerHealth } from './health.js';
 import { registerReflection } from './reflection.js';
@@ -14,11 +17,14 @@ export function registerRpcs(router: ConnectRouter, options: RpcOptions): void {
   if (options.reflection) registerReflection(router);
 }
 
-/** Services that need no token and make no spans: probes and tooling. */
+/**
+ * Services that need no token and make no spans: probes and tooling. One set decides both; a
+ * service that should be one and not the other needs a set of its own.
+ */
 export const INFRASTRUCTURE_SERVICES: ReadonlySet<string> = new Set([
-  'grpc.health.v1.Health',
-  'grpc.reflection.v1.ServerReflection',
-  'grpc.reflection.v1alpha.ServerReflection',
+  Health.typeName,
+  ServerReflectionV1.typeName,
+  ServerReflectionV1alpha.typeName,
 ]);
 
 /** The services registered on `router` that health reports on: all but the infrastructure's. */
