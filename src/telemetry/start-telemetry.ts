@@ -1,22 +1,8 @@
-import {
-  context,
-  type DiagLogger,
-  DiagLogLevel,
-  diag,
-  type Meter,
-  metrics,
-  propagation,
-  type Tracer,
-  trace,
-} from '@opentelemetry/api';
+import { context, type Meter, metrics, propagation, type Tracer, trace } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import {
-  CompositePropagator,
-  setGlobalErrorHandler,
-  W3CBaggagePropagator,
-} from '@opentelemetry/core';
+import { CompositePropagator, W3CBaggagePropagator } from '@opentelemetry/core';
 import type { Resource } from '@opentelemetry/resources';
-import type { MeterProvider, MetricReader, PushMetricExporter } from '@opentelemetry/sdk-metrics';
+import type { MeterProvider } from '@opentelemetry/sdk-metrics';
 import {
   BatchSpanProcessor,
   ConsoleSpanExporter,
@@ -26,25 +12,27 @@ import {
 } from '@opentelemetry/sdk-trace';
 import type { Config } from '../config.js';
 import { loadGoogleAuthLibrary } from '../identity/google-auth-library.js';
-import { lazy } from '../lazy.js';
 import { coalesceFlushes } from './coalesce-flushes.js';
 import {
   type GuardedSpanExporter,
-  guardMetricExporter,
   guardSpanExporter,
   type ReportingExporter,
 } from './export-guard.js';
+import {
+  createMeterProvider,
+  describeTarget,
+  exportsAtOnce,
+  googleAuthHeaders,
+  metricReaders,
+  otlpSpanExporter,
+} from './exporters.js';
 import { createLogger, type Logger } from './logger.js';
+import { routeOtelDiagnostics } from './otel-diagnostics.js';
 import {
   batchOptionsFromEnv,
-  diagLogLevelFromEnv,
   exporterChoices,
   hasOtlpEndpoint,
   isSdkDisabled,
-  metricReaderTimingFromEnv,
-  otlpEndpoint,
-  otlpEndpointIsGoogle,
-  otlpProtocol,
   samplerFromEnv,
   spanLimitsFromEnv,
   warnIfPropagatorsSet,
@@ -53,9 +41,8 @@ import { createCloudRunPropagator } from './propagation/index.js';
 import { createRequestAttributesSpanProcessor } from './request-attributes.js';
 import { createResource, detectedProjectId } from './resource.js';
 import { createServerSpans, type ServerSpans } from './server-span.js';
-import { metricExportWithinLimits, spanExportWithinLimits } from './telemetry-api-limits.js';
+import { spanExportWithinLimits } from './telemetry-api-limits.js';
 
-const TELEMETRY_API = 'https://telemetry.googleapis.com';
 /** The longest a response waits for its spans' export in request mode. */
 export const REQUEST_FLUSH_CAP_MS = 1_000;
 const SHUTDOWN_FLUSH_CAP_MS = 4_000;
@@ -158,7 +145,12 @@ export async function startTelemetry(
         let exporter: SpanExporter = new ConsoleSpanExporter();
         if (choice === 'otlp') {
           otlp = guardSpanExporter(
-            spanExportWithinLimits(await otlpSpanExporter(auth, exportsAtOnce(batchOptions))),
+            spanExportWithinLimits(
+              await otlpSpanExporter(
+                auth,
+                exportsAtOnce(batchOptions, MAX_CONCURRENT_REQUEST_FLUSHES),
+              ),
+            ),
             logger,
             describeTarget('TRACES', auth),
           );
@@ -235,157 +227,6 @@ function serviceLabels(resource: Resource): Record<string, string> {
     if (key.startsWith('service.') || key.startsWith('deployment.')) labels[key] = String(value);
   }
   return labels;
-}
-
-/** Where a signal's exports go, for messages: the endpoint set, else the exporter's default. */
-function describeTarget(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined): string {
-  return otlpEndpoint(signal) ?? (auth ? TELEMETRY_API : 'http://localhost:4318');
-}
-
-/** Request headers for Google's Telemetry API, made fresh for every export. */
-type GoogleHeaders = () => Promise<Record<string, string>>;
-
-/**
- * The Telemetry API wants a fresh OAuth token on every export: an async headers factory. The
- * quota project (`x-goog-user-project`, which needs `roles/serviceusage.serviceUsageConsumer`)
- * is sent once known. google-auth-library loads with the first export, not at start: most
- * requests are not sampled and have nothing to export.
- */
-function googleAuthHeaders(quotaProject: () => string | undefined): GoogleHeaders {
-  const auth = lazy(async () => {
-    const { GoogleAuth } = await loadGoogleAuthLibrary();
-    return new GoogleAuth({ scopes: ['https://www.googleapis.com/auth/cloud-platform'] });
-  });
-  return async () => {
-    const headers = Object.fromEntries((await (await auth()).getRequestHeaders()).entries());
-    const project = quotaProject();
-    return project ? { 'x-goog-user-project': project, ...headers } : headers;
-  };
-}
-
-function otlpOptions(signal: 'TRACES' | 'METRICS', auth: GoogleHeaders | undefined) {
-  if (!auth) return {};
-  if (!hasOtlpEndpoint(signal)) {
-    return { url: `${TELEMETRY_API}/v1/${signal.toLowerCase()}`, headers: auth };
-  }
-  // Google's endpoint named in OTEL_* still needs Google's token; no other endpoint gets it.
-  return otlpEndpointIsGoogle(signal) ? { headers: auth } : {};
-}
-
-/**
- * The most span exports that can be in flight at once, so that the exporter never refuses one
- * ("Concurrent export limit reached", its default limit being 30): each request-mode flush and
- * the shutdown flush can take a full queue in batches, and the processor's timer sends one more.
- * 37 with the SDK's defaults (a queue of 2,048 in batches of 512).
- */
-function exportsAtOnce(batch: { maxQueueSize?: number; maxExportBatchSize?: number }): number {
-  const queue = batch.maxQueueSize ?? 2_048;
-  const batchesPerFlush = Math.ceil(queue / Math.min(batch.maxExportBatchSize ?? 512, queue));
-  return (MAX_CONCURRENT_REQUEST_FLUSHES + 1) * batchesPerFlush + 1;
-}
-
-async function otlpSpanExporter(
-  auth: GoogleHeaders | undefined,
-  concurrencyLimit: number,
-): Promise<SpanExporter> {
-  const options = { ...otlpOptions('TRACES', auth), concurrencyLimit };
-  if (otlpProtocol('TRACES') === 'http/json') {
-    const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-http');
-    return new OTLPTraceExporter(options);
-  }
-  const { OTLPTraceExporter } = await import('@opentelemetry/exporter-trace-otlp-proto');
-  return new OTLPTraceExporter(options);
-}
-
-async function metricReaders(
-  choices: readonly string[],
-  auth: GoogleHeaders | undefined,
-  logger: Logger,
-  reporting: ReportingExporter[],
-): Promise<MetricReader[]> {
-  if (choices.length === 0) return [];
-  const { PeriodicExportingMetricReader, ConsoleMetricExporter } = await import(
-    '@opentelemetry/sdk-metrics'
-  );
-  const timing = metricReaderTimingFromEnv();
-  const readers: MetricReader[] = [];
-  for (const choice of choices) {
-    let exporter: PushMetricExporter;
-    if (choice === 'otlp') {
-      const options = otlpOptions('METRICS', auth);
-      const otlp =
-        otlpProtocol('METRICS') === 'http/json'
-          ? new (await import('@opentelemetry/exporter-metrics-otlp-http')).OTLPMetricExporter(
-              options,
-            )
-          : new (await import('@opentelemetry/exporter-metrics-otlp-proto')).OTLPMetricExporter(
-              options,
-            );
-      const guarded = guardMetricExporter(
-        metricExportWithinLimits(otlp),
-        logger,
-        describeTarget('METRICS', auth),
-      );
-      reporting.push(guarded);
-      exporter = guarded;
-    } else {
-      exporter = new ConsoleMetricExporter();
-    }
-    readers.push(new PeriodicExportingMetricReader({ exporter, ...timing }));
-  }
-  return readers;
-}
-
-async function createMeterProvider(resource: Resource, readers: MetricReader[]) {
-  const { MeterProvider } = await import('@opentelemetry/sdk-metrics');
-  return new MeterProvider({ resource, readers });
-}
-
-/**
- * OpenTelemetry's own messages go to our log, from warnings up unless OTEL_LOG_LEVEL says
- * otherwise. Routed at the default first, so that a bad OTEL_LOG_LEVEL is reported there.
- */
-function routeOtelDiagnostics(logger: Logger): void {
-  const otelLogger = logger.child({ component: 'opentelemetry' });
-  const route = (logLevel: DiagLogLevel) =>
-    diag.setLogger(diagLogger(otelLogger), { logLevel, suppressOverrideMessage: true });
-  route(DiagLogLevel.WARN);
-  // Export failures are reported by the guarded exporters; the SDK would log each one again.
-  setGlobalErrorHandler(() => {});
-  const level = diagLogLevelFromEnv();
-  if (level === undefined) return;
-  // What OTEL_LOG_LEVEL asks for is written even where LOG_LEVEL is higher.
-  const wanted = pinoLevel(level);
-  if (wanted && !otelLogger.isLevelEnabled(wanted)) otelLogger.level = wanted;
-  route(level);
-}
-
-/** Diagnostics at pino's levels; verbose has none of its own in Cloud Logging, so it is debug. */
-function diagLogger(otelLogger: Logger): DiagLogger {
-  const write =
-    (method: 'error' | 'warn' | 'info' | 'debug') =>
-    (message: string, ...args: unknown[]) =>
-      otelLogger[method]({ args: args.map(loggable) }, message);
-  return {
-    error: write('error'),
-    warn: write('warn'),
-    info: write('info'),
-    debug: write('debug'),
-    verbose: write('debug'),
-  };
-}
-
-function pinoLevel(level: DiagLogLevel): 'error' | 'warn' | 'info' | 'debug' | undefined {
-  if (level >= DiagLogLevel.DEBUG) return 'debug';
-  if (level >= DiagLogLevel.INFO) return 'info';
-  if (level >= DiagLogLevel.WARN) return 'warn';
-  if (level >= DiagLogLevel.ERROR) return 'error';
-  return undefined;
-}
-
-/** pino serialises an Error only under `error`; inside `args` it would be written as `{}`. */
-function loggable(arg: unknown): unknown {
-  return arg instanceof Error ? { type: arg.name, message: arg.message, stack: arg.stack } : arg;
 }
 
 async function within(work: Promise<unknown> | undefined, ms: number): Promise<void> {
