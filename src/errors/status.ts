@@ -79,12 +79,6 @@ export function isServerFaultStatus(httpStatus: number): boolean {
   return httpStatus >= 500;
 }
 
-/** The error the backend raises on purpose when a caller asks for `with_error`. */
-export const GREET_ON_PURPOSE_ERROR = Object.freeze({
-  code: Code.Internal,
-  message: 'greeting failed on purpose (with_error=true)',
-});
-
 /**
  * What the backend aborts calls still running late in a drain with: UNAVAILABLE, which clients
  * retry. This one object, so that telemetry can tell it from a client's REFUSED_STREAM reset,
