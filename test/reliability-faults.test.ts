@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { Agent, request as httpRequest } from 'node:http';
+import { Agent, createServer as createHttpServer, request as httpRequest } from 'node:http';
 import { connect, constants, createServer, type Http2Server, type Http2Session } from 'node:http2';
 import { type AddressInfo, createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -553,6 +553,27 @@ describe('a backend reply over the read limit, a backend quota, a backend asking
         .find((entry) => JSON.stringify(entry).includes(noToken.body.traceId));
       expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 502 } });
       expect(JSON.stringify(line?.error)).toContain('missing bearer token');
+    }, 5_000);
+  });
+});
+
+describe('a BACKEND_URL whose server does not speak HTTP/2 (a wrong port, a backend without --use-http2)', () => {
+  it('answers 503 like /readyz, and the ERROR line says what to check', async () => {
+    const http1 = createHttpServer((_, response) => response.end('not gRPC'));
+    await new Promise<void>((resolve) => http1.listen(0, '127.0.0.1', resolve));
+    cleanups.push(() => new Promise<void>((resolve) => http1.close(() => resolve())));
+    const { port } = http1.address() as AddressInfo;
+    const api = await role('api', {
+      BACKEND_URL: `http://127.0.0.1:${port}`,
+      BACKEND_MAX_ATTEMPTS: '1',
+    });
+    const answer = await greet(api.url);
+    expect(answer).toMatchObject({ status: 503, code: 'unavailable', retryAfter: '1' });
+    expect((await fetch(`${api.url}/readyz`)).status).toBe(503);
+    await eventually(() => {
+      const line = api.logs().find((entry) => entry.severity === 'ERROR');
+      expect(JSON.stringify(line?.error)).toContain('did not answer in HTTP/2');
+      expect(JSON.stringify(line?.error)).toContain('--use-http2');
     }, 5_000);
   });
 });

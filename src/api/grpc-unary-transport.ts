@@ -341,6 +341,16 @@ function asTransportFailure(reason: unknown): ConnectError {
   let cause: unknown = reason;
   for (let depth = 0; depth < 8 && cause instanceof Error; depth++) {
     const code = (cause as NodeJS.ErrnoException).code;
+    if (code === 'ERR_HTTP2_ERROR') {
+      // nghttp2 gave up on the session: most often the far side does not speak HTTP/2 at all.
+      return new ConnectError(
+        `connection to the backend failed: it did not answer in HTTP/2 (${cause.message}). Check that BACKEND_URL names the backend's own port, and that a Cloud Run backend is deployed with --use-http2`,
+        Code.Unavailable,
+        undefined,
+        undefined,
+        reason,
+      );
+    }
     if (code !== undefined && CONNECTION_LOST.has(code)) {
       return new ConnectError(
         `connection to the backend failed: ${code}`,
