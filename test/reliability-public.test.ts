@@ -89,6 +89,17 @@ function record(answer: Answer): Answer {
   return answer;
 }
 
+/** The access line of `role`'s request whose trace id is `traceId`, once it is written. */
+function accessLine(role: RoleProcess, traceId: string) {
+  return eventually(() => {
+    const line = role
+      .logs()
+      .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
+    expect(line?.httpRequest).toBeDefined();
+    return line;
+  }, 5_000);
+}
+
 /** The documented error shape: RFC 9457 problem details, with the status repeated. */
 function expectProblem(answer: Answer, status: number): Record<string, unknown> {
   expect(answer.status, answer.body).toBe(status);
@@ -539,14 +550,10 @@ describe('headers and malformed HTTP', () => {
       `POST http://api.example:9/greet HTTP/1.1\r\nHost: elsewhere\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\nConnection: close\r\n\r\n{"name":"a"}`,
     );
     expect(answer.status, answer.body).toBe(200);
-    const line = await eventually(() => {
-      const found = api
-        .logs()
-        .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
-      expect(found?.httpRequest).toBeDefined();
-      return found;
-    }, 5_000);
-    expect(line?.httpRequest).toMatchObject({ requestUrl: '/greet', status: 200 });
+    expect((await accessLine(api, traceId))?.httpRequest).toMatchObject({
+      requestUrl: '/greet',
+      status: 200,
+    });
   });
 
   it('an absolute-form target without a Host line: 400 problem (RFC 9112 §3.2)', async () => {
@@ -776,16 +783,6 @@ describe('slow clients (slowloris)', () => {
     await expectServing(slow);
   });
 
-  /** The access line of the request whose trace id is `traceId`. */
-  const accessLine = (traceId: string) =>
-    eventually(() => {
-      const line = slow
-        .logs()
-        .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
-      expect(line?.httpRequest).toBeDefined();
-      return line;
-    }, 5_000);
-
   it('closes a request whose body trickles in with 408 after HTTP_REQUEST_TIMEOUT_MS, and logs the 408', async () => {
     const traceId = '5ce0e9a56015fec5aadfa328ae398115';
     const head = `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 200\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n`;
@@ -796,7 +793,7 @@ describe('slow clients (slowloris)', () => {
       expect(result.elapsedMs).toBeLessThan(REQUEST_TIMEOUT_MS + 3_000);
       const body = expectProblem(record(parseResponse(result.received)), 408);
       // What the client got, not a caller that left (499).
-      expect(await accessLine(traceId)).toMatchObject({
+      expect(await accessLine(slow, traceId)).toMatchObject({
         httpRequest: { status: 408 },
         problem: body.detail,
       });
@@ -816,7 +813,7 @@ describe('slow clients (slowloris)', () => {
     try {
       const result = await client.closed;
       expectProblem(record(parseResponse(result.received)), 400);
-      expect(await accessLine(traceId)).toMatchObject({ httpRequest: { status: 400 } });
+      expect(await accessLine(slow, traceId)).toMatchObject({ httpRequest: { status: 400 } });
     } finally {
       client.socket.destroy();
     }
