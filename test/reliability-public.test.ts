@@ -803,6 +803,19 @@ describe('slow clients (slowloris)', () => {
     await expectServing(slow);
   }, 15_000);
 
+  it("a whole request followed by bytes that are not HTTP keeps its own status, not the parser's answer to those bytes", async () => {
+    const traceId = '8ce0e9a56015fec5aadfa328ae398118';
+    const result = await drip(
+      `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\n\r\n{"name":"a"}XX\r\n\r\n`,
+      0,
+      1_000,
+    ).closed;
+    expect(result.received).toMatch(/^HTTP\/1\.1 (400|501) /m);
+    const line = await accessLine(slow, traceId);
+    const { status } = line?.httpRequest as { status: number };
+    expect([200, 499]).toContain(status);
+  });
+
   it('answers a broken chunk in the body with 400 and logs the 400', async () => {
     const traceId = '6ce0e9a56015fec5aadfa328ae398116';
     const client = drip(

@@ -99,7 +99,7 @@ const kTraced = Symbol('traced request');
 /** The traced request a connection is serving, for answers written past the response. */
 const kInFlight = Symbol('traced request in flight');
 
-type ServingSocket = Socket & { [kInFlight]?: Traced | undefined };
+type ServingSocket = Socket & { [kInFlight]?: TracedRequest | undefined };
 
 /** The request with its span on a field of its own (a WeakMap costs the GC on every request). */
 class TracedRequest extends IncomingMessage {
@@ -241,10 +241,10 @@ export function createHttpTracing(
           const entry = start(request);
           request[kTraced] = entry;
           const socket: ServingSocket = request.socket;
-          socket[kInFlight] = entry;
+          socket[kInFlight] = request;
           // Aborted or otherwise unanswered requests still end their span.
           response.once('close', () => {
-            if (socket[kInFlight] === entry) socket[kInFlight] = undefined;
+            if (socket[kInFlight] === request) socket[kInFlight] = undefined;
             if (entry.ended) return;
             const statusCode = response.headersSent ? response.statusCode : entry.parserStatus;
             void finish(
@@ -290,12 +290,16 @@ function tracedOf(request: IncomingMessage): Traced | undefined {
 }
 
 /**
- * For an answer written straight to the socket when Node's parser refuses what follows the
- * headers (a body too slow: 408; a broken chunk: 400): the request the connection was serving
- * ends with that status and detail, not as one whose caller left.
+ * For an answer written straight to the socket when Node's parser refuses a request's body
+ * (too slow: 408; a broken chunk: 400): that request ends with the status and detail, not as
+ * one whose caller left.
  */
 export function noteParserAnswer(socket: Socket, statusCode: number, detail: string): void {
-  const entry = (socket as ServingSocket)[kInFlight];
+  const request = (socket as ServingSocket)[kInFlight];
+  // A request whose body was read whole is not what the parser refused: bytes after it were
+  // (a pipelined request), and its own answer stands.
+  if (!request || request.complete) return;
+  const entry = tracedOf(request);
   if (!entry || entry.ended) return;
   entry.parserStatus = statusCode;
   entry.problem = detail;
