@@ -55,6 +55,17 @@ const echoInterceptor: Interceptor = (next) => async (request) => {
   return response;
 };
 
+/**
+ * A fork's interceptor that refuses a request of its own accord. Connect never hands it a call
+ * whose request could not be read, so neither may the fast path (with an empty message).
+ */
+const refuseEmptyName: Interceptor = (next) => async (request) => {
+  if (!request.stream && (request.message as { name?: unknown }).name === '') {
+    throw new ConnectError('an interceptor refused an empty name', Code.InvalidArgument);
+  }
+  return next(request);
+};
+
 async function denyGate(context: HandlerContext): Promise<void> {
   if (context.requestHeader.has('x-deny')) throw new ConnectError('denied', Code.Unauthenticated);
 }
@@ -63,7 +74,7 @@ const options = {
   acceptCompression: [compressionGzip, compressionBrotli],
   readMaxBytes: READ_MAX_BYTES,
   maxTimeoutMs: 60_000,
-  interceptors: [echoInterceptor],
+  interceptors: [echoInterceptor, refuseEmptyName],
   requestGate: denyGate,
 };
 

@@ -69,15 +69,13 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   const shutdown = new AbortController();
   const acceptCompression = [compressionGzip, compressionBrotli];
   const acceptedNames = acceptCompression.map((compression) => compression.name);
+  const tracing = createServerTracingInterceptor(
+    telemetry.serverSpans,
+    telemetry.meter,
+    INFRASTRUCTURE_SERVICES,
+  );
   const callOptions = {
-    interceptors: [
-      createServerTracingInterceptor(
-        telemetry.serverSpans,
-        telemetry.meter,
-        INFRASTRUCTURE_SERVICES,
-      ),
-      ...(deps.interceptors ?? []),
-    ],
+    interceptors: [tracing, ...(deps.interceptors ?? [])],
     ...(deps.requestGate ? { requestGate: deps.requestGate } : {}),
     // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
@@ -87,7 +85,11 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   };
   const onError = (error: unknown, method: DescMethod) =>
     telemetry.logger.error({ error }, `could not answer ${method.parent.typeName}/${method.name}`);
-  const fastPath = createGrpcUnaryFastPath({ ...callOptions, onError });
+  const fastPath = createGrpcUnaryFastPath({
+    ...callOptions,
+    unreadCallInterceptors: [tracing],
+    onError,
+  });
   const handler = connectNodeAdapter({
     ...callOptions,
     routes: (router) => {

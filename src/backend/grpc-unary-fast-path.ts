@@ -42,6 +42,11 @@ type UnarySpec = MethodImplSpec & { kind: 'unary' };
 
 export type GrpcUnaryFastPathOptions = {
   interceptors: Interceptor[];
+  /**
+   * What a call whose request could not be read goes through instead (tracing): Connect never
+   * hands such a call to its interceptors, so the others never see it here either.
+   */
+  unreadCallInterceptors?: Interceptor[];
   requestGate?: (context: HandlerContext) => Promise<void>;
   maxTimeoutMs: number;
   readMaxBytes: number;
@@ -110,6 +115,7 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       // Its refusals end before any interceptor, as at Cloud Run's front end; it logs them.
       if (options.requestGate) await options.requestGate(context);
       let call = spec;
+      let interceptors = options.interceptors;
       let input: MessageShape<DescMessage>;
       try {
         if (compression.error) throw compression.error;
@@ -130,12 +136,13 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
         input = message;
       } catch (thrown) {
         // A request that cannot be read (its framing, encoding or deadline header, its
-        // message; the caller gone, the deadline, a drain) ends through the interceptors as a
-        // handler failing with that error would: traced, measured and logged alike.
+        // message; the caller gone, the deadline, a drain) ends as a handler failing with that
+        // error would, through the tracing alone: traced, measured and logged alike.
         call = endedBy(spec, thrown);
+        interceptors = options.unreadCallInterceptors ?? [];
         input = create(spec.method.input);
       }
-      const output = await invokeUnaryImplementation(call, context, input, options.interceptors);
+      const output = await invokeUnaryImplementation(call, context, input, interceptors);
       body = await envelope(serialize(spec.method.output, output), compression.response);
     } catch (thrown) {
       setTrailerStatus(
@@ -204,8 +211,8 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
 
 /**
- * The call with an implementation that fails with `error`. The interceptors see an empty
- * request message, as none was read; the SERVER span starts here, when the reading failed.
+ * The call with an implementation that fails with `error`. The tracing sees an empty request
+ * message, as none was read; the SERVER span starts here, when the reading failed.
  */
 function endedBy(spec: UnarySpec, error: unknown): UnarySpec {
   return {
