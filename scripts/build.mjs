@@ -29,14 +29,38 @@ await build({
 /**
  * ...but comments keep their characters, and one character above U+00FF (a `’` in a
  * dependency's comment) makes V8 hold that whole chunk's source as UTF-16, at twice the memory:
- * over 1 MiB of RSS for the api's largest chunk (docs/benchmarks.md, "Memory"). With `charset:
- * 'ascii'` every such character left is in a comment, so it becomes `?`, one UTF-16 unit for
- * one, which keeps the source maps' columns.
+ * over 1 MiB of RSS for the api's largest chunk (docs/benchmarks.md, "Memory"). In the lines
+ * that are comments (esbuild puts each on lines of its own), such characters become `?`, one
+ * UTF-16 unit for one, which keeps the source maps' columns. One left elsewhere (a regular
+ * expression or a `String.raw` template esbuild leaves as written) is kept, and named here:
+ * write it as an escape (`\u00e9`) in the source.
  */
+const WIDE = /[\u0080-\uffff]/g;
+const wideOutsideComments = [];
 for (const file of await readdir('dist', { recursive: true })) {
   if (!file.endsWith('.js')) continue;
   const path = join('dist', file);
-  const source = await readFile(path, 'utf8');
-  const ascii = source.replace(/[\u0080-\uffff]/g, '?');
-  if (ascii !== source) await writeFile(path, ascii);
+  const lines = (await readFile(path, 'utf8')).split('\n');
+  let changed = false;
+  let inBlock = false;
+  for (const [index, line] of lines.entries()) {
+    const text = line.trimStart();
+    const opens = !inBlock && text.startsWith('/*');
+    const isComment = inBlock || opens || text.startsWith('//');
+    if (opens || inBlock) inBlock = !line.includes('*/', opens ? line.indexOf('/*') + 2 : 0);
+    if (!WIDE.test(line)) continue;
+    WIDE.lastIndex = 0;
+    if (isComment) {
+      lines[index] = line.replace(WIDE, '?');
+      changed = true;
+    } else {
+      wideOutsideComments.push(`${path}:${index + 1}`);
+    }
+  }
+  if (changed) await writeFile(path, lines.join('\n'));
+}
+if (wideOutsideComments.length > 0) {
+  console.warn(
+    `build: characters beyond ASCII outside comments keep these chunks at two bytes per character (write them as escapes): ${wideOutsideComments.join(', ')}`,
+  );
 }
