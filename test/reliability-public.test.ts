@@ -505,7 +505,10 @@ describe('headers and malformed HTTP', () => {
     expectProblem(answer, 431);
   });
 
-  it.each<[string, string]>([
+  it.each<[string, string | Buffer]>([
+    ['bytes that are not HTTP: words', 'HELLO THERE\r\n\r\n'],
+    ['bytes that are not HTTP: an SSH banner', 'SSH-2.0-OpenSSH_9.6\r\n'],
+    ['bytes that are not HTTP: a TLS ClientHello', Buffer.from('16030100a5010000a10303', 'hex')],
     ['an HTTP/2 preface on the HTTP/1.1 port', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'],
     ['a NUL byte in a header', 'GET /healthz HTTP/1.1\r\nHost: api\r\nX-A: a\u0000b\r\n\r\n'],
     [
@@ -537,7 +540,6 @@ describe('headers and malformed HTTP', () => {
   it.each<[string, string]>([
     ['a method Node does not know', 'BREW /greet HTTP/1.1\r\nHost: api\r\n\r\n'],
     ['a known method in lower case', 'get /healthz HTTP/1.1\r\nHost: api\r\n\r\n'],
-    ['a first line that is a word and no more', 'HELLO THERE\r\n\r\n'],
   ])('%s: 501 problem, not implemented (RFC 9110 §9.1)', async (_label, bytes) => {
     const body = expectProblem(await raw(api.port, bytes), 501);
     expect(body.detail).toContain('case-sensitive');
@@ -554,6 +556,19 @@ describe('headers and malformed HTTP', () => {
       requestUrl: '/greet',
       status: 200,
     });
+  });
+
+  it('an absolute-form target routes as its path in origin form would: `..` is not resolved', async () => {
+    const absolute = await raw(
+      api.port,
+      'GET http://api.example/docs/../healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n',
+    );
+    const origin = await raw(
+      api.port,
+      'GET /docs/../healthz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n',
+    );
+    expect(absolute.status).toBe(origin.status);
+    expect(absolute.status).not.toBe(200);
   });
 
   it('an absolute-form target without a Host line: 400 problem (RFC 9112 §3.2)', async () => {

@@ -200,6 +200,23 @@ const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
   },
 };
 
+const NOT_HTTP = { status: 400, detail: 'The request is not valid HTTP/1.1.' };
+
+/** `METHOD target HTTP/x.y`: a request line, whatever its method. */
+const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP\/\d\.\d\r?\n/;
+
+function clientErrorAnswer(error: ConnectionError): { status: number; detail: string } {
+  // Node's parser calls any first word it does not know an invalid method: a request line with
+  // a method it lacks is 501, bytes that are not HTTP at all (TLS, SSH, a word) are 400.
+  if (error.code === 'HPE_INVALID_METHOD') {
+    // Fastify types it as a Buffer's JSON; Node hands the Buffer itself.
+    const raw: unknown = error.rawPacket;
+    const packet = Buffer.isBuffer(raw) ? raw.toString('latin1') : '';
+    if (!REQUEST_LINE.test(packet)) return NOT_HTTP;
+  }
+  return CLIENT_ERRORS[error.code] ?? NOT_HTTP;
+}
+
 /**
  * A Fastify `clientErrorHandler`: malformed HTTP, oversized headers and slow clients get a problem
  * body too, then the connection is closed (the stream cannot be trusted after a parse error).
@@ -211,10 +228,7 @@ export function createClientErrorHandler(logger: FastifyBaseLogger) {
       socket.destroy();
       return;
     }
-    const { status, detail } = CLIENT_ERRORS[error.code] ?? {
-      status: 400,
-      detail: 'The request is not valid HTTP/1.1.',
-    };
+    const { status, detail } = clientErrorAnswer(error);
     // Debug only: scanners and slow clients would otherwise flood the logs.
     logger.debug({ code: error.code }, `connection rejected with ${status}`);
     noteParserAnswer(socket, status, detail);

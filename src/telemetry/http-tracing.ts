@@ -278,9 +278,15 @@ const SLASH = 0x2f;
  * over `Host` (RFC 9112 §3.2.2). `*` and anything unparseable stay as they are.
  */
 function toOriginForm(request: IncomingMessage): void {
-  const target = URL.parse(request.url ?? '');
+  const url = request.url ?? '';
+  const target = URL.parse(url);
   if (!target || (target.protocol !== 'http:' && target.protocol !== 'https:')) return;
-  request.url = `${target.pathname}${target.search}`;
+  // The path as sent, not as URL normalises it (`..` resolved, `\` read as `/`): it routes as
+  // the same path in origin form would.
+  const afterScheme = url.slice(target.protocol.length + 2);
+  const pathAt = afterScheme.search(/[/?\\]/);
+  const path = pathAt === -1 ? '' : afterScheme.slice(pathAt);
+  request.url = path.startsWith('/') ? path : `/${path}`;
   // Without a Host line the request stays refused (RFC 9112 §3.2), target or not.
   if (request.headers.host !== undefined) request.headers.host = target.host;
 }
