@@ -34,6 +34,8 @@ import {
   BackendService,
   GreetResponseSchema,
 } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { isCallerRefusal } from '../src/identity/caller-refusal.js';
+import { StreamingTestService } from './fixtures/streaming-test-service.js';
 import { freePort } from './helpers/free-port.js';
 
 type Kind = 'connect' | 'fast';
@@ -528,6 +530,7 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
     refuse: (stream) => stream.close(constants.NGHTTP2_REFUSED_STREAM),
     cancel: (stream) => stream.close(constants.NGHTTP2_CANCEL),
     'http-503': (stream) => stream.respond({ ':status': 503 }, { endStream: true }),
+    'http-403': (stream) => stream.respond({ ':status': 403 }, { endStream: true }),
     'no-status': (stream) => {
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
       stream.end(envelope('no status'));
@@ -644,6 +647,31 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
       expect(isOversizedReply(error)).toBe(oversized);
     },
   );
+
+  it.each([
+    ['a message over readMaxBytes', 'oversized', (error: ConnectError) => isOversizedReply(error)],
+    ["a front end's HTTP 403", 'http-403', (error: ConnectError) => isCallerRefusal(error)],
+  ])('marks %s on a streaming call as on a unary one', async (_, behaviour, marked) => {
+    const manager = new Http2SessionManager(server.baseUrl);
+    try {
+      const transport = createGrpcUnaryTransport({
+        baseUrl: server.baseUrl,
+        sessionManager: manager,
+      });
+      const client = createClient(StreamingTestService, transport);
+      const error = await failure(
+        (async () => {
+          const messages = client.stream({}, { headers: { 'x-behaviour': behaviour } });
+          for await (const _message of messages) {
+            // Drained: the failure comes from the stream.
+          }
+        })(),
+      );
+      expect(marked(error)).toBe(true);
+    } finally {
+      manager.abort();
+    }
+  });
 
   // Connect's transport answers INTERNAL, CANCELED and ABORTED here: codes callers do not retry.
   it.each([

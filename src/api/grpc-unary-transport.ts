@@ -189,14 +189,26 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
         callSignal.finish(error);
       }
     },
-    stream(method, signal, timeoutMs, header, input, contextValues) {
+    async stream(method, signal, timeoutMs, header, input, contextValues) {
       streaming ??= createGrpcTransport({
         baseUrl: options.baseUrl,
         sessionManager,
         readMaxBytes,
         ...(options.interceptors ? { interceptors: options.interceptors } : {}),
       });
-      return streaming.stream(method, signal, timeoutMs, header, input, contextValues);
+      try {
+        const response = await streaming.stream(
+          method,
+          signal,
+          timeoutMs,
+          header,
+          input,
+          contextValues,
+        );
+        return { ...response, message: markedFailures(response.message) };
+      } catch (error) {
+        throw markStreamFailure(error);
+      }
     },
   };
 }
@@ -260,6 +272,29 @@ function validateGrpcResponse(status: number, header: Headers) {
       markCallerRefusal(error, 'front-end');
     }
     throw error;
+  }
+}
+
+/**
+ * Connect's streaming transport fails as the unary path does for a reply over the limit and a
+ * front end's refusal; its errors are marked alike, so the REST edge answers them alike.
+ */
+function markStreamFailure(error: unknown): unknown {
+  if (!(error instanceof ConnectError)) return error;
+  if (
+    error.code === Code.ResourceExhausted &&
+    /than configured readMaxBytes/.test(error.rawMessage)
+  )
+    return oversized(error);
+  if (/^HTTP 40[13]$/.test(error.rawMessage)) return markCallerRefusal(error, 'front-end');
+  return error;
+}
+
+async function* markedFailures<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+  try {
+    yield* messages;
+  } catch (error) {
+    throw markStreamFailure(error);
   }
 }
 
