@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { connect, type IncomingHttpHeaders } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -210,6 +211,18 @@ describe('the backend built by buildBackend', () => {
   beforeEach(() => {
     recorded.spans.reset();
     recorded.lines.length = 0;
+  });
+
+  it('tells each connection it may hold at most 1,000 streams open at once', async () => {
+    const session = connect(`http://127.0.0.1:${port}`);
+    try {
+      const [settings] = (await once(session, 'remoteSettings')) as [
+        { maxConcurrentStreams?: number },
+      ];
+      expect(settings.maxConcurrentStreams).toBe(1_000);
+    } finally {
+      session.close();
+    }
   });
 
   const grpc = { 'content-type': 'application/grpc', te: 'trailers' };

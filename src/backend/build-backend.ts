@@ -28,6 +28,12 @@ import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
 
+/**
+ * Streams one connection may have open at once: Cloud Run's highest concurrency per instance.
+ * Node's default (2^32 - 1) let one client hold tens of thousands of stalled calls in memory;
+ * a client past the limit waits for a stream to close (Node's client queues the call).
+ */
+const MAX_CONCURRENT_STREAMS = 1_000;
 /** How long probes and load balancers see NOT_SERVING before connections are told to go away. */
 const DRAIN_NOTICE_MS = 500;
 /**
@@ -100,22 +106,25 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   });
   /** Calls Connect's adapter serves (streams among them), to end their requests at a drain. */
   const connectCalls = new Set<Http2ServerRequest>();
-  const server = createServer((request, response) => {
-    const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
-    releaseUnreadRequest(request);
-    advertiseCompression(request, response, acceptedNames);
-    if (fastPath.serve(request, response)) return;
-    // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
-    // missing or malformed one (`[`, a port over 65535) would throw out of this listener.
-    if (!URL.canParse(`http://${request.authority}`)) {
-      refuseBadAuthority(response);
-      return;
-    }
-    if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
-    connectCalls.add(request);
-    request.once('close', () => connectCalls.delete(request));
-    handler(request, response);
-  });
+  const server = createServer(
+    { settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS } },
+    (request, response) => {
+      const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
+      releaseUnreadRequest(request);
+      advertiseCompression(request, response, acceptedNames);
+      if (fastPath.serve(request, response)) return;
+      // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
+      // missing or malformed one (`[`, a port over 65535) would throw out of this listener.
+      if (!URL.canParse(`http://${request.authority}`)) {
+        refuseBadAuthority(response);
+        return;
+      }
+      if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
+      connectCalls.add(request);
+      request.once('close', () => connectCalls.delete(request));
+      handler(request, response);
+    },
+  );
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {
     sessions.add(session);
