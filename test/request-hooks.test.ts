@@ -55,7 +55,7 @@ describe('request hooks', () => {
       request.log.info({ probe: 'on-response' }, 'response sent');
     });
     // A route of a fork's own, with a path parameter (README, "Add a REST route").
-    api.app.get<{ Params: { name: string } }>('/farewell/:name', async (request) => ({
+    api.app.get<{ Params: { name: string } }>('/fork-route/:name', async (request) => ({
       reply: `Goodbye ${request.params.name}!`,
     }));
     url = await api.app.listen({ port: 0, host: '127.0.0.1' });
@@ -116,9 +116,9 @@ describe('request hooks', () => {
   });
 
   it('refuses a path parameter over 200 characters, counted once decoded, with a 414 problem', async () => {
-    const accepted = await fetch(`${url}/farewell/${encodeURIComponent('é'.repeat(200))}`);
+    const accepted = await fetch(`${url}/fork-route/${encodeURIComponent('é'.repeat(200))}`);
     expect(accepted.status).toBe(200);
-    const refused = await fetch(`${url}/farewell/${encodeURIComponent('é'.repeat(201))}`);
+    const refused = await fetch(`${url}/fork-route/${encodeURIComponent('é'.repeat(201))}`);
     expect(refused.status).toBe(414);
     expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(await refused.json()).toMatchObject({
