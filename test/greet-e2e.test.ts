@@ -185,6 +185,10 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
       expect(response.description, status).not.toBe('Default Response');
     }
     expect(greet?.responses['503']?.description).toBe('Service Unavailable');
+    // Every status the route can answer with, documented.
+    expect(Object.keys(greet?.responses ?? {}).sort()).toEqual(
+      ['200', '400', '413', '415', '429', '500', '501', '502', '503', '504'].sort(),
+    );
     const invalid = await postGreet(api.url, { name: ' ' });
     expect(invalid.headers.get('content-type')).toMatch(/^application\/problem\+json/);
     expect(document.components.schemas.GreetRequest?.properties?.name?.description).toMatch(

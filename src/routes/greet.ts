@@ -50,7 +50,11 @@ export const greetRoute: FastifyPluginAsyncZod<RouteDeps> = async (app, { backen
           400: ProblemDetailsSchema,
           413: ProblemDetailsSchema,
           415: ProblemDetailsSchema,
+          // The backend's own quota, or its asking to slow down (Retry-After).
+          429: ProblemDetailsSchema,
           500: ProblemDetailsSchema,
+          // A backend that does not serve Greet: the api and it run different contracts.
+          501: ProblemDetailsSchema,
           502: ProblemDetailsSchema,
           503: ProblemDetailsSchema,
           504: ProblemDetailsSchema,
