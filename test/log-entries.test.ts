@@ -2,24 +2,14 @@ import { once } from 'node:events';
 import { createServer as createTcpServer } from 'node:net';
 import { resolve } from 'node:path';
 import { Code } from '@connectrpc/connect';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { grpcCodeName } from '../src/errors/status.js';
 import { clientAddress } from '../src/telemetry/http-tracing.js';
 import { createLogger, type Logger } from '../src/telemetry/logger.js';
-import {
-  type OtlpReceiver,
-  type ReceivedSpan,
-  startOtlpReceiver,
-} from '../tools/otlp-receiver/index.ts';
+import { type ReceivedSpan, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
-import {
-  type RoleProcess,
-  runToExit,
-  startRole,
-  startRolesExporting,
-  type TracedRoles,
-} from './helpers/roles.js';
+import { type RoleProcess, rolesExportingForSuite, runToExit, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 /*
@@ -53,34 +43,22 @@ function jsonLines(stdout: string): Line[] {
 }
 
 describe('requests: one log entry each', () => {
-  let receiver: OtlpReceiver;
-  let backend: RoleProcess;
-  let api: RoleProcess;
-
-  let roles: TracedRoles | undefined;
-
-  beforeAll(async () => {
-    roles = await startRolesExporting({
-      OTEL_BSP_SCHEDULE_DELAY: '50',
-      OTEL_METRICS_EXPORTER: 'none',
-    });
-    ({ receiver, backend, api } = roles);
+  const roles = rolesExportingForSuite({
+    OTEL_BSP_SCHEDULE_DELAY: '50',
+    OTEL_METRICS_EXPORTER: 'none',
   });
 
-  afterAll(() => roles?.stop());
-
-  /** The request's lines once its access line is written (the last line of a request). */
   it('a 500 is one ERROR entry, the access line, with the stack at the top for Error Reporting', async () => {
     const parent = newTraceParent();
     const response = await postGreet(
-      api.url,
+      roles.api.url,
       { name: 'David', withError: true },
       { traceparent: parent.header },
     );
     expect(response.status).toBe(500);
     const { detail } = (await response.json()) as { detail: string };
 
-    const lines = await requestLines(api, parent.traceId);
+    const lines = await requestLines(roles.api, parent.traceId);
     expect(lines).toHaveLength(1);
     const [line] = lines;
     expect(line).toMatchObject({
@@ -99,7 +77,7 @@ describe('requests: one log entry each', () => {
     expect(line?.stack_trace).toMatch(/\n {4}at /);
 
     // The backend, where the fault happened, reports it once too.
-    const backendLines = await requestLines(backend, parent.traceId);
+    const backendLines = await requestLines(roles.backend, parent.traceId);
     expect(backendLines.filter((entry) => entry.severity === 'ERROR')).toHaveLength(1);
     expect(backendLines.find((entry) => entry.httpRequest)?.stack_trace).toMatch(
       /^ConnectError: \[internal\] greeting failed on purpose/,
@@ -111,7 +89,7 @@ describe('requests: one log entry each', () => {
     ['404, an unknown path', { body: { name: 'David' }, status: 404, path: '/nowhere' }],
   ])('a %s is one INFO entry, the access line, with the detail and no stack', async (_, want) => {
     const parent = newTraceParent();
-    const response = await fetch(`${api.url}${want.path}`, {
+    const response = await fetch(`${roles.api.url}${want.path}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', traceparent: parent.header },
       body: JSON.stringify(want.body),
@@ -119,7 +97,7 @@ describe('requests: one log entry each', () => {
     expect(response.status).toBe(want.status);
     const { detail } = (await response.json()) as { detail: string };
 
-    const lines = await requestLines(api, parent.traceId);
+    const lines = await requestLines(roles.api, parent.traceId);
     expect(lines).toHaveLength(1);
     expect(lines[0]).toMatchObject({
       severity: 'INFO',
@@ -151,16 +129,16 @@ describe('requests: one log entry each', () => {
     async (_, headers, hex, code) => {
       const parent = newTraceParent();
       await grpcCallTo(
-        backend.url,
+        roles.backend.url,
         '/backend_service.v1.BackendService/Greet',
         { traceparent: parent.header, ...headers },
         Buffer.from(hex, 'hex'),
       );
-      const [line, ...others] = await requestLines(backend, parent.traceId);
+      const [line, ...others] = await requestLines(roles.backend, parent.traceId);
       expect(others).toEqual([]);
       const status = grpcCodeName(code);
       expect(line).toMatchObject({ rpc: { grpcStatus: status, grpcStatusCode: code } });
-      const spans = await receiver.waitForSpans((all) =>
+      const spans = await roles.receiver.waitForSpans((all) =>
         all.some((span) => span.traceId === parent.traceId),
       );
       const server = spans.find((span) => span.traceId === parent.traceId);
@@ -179,7 +157,7 @@ describe('requests: one log entry each', () => {
   ])('remoteIp and client.address agree: %s', async (_, forwardedFor, expected) => {
     const parent = newTraceParent();
     const response = await postGreet(
-      api.url,
+      roles.api.url,
       { name: 'David' },
       {
         traceparent: parent.header,
@@ -188,13 +166,13 @@ describe('requests: one log entry each', () => {
     );
     expect(response.status).toBe(200);
     await response.arrayBuffer();
-    const [line] = await requestLines(api, parent.traceId);
+    const [line] = await requestLines(roles.api, parent.traceId);
     expect(line?.httpRequest).toMatchObject({ remoteIp: expected });
     const isApiServer = (span: ReceivedSpan) =>
       span.traceId === parent.traceId &&
       span.kind === 'SERVER' &&
       span.resource['service.name'] === 'greeter-api';
-    const spans = await receiver.waitForSpans((all) => all.some(isApiServer));
+    const spans = await roles.receiver.waitForSpans((all) => all.some(isApiServer));
     const server = spans.find(isApiServer);
     expect(server?.attributes).toMatchObject({
       'client.address': expected,

@@ -2,11 +2,10 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
-import type { OtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transport.js';
 import type { ScriptSchema } from './fixtures/streaming-test-service.js';
 import { grpcCallTo, postGreet } from './helpers/http.js';
-import { type RoleProcess, startRolesExporting, type TracedRoles } from './helpers/roles.js';
+import { rolesExportingForSuite } from './helpers/roles.js';
 import { type Protocol, startTracedBackend, type TracedBackend } from './helpers/traced-backend.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -256,38 +255,30 @@ it('an access line for a method the backend does not have says UNIMPLEMENTED', a
 });
 
 describe('the production bundle', () => {
-  let receiver: OtlpReceiver;
-  let backend: RoleProcess;
-  let api: RoleProcess;
-
-  let roles: TracedRoles | undefined;
-
-  beforeAll(async () => {
-    roles = await startRolesExporting({
-      OTEL_BSP_SCHEDULE_DELAY: '100',
-      GOOGLE_CLOUD_PROJECT: 'test-project',
-    });
-    ({ receiver, backend, api } = roles);
+  const roles = rolesExportingForSuite({
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    GOOGLE_CLOUD_PROJECT: 'test-project',
   });
-  afterAll(() => roles?.stop());
 
   const backendAccessLine = async (traceId: string) => {
     const trace = `projects/test-project/traces/${traceId}`;
     await expect
-      .poll(() => backend.logs().some((line) => line['logging.googleapis.com/trace'] === trace))
+      .poll(() =>
+        roles.backend.logs().some((line) => line['logging.googleapis.com/trace'] === trace),
+      )
       .toBe(true);
-    return backend.logs().find((line) => line['logging.googleapis.com/trace'] === trace);
+    return roles.backend.logs().find((line) => line['logging.googleapis.com/trace'] === trace);
   };
 
   it('types every exception by its class, renamed in the bundle or not', async () => {
     const parent = newTraceParent();
     const response = await postGreet(
-      api.url,
+      roles.api.url,
       { name: 'David', withError: true },
       { traceparent: parent.header },
     );
     expect(response.status).toBe(500);
-    const trace = await waitForGreetTrace(receiver, parent.traceId);
+    const trace = await waitForGreetTrace(roles.receiver, parent.traceId);
     for (const span of [trace.server, trace.client, trace.backend]) {
       const exception = span.events.find((event) => event.name === 'exception');
       expect(exception?.attributes['exception.type']).toBe('ConnectError');
@@ -301,7 +292,7 @@ describe('the production bundle', () => {
   });
 
   it('tells an INVALID_ARGUMENT call from an OK one on the backend’s access line', async () => {
-    const grpc = createGrpcTestTransport(backend.url);
+    const grpc = createGrpcTestTransport(roles.backend.url);
     const client = createClient(BackendService, grpc.transport);
     try {
       const ok = newTraceParent();

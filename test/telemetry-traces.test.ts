@@ -2,38 +2,23 @@ import { once } from 'node:events';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
+import { describe, expect, it } from 'vitest';
+import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
-import {
-  type RoleProcess,
-  startRole,
-  startRolesExporting,
-  type TracedRoles,
-} from './helpers/roles.js';
+import { type RoleProcess, rolesExportingForSuite, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
 describe('one trace per request, end to end over h2c, exported over OTLP', () => {
-  let receiver: OtlpReceiver;
-  let backend: RoleProcess;
-  let api: RoleProcess;
-
-  let roles: TracedRoles | undefined;
-
-  beforeAll(async () => {
-    roles = await startRolesExporting({
-      OTEL_BSP_SCHEDULE_DELAY: '100',
-      OTEL_METRIC_EXPORT_INTERVAL: '500',
-      GOOGLE_CLOUD_PROJECT: 'test-project',
-    });
-    ({ receiver, backend, api } = roles);
+  const roles = rolesExportingForSuite({
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    OTEL_METRIC_EXPORT_INTERVAL: '500',
+    GOOGLE_CLOUD_PROJECT: 'test-project',
   });
-  afterAll(() => roles?.stop());
 
   const greet = (body: unknown, headers: Record<string, string> = {}) =>
-    postGreet(api.url, body, headers);
+    postGreet(roles.api.url, body, headers);
   const apiServerSpan = async (traceId: string) => {
-    const spans = await receiver.waitForSpans((all) =>
+    const spans = await roles.receiver.waitForSpans((all) =>
       all.some((span) => span.traceId === traceId && span.kind === 'SERVER'),
     );
     const found = spans.find((span) => span.traceId === traceId && span.kind === 'SERVER');
@@ -41,7 +26,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     return found;
   };
   const durationPoints = () =>
-    receiver
+    roles.receiver
       .metrics()
       .filter(
         (m) =>
@@ -64,7 +49,11 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       { traceparent: parent.header, 'user-agent': 'trace-test/1' },
     );
     expect(response.status).toBe(200);
-    const { server, client, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
+    const {
+      server,
+      client,
+      backend: rpc,
+    } = await waitForGreetTrace(roles.receiver, parent.traceId);
 
     expect(server.parentSpanId).toBe(parent.spanId);
     expect(client.parentSpanId).toBe(server.spanId);
@@ -79,7 +68,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       'url.scheme': 'http',
       'url.path': '/greet',
       'server.address': '127.0.0.1',
-      'server.port': api.port,
+      'server.port': roles.api.port,
       'user_agent.original': 'trace-test/1',
       'client.address': '127.0.0.1',
       'network.protocol.version': '1.1',
@@ -93,7 +82,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         'rpc.method': 'backend_service.v1.BackendService/Greet',
         'rpc.status_code': 'OK',
         'server.address': '127.0.0.1',
-        'server.port': backend.port,
+        'server.port': roles.backend.port,
       });
     }
     expect(client.attributes['rpc.attempt']).toBe(1);
@@ -104,7 +93,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     // still run inside the SERVER span.
     const parent = newTraceParent();
     const body = JSON.stringify({ name: 'Slow body' });
-    const request = httpRequest(`${api.url}/greet`, {
+    const request = httpRequest(`${roles.api.url}/greet`, {
       method: 'POST',
       headers: {
         'content-type': 'application/json',
@@ -123,14 +112,18 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     await sleep(50);
     request.end(body);
     expect(await answered).toBe(200);
-    const { server, client } = await waitForGreetTrace(receiver, parent.traceId);
+    const { server, client } = await waitForGreetTrace(roles.receiver, parent.traceId);
     expect(client.parentSpanId).toBe(server.spanId);
   });
 
   it('gives every span of both roles the same service labels', async () => {
     const parent = newTraceParent();
     await greet({ name: 'Labels' }, { traceparent: parent.header });
-    const { server, client, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
+    const {
+      server,
+      client,
+      backend: rpc,
+    } = await waitForGreetTrace(roles.receiver, parent.traceId);
     for (const span of [server, client, rpc]) {
       expect(span.resource).toMatchObject({
         'service.namespace': 'greeter',
@@ -150,7 +143,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       { 'x-cloud-trace-context': `${traceId}/12345678901234567890;o=1` },
     );
     expect(response.status).toBe(200);
-    const { server } = await waitForGreetTrace(receiver, traceId);
+    const { server } = await waitForGreetTrace(roles.receiver, traceId);
     expect(server.parentSpanId).toBe(BigInt('12345678901234567890').toString(16).padStart(16, '0'));
   });
 
@@ -159,8 +152,8 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     await greet({ name: 'Unsampled' }, { traceparent: parent.header });
     const marker = newTraceParent();
     await greet({ name: 'Marker' }, { traceparent: marker.header });
-    await waitForGreetTrace(receiver, marker.traceId);
-    expect(receiver.spans().filter((span) => span.traceId === parent.traceId)).toEqual([]);
+    await waitForGreetTrace(roles.receiver, marker.traceId);
+    expect(roles.receiver.spans().filter((span) => span.traceId === parent.traceId)).toEqual([]);
   });
 
   it('starts a new root trace when no header comes, and ignores malformed ones', async () => {
@@ -170,10 +163,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       baggage: '%%%;;;==',
       'x-cloud-trace-context': 'nope/-1;o=banana',
     };
-    const before = new Set(receiver.spans().map((span) => span.traceId));
+    const before = new Set(roles.receiver.spans().map((span) => span.traceId));
     const response = await greet({ name: 'Junk' }, junk);
     expect(response.status).toBe(200);
-    const spans = await receiver.waitForSpans((all) =>
+    const spans = await roles.receiver.waitForSpans((all) =>
       all.some(
         (span) =>
           !before.has(span.traceId) &&
@@ -192,7 +185,11 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       { traceparent: parent.header },
     );
     expect(response.status).toBe(500);
-    const { server, client, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
+    const {
+      server,
+      client,
+      backend: rpc,
+    } = await waitForGreetTrace(roles.receiver, parent.traceId);
     for (const span of [server, client, rpc]) {
       expect(span.status.code).toBe('ERROR');
       const exception = span.events.find((event) => event.name === 'exception');
@@ -209,7 +206,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     const parent = newTraceParent();
     const response = await greet({ name: '' }, { traceparent: parent.header });
     expect(response.status).toBe(400);
-    const spans = await receiver.waitForSpans((all) =>
+    const spans = await roles.receiver.waitForSpans((all) =>
       all.some((span) => span.traceId === parent.traceId),
     );
     const mine = spans.filter((span) => span.traceId === parent.traceId);
@@ -225,7 +222,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     { sent: 'QUERY', name: 'QUERY', method: 'QUERY', original: undefined },
   ])('names a $sent request $name, with http.request.method=$method', async (row) => {
     const parent = newTraceParent();
-    const response = await fetch(`${api.url}/greet`, {
+    const response = await fetch(`${roles.api.url}/greet`, {
       method: row.sent,
       headers: { traceparent: parent.header },
     });
@@ -268,7 +265,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       'signature=lower-case-is-kept',
       'sig',
     ].join('&');
-    const response = await fetch(`${api.url}/greet?${query}`, {
+    const response = await fetch(`${roles.api.url}/greet?${query}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', traceparent: parent.header },
       body: JSON.stringify({ name: 'Query' }),
@@ -296,19 +293,21 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     // The access line shows the same URL, redacted alike.
     await expect
       .poll(
-        () => (accessLine(api, parent.traceId)?.httpRequest as { requestUrl?: string })?.requestUrl,
+        () =>
+          (accessLine(roles.api, parent.traceId)?.httpRequest as { requestUrl?: string })
+            ?.requestUrl,
       )
       .toBe(`/greet?${server.attributes['url.query']}`);
   });
 
   it('leaves http.response.status_code off the span of a client that left before any answer; the log and metric say 499', async () => {
     const parent = newTraceParent();
-    const socket = connect(api.port, '127.0.0.1');
+    const socket = connect(roles.api.port, '127.0.0.1');
     await once(socket, 'connect');
     // Headers and half the promised body, then the client goes away.
     const head = [
       'POST /greet HTTP/1.1',
-      `host: 127.0.0.1:${api.port}`,
+      `host: 127.0.0.1:${roles.api.port}`,
       'content-type: application/json',
       'content-length: 100',
       `traceparent: ${parent.header}`,
@@ -326,7 +325,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     expect(server.attributes['http.response.status_code']).toBeUndefined();
     expect(server.attributes['error.type']).toBeUndefined();
     await expect
-      .poll(() => accessLine(api, parent.traceId), { timeout: 10_000 })
+      .poll(() => accessLine(roles.api, parent.traceId), { timeout: 10_000 })
       .toMatchObject({
         severity: 'INFO',
         httpRequest: { requestMethod: 'POST', requestUrl: '/greet', status: 499 },
@@ -349,11 +348,11 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   it('traces a call to a method the backend does not have: _OTHER, the path kept, UNIMPLEMENTED, an access line', async () => {
     const parent = newTraceParent();
     expect(
-      await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`, {
+      await grpcCallTo(roles.backend.url, `/${UNKNOWN_METHOD}`, {
         traceparent: parent.header,
       }),
     ).toBe('12');
-    const spans = await receiver.waitForSpans((all) =>
+    const spans = await roles.receiver.waitForSpans((all) =>
       all.some((span) => span.traceId === parent.traceId),
     );
     const span = spans.find((candidate) => candidate.traceId === parent.traceId);
@@ -371,7 +370,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       },
     });
     await expect
-      .poll(() => accessLine(backend, parent.traceId))
+      .poll(() => accessLine(roles.backend, parent.traceId))
       .toMatchObject({
         severity: 'ERROR',
         httpRequest: { requestUrl: `/${UNKNOWN_METHOD}`, status: 200 },
@@ -381,20 +380,20 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   it('puts the user id on every span of the trace in both roles, and ignores it from public baggage', async () => {
     const parent = newTraceParent();
     await greet({ name: 'David' }, { traceparent: parent.header, 'x-user-id': 'user-42' });
-    const trace = await waitForGreetTrace(receiver, parent.traceId);
+    const trace = await waitForGreetTrace(roles.receiver, parent.traceId);
     for (const span of trace.all) expect(span.attributes['enduser.id']).toBe('user-42');
 
     const forged = newTraceParent();
     await greet({ name: 'Mallory' }, { traceparent: forged.header, baggage: 'enduser.id=admin' });
-    const forgedTrace = await waitForGreetTrace(receiver, forged.traceId);
+    const forgedTrace = await waitForGreetTrace(roles.receiver, forged.traceId);
     for (const span of forgedTrace.all) expect(span.attributes['enduser.id']).toBeUndefined();
   });
 
   it('writes log lines that carry the same trace and span ids as the spans', async () => {
     const parent = newTraceParent();
     await greet({ name: 'Logs' }, { traceparent: parent.header });
-    const { server, backend: rpc } = await waitForGreetTrace(receiver, parent.traceId);
-    const apiLine = accessLine(api, parent.traceId);
+    const { server, backend: rpc } = await waitForGreetTrace(roles.receiver, parent.traceId);
+    const apiLine = accessLine(roles.api, parent.traceId);
     expect(apiLine).toMatchObject({
       severity: 'INFO',
       'logging.googleapis.com/spanId': server.spanId,
@@ -404,7 +403,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     });
     expect(typeof apiLine?.message).toBe('string');
     expect(typeof apiLine?.time).toBe('string');
-    expect(accessLine(backend, parent.traceId)).toMatchObject({
+    expect(accessLine(roles.backend, parent.traceId)).toMatchObject({
       'logging.googleapis.com/spanId': rpc.spanId,
     });
   });
@@ -419,7 +418,9 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       await expect
         .poll(
           () =>
-            receiver.metrics().find((m) => m.name === name && m.resource['service.name'] === role),
+            roles.receiver
+              .metrics()
+              .find((m) => m.name === name && m.resource['service.name'] === role),
           {
             timeout: 10_000,
           },

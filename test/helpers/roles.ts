@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
+import { afterAll, beforeAll } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../../tools/otlp-receiver/index.ts';
 import { freePort } from './free-port.js';
 
@@ -165,5 +166,33 @@ export async function startRolesExporting(env: Record<string, string>): Promise<
       await Promise.all([api.stop(), backend.stop()]);
       await receiver.close();
     },
+  };
+}
+
+/**
+ * `startRolesExporting` for the enclosing `describe`: started before its tests, stopped after.
+ * Its fields are there from the first test on.
+ */
+export function rolesExportingForSuite(env: Record<string, string>): Readonly<TracedRoles> {
+  let roles: TracedRoles | undefined;
+  beforeAll(async () => {
+    roles = await startRolesExporting(env);
+  });
+  afterAll(() => roles?.stop());
+  const started = (): TracedRoles => {
+    if (!roles) throw new Error('the roles start in beforeAll: use them inside tests and hooks');
+    return roles;
+  };
+  return {
+    get receiver() {
+      return started().receiver;
+    },
+    get backend() {
+      return started().backend;
+    },
+    get api() {
+      return started().api;
+    },
+    stop: () => started().stop(),
   };
 }
