@@ -401,6 +401,7 @@ async function startOddBackend(): Promise<{ url: string }> {
         quota: [Code.ResourceExhausted, 'quota'],
         leak: [Code.Internal, LEAKY_MESSAGE],
         missing: [Code.NotFound, 'no greeting is on file for missing'],
+        cancelled: [Code.Canceled, 'the call to 10.8.0.3 was cancelled'],
         denied: [Code.PermissionDenied, 'user 42 may not be greeted'],
       };
       const failure = failures[name];
@@ -508,6 +509,9 @@ describe('a backend reply over the read limit, a backend quota, a backend asking
       const line = api.logs().find((entry) => JSON.stringify(entry).includes(leak.body.traceId));
       expect(JSON.stringify(line?.error)).toContain(LEAKY_MESSAGE);
     }, 5_000);
+    // CANCELLED from the backend, to a caller still waiting, is no "client closed request".
+    const cancelled = await ask(api.url, 'cancelled');
+    expect(cancelled.body).toMatchObject({ status: 502, code: 'canceled', detail: generic });
     const missing = await ask(api.url, 'missing');
     expect(missing.body).toMatchObject({
       status: 404,

@@ -260,7 +260,12 @@ describe.each(BIDI_PROTOCOLS)('client-streaming and bidi calls over %s', (protoc
     expect(server.attributes['app.echoed']).toBe(3);
     expect(server.durationMs).toBeGreaterThanOrEqual(140);
     const children = spans.filter((span) => span.kind === 'INTERNAL');
-    expect(children).toHaveLength(3);
+    expect(children.map((child) => child.name).sort()).toEqual([
+      'echoed 0',
+      'echoed 1',
+      'echoed 2',
+      'ended 3',
+    ]);
     for (const child of children) {
       expect(child.parentSpanId).toBe(server.spanId);
       expect(child.attributes['enduser.id']).toBe('u-2');
@@ -458,11 +463,15 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     return frame;
   }
 
-  /** Sends `scripts` without ending the request, then resets the stream with `code`. */
+  /**
+   * Sends `scripts` without ending the request, then resets the stream with `code`. Node's
+   * `close(code)` ends the request first; `'unended'` resets it without (INTERNAL_ERROR), as
+   * grpcio's cancel and a proxy whose caller left do (with CANCEL).
+   */
   async function resetMidCall(
     path: string,
     list: MessageInitShape<typeof ScriptSchema>[],
-    code: number,
+    code: number | 'unended',
     traceparent: string,
   ): Promise<void> {
     const session = connect(stack.url);
@@ -478,7 +487,8 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     for (const script of list) stream.write(framed(script));
     await sleep(150);
     const closed = new Promise((resolve) => stream.once('close', resolve));
-    stream.close(code);
+    if (code === 'unended') stream.destroy(new Error('the client gives up'));
+    else stream.close(code);
     await closed;
     session.close();
   }
@@ -497,6 +507,30 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     expect(server.status.code).not.toBe('ERROR');
     expect(await stack.accessLineOf(parent.traceId)).toMatchObject({ severity: 'INFO' });
   });
+
+  it('a unary call reset before its request ended never reaches its handler', async () => {
+    const parent = newTraceParent();
+    await resetMidCall(WAIT, [{ text: 'whole message, no end' }], 'unended', parent.header);
+    const spans = await stack.spansOf(parent.traceId, hasServerSpan);
+    expect(serverSpan(spans).attributes['rpc.status_code']).toBe('CANCELLED');
+    expect(spans.map((span) => span.name).filter((name) => name.startsWith('waited'))).toEqual([]);
+  });
+
+  it.each([
+    ['client-streaming', COLLECT],
+    ['bidi', ECHO],
+  ])(
+    'a %s upload reset before its end fails in the handler, not as a whole upload',
+    async (_kind, path) => {
+      const parent = newTraceParent();
+      await resetMidCall(path, [{ text: 'a' }, { text: 'b' }], 'unended', parent.header);
+      const spans = await stack.spansOf(parent.traceId, hasServerSpan);
+      expect(serverSpan(spans).attributes['rpc.status_code']).toBe('CANCELLED');
+      const names = spans.map((span) => span.name);
+      expect(names.filter((name) => name.endsWith(' 1'))).toHaveLength(1);
+      expect(names.filter((name) => name.startsWith('ended'))).toEqual([]);
+    },
+  );
 
   it('a gRPC content type in upper case is traced as gRPC', async () => {
     const parent = newTraceParent();

@@ -155,6 +155,11 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
         { code: connectCodeName(error.code) },
       );
     }
+    // CANCELLED is "client closed request" (499) only when this caller went away; a backend
+    // that answers it to a caller still waiting failed to answer.
+    if (error.code === Code.Canceled && !request.socket.destroyed) {
+      return problem(502, BACKEND_FAULT, { code: connectCodeName(error.code) });
+    }
     const status = codeToHttpStatus(error.code);
     const detail = SAFE_DETAIL[error.code] ?? (status >= 500 ? BACKEND_FAULT : error.rawMessage);
     return problem(status, detail, { code: connectCodeName(error.code) });

@@ -23,7 +23,11 @@ import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetr
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { advertiseCompression } from './advertise-compression.js';
 import { capDeadline } from './deadline-cap.js';
-import { expireUnfinishedRequest, failUnfinishedRequest } from './expire-unfinished-request.js';
+import {
+  expireUnfinishedRequest,
+  failRequestOnReset,
+  failUnfinishedRequest,
+} from './expire-unfinished-request.js';
 import { createGrpcUnaryFastPath } from './grpc-unary-fast-path.js';
 import { releaseUnreadRequest } from './release-unread-request.js';
 import { answerUnknownMethod } from './unknown-method.js';
@@ -120,6 +124,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
         return;
       }
       if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
+      failRequestOnReset(request);
       connectCalls.add(request);
       request.once('close', () => connectCalls.delete(request));
       handler(request, response);

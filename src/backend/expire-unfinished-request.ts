@@ -1,5 +1,6 @@
 import type { Http2ServerRequest } from 'node:http2';
 import { Code, ConnectError } from '@connectrpc/connect';
+import { resetBeforeEnd } from './reset-error.js';
 
 /**
  * Connect's handlers start a call's deadline with its headers but read the request body
@@ -18,6 +19,19 @@ export function expireUnfinishedRequest(request: Http2ServerRequest, deadlineMs:
 }
 
 const DEADLINE_EXCEEDED = new ConnectError('the operation timed out', Code.DeadlineExceeded);
+
+/**
+ * A client that resets its stream before ending its request (grpcio's cancel, a proxy whose
+ * caller left) still has Node end the request body, so a client-streaming handler would take
+ * the messages sent so far for the whole upload. The rest of the body fails instead.
+ */
+export function failRequestOnReset(request: Http2ServerRequest): void {
+  request.once('aborted', () => {
+    if (request.readableEnded) return;
+    request.on('error', ignore);
+    request.destroy(resetBeforeEnd(request.stream.rstCode));
+  });
+}
 
 /** Fails the rest of a request body with `error`, for Connect's handler to answer; see above. */
 export function failUnfinishedRequest(request: Http2ServerRequest, error: ConnectError): void {

@@ -32,7 +32,7 @@ import {
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
-import { resetError } from './reset-error.js';
+import { resetBeforeEnd, resetError } from './reset-error.js';
 
 /** Connect's default: smaller messages are not worth compressing. */
 const COMPRESS_MIN_BYTES = 1024;
@@ -274,7 +274,8 @@ function readBody(
       }
       if (envelopes === 2 && received >= nextEnvelope) done();
     };
-    const onEnd = () => done();
+    // Node ends the body of a request reset before its end too.
+    const onEnd = () => done(request.aborted ? resetBeforeEnd(request.stream.rstCode) : undefined);
     const onClose = () => done(closedEarly(request.stream.rstCode));
     request.on('data', onData);
     request.once('end', onEnd);

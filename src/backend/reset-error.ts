@@ -35,3 +35,16 @@ export function resetError(rstCode: number | undefined): ConnectError | undefine
     code,
   );
 }
+
+/**
+ * The error a request body ends with when the client reset the stream before ending it:
+ * CANCELLED whatever the reset's code, as the call's telemetry has it.
+ */
+export function resetBeforeEnd(rstCode: number | undefined): ConnectError {
+  const reset = resetError(rstCode);
+  const why = reset ? ` (${reset.rawMessage})` : '';
+  return new ConnectError(
+    `the client reset the stream before its request ended${why}`,
+    Code.Canceled,
+  );
+}
