@@ -10,7 +10,7 @@ import { createTraceTreePrinter, startOtlpReceiver } from '../tools/otlp-receive
 
 const cloud = process.argv.includes('--cloud');
 const ports = { api: process.env.PORT ?? '8080', backend: process.env.BACKEND_PORT ?? '8081' };
-const color = process.stdout.isTTY;
+const color = process.stdout.isTTY === true && !process.env.NO_COLOR;
 const paint = (code: number, text: string) => (color ? `\u001b[${code}m${text}\u001b[0m` : text);
 
 /** A start that cannot go on: one line saying what to do, not a stack. */
@@ -45,6 +45,8 @@ const stack = await startLocalStack({
     OTEL_BSP_SCHEDULE_DELAY: '200',
     OTEL_METRIC_EXPORT_INTERVAL: '15000',
     LOG_FORMAT: 'pretty',
+    // The roles' output comes through a pipe: colours only if this terminal takes them.
+    ...(color ? { FORCE_COLOR: '1' } : { NO_COLOR: '1' }),
   },
   // Behind the front end the api's own port is private: any free one.
   apiEnv: { PORT: cloud ? String(await freePort()) : ports.api },

@@ -24,7 +24,7 @@ describe('npm run start:cloud prints commands that work', () => {
   beforeAll(async () => {
     launcher = spawn(process.execPath, ['scripts/start-local.ts', '--cloud'], {
       cwd: REPO,
-      env: { ...baseEnv(), OTLP_PORT: String(await freePort()), NO_COLOR: '1' },
+      env: { ...baseEnv(), OTLP_PORT: String(await freePort()) },
       stdio: ['ignore', 'pipe', 'pipe'],
       // Its own process group, so that stopping it stops the roles it started, even mid-start.
       detached: true,
@@ -62,6 +62,11 @@ describe('npm run start:cloud prints commands that work', () => {
     const { stdout } = await execFileAsync('bash', ['-c', line], { cwd: REPO, timeout: 30_000 });
     return stdout;
   };
+
+  it('writes no colour codes into a pipe', () => {
+    expect(output).toContain('[api]');
+    expect(output).not.toContain('\u001b[');
+  });
 
   it('greets through the front end, and prints the trace of a sampled request', async () => {
     const sampled = tryLines.find((line) => line.includes('traceparent:'));

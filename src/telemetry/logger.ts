@@ -117,8 +117,8 @@ function prettyLogger(common: PinoOptions): Logger {
   const pretty = createRequire(import.meta.url)('pino-pretty') as (o: object) => DestinationStream;
   return pino(
     common,
+    // Colours where the output takes them (a terminal; not NO_COLOR, a pipe or a file).
     pretty({
-      colorize: true,
       translateTime: 'HH:MM:ss.l',
       ignore: 'pid,hostname,logging.googleapis.com/trace,logging.googleapis.com/trace_sampled',
       sync: true,
