@@ -430,7 +430,7 @@ describe('query strings, methods and URLs', () => {
     expect(answer.status).toBe(200);
   });
 
-  it.each(['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'PROPFIND'])(
+  it.each(['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'PROPFIND', 'QUERY'])(
     '%s /greet: 405 with Allow: POST',
     async (method) => {
       const answer = await call(api, '/greet', { method });
@@ -463,6 +463,13 @@ describe('query strings, methods and URLs', () => {
 
   it('an unknown path: 404 problem', async () => {
     expectProblem(await call(api, '/wp-login.php', { method: 'GET' }), 404);
+  });
+
+  it('a body to an unknown path or the wrong method: 404 or 405, whatever the body', async () => {
+    const text = { type: 'text/plain', body: 'hello' };
+    expectProblem(await call(api, '/wp-login.php', { method: 'POST', ...text }), 404);
+    expectProblem(await call(api, '/healthz', { method: 'PUT', ...text }), 405);
+    expectProblem(await call(api, '/healthz', { method: 'POST', type: JSON_TYPE, body: '{' }), 405);
   });
 
   it('a URL that cannot be decoded: 400 problem', async () => {

@@ -98,7 +98,7 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
   );
-  app.setNotFoundHandler((request, reply) => {
+  const answerUnrouted = (request: FastifyRequest, reply: FastifyReply) => {
     const path = request.url.split('?', 1)[0] ?? '/';
     const allowed = allowedMethods(app, path);
     if (allowed.length === 0) {
@@ -111,10 +111,16 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     reply.header('allow', allowed.join(', '));
     const message = `${path} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
     return sendProblem(Object.assign(new Error(message), { statusCode: 405 }), request, reply);
-  });
+  };
+  app.setNotFoundHandler(answerUnrouted);
 
   // After the tracing hook, so refused requests still get their span named; before the routes.
   await hardenApi(app, config);
+  // Before the body is parsed: a request no route takes is told so, not what its body lacks.
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.is404) answerUnrouted(request, reply);
+    else done();
+  });
 
   const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
   app.get('/openapi.json', () => docs.document());
