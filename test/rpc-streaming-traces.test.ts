@@ -435,6 +435,30 @@ describe('the api’s CLIENT spans of streaming calls', () => {
     expect(client.durationMs).toBeLessThan(3_000);
   });
 
+  it.each([
+    ['its caller gives up', () => ({ signal: AbortSignal.timeout(250) }), 'CANCELLED'],
+    // The backend's own deadline, the same, may end the call first.
+    ['its deadline passes', () => ({ timeoutMs: 250 }), /^(CANCELLED|DEADLINE_EXCEEDED)$/],
+  ])(
+    'an upload cut short because %s is no whole upload to the backend',
+    async (_why, options, status) => {
+      const parent = newTraceParent();
+      async function* unfinished() {
+        yield { text: 'a' };
+        yield { text: 'b' };
+        await sleep(1_000);
+        yield { text: 'late' };
+      }
+      const call = inTrace(parent.header, () => stack.api.collect(unfinished(), options()));
+      await expect(call).rejects.toBeInstanceOf(ConnectError);
+      const spans = await stack.spansOf(parent.traceId, hasServerSpan);
+      expect(serverSpan(spans).attributes['rpc.status_code']).toMatch(status);
+      const names = spans.map((span) => span.name);
+      expect(names).toContain('received 1');
+      expect(names.filter((name) => name.startsWith('ended'))).toEqual([]);
+    },
+  );
+
   it('ends CANCELLED when the caller gives up, even without reading on', async () => {
     const parent = newTraceParent();
     const controller = new AbortController();

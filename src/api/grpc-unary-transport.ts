@@ -29,6 +29,7 @@ import {
 } from '../grpc/envelope.js';
 import { grpcTimeout } from '../grpc/timeout.js';
 import { markCallerRefusal } from '../identity/caller-refusal.js';
+import { resetUnendedStreams } from './reset-unended-streams.js';
 
 const USER_AGENT = 'cloud-run-observable-services';
 
@@ -192,7 +193,7 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
     async stream(method, signal, timeoutMs, header, input, contextValues) {
       streaming ??= createGrpcTransport({
         baseUrl: options.baseUrl,
-        sessionManager,
+        sessionManager: resetUnendedStreams(sessionManager),
         readMaxBytes,
         ...(options.interceptors ? { interceptors: options.interceptors } : {}),
       });
