@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import { connect, type IncomingHttpHeaders } from 'node:http2';
+import { connect, constants, type IncomingHttpHeaders } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, createFileRegistry, fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -213,13 +213,49 @@ describe('the backend built by buildBackend', () => {
     recorded.lines.length = 0;
   });
 
-  it('tells each connection it may hold at most 1,000 streams open at once', async () => {
+  it('tells each connection it may hold at most 1,000 streams open at once, and 64 KiB of metadata per call', async () => {
     const session = connect(`http://127.0.0.1:${port}`);
     try {
       const [settings] = (await once(session, 'remoteSettings')) as [
-        { maxConcurrentStreams?: number },
+        { maxConcurrentStreams?: number; maxHeaderListSize?: number },
       ];
       expect(settings.maxConcurrentStreams).toBe(1_000);
+      expect(settings.maxHeaderListSize).toBe(64 * 1024);
+    } finally {
+      session.close();
+    }
+  });
+
+  it('takes metadata by size, not by count; a call over the size is refused alone', async () => {
+    // Node's client would refuse to send more than 64 KiB itself: this one sends it anyway.
+    const session = connect(`http://127.0.0.1:${port}`, { maxSendHeaderBlockLength: 1 << 20 });
+    session.on('error', () => {});
+    const greet = (metadata: Record<string, string>) =>
+      new Promise<{ status: string | undefined; rstCode: number | undefined }>((resolve) => {
+        const stream = session.request({ ':method': 'POST', ':path': GREET, ...grpc, ...metadata });
+        let status: string | undefined;
+        stream.on('trailers', (trailers) => {
+          status = String(trailers['grpc-status']);
+        });
+        stream.on('error', () => {});
+        stream.resume();
+        stream.on('close', () => resolve({ status, rstCode: stream.rstCode }));
+        stream.end(envelope(greetBytes));
+      });
+    const entries = (count: number, bytes: number) =>
+      Object.fromEntries(
+        Array.from({ length: count }, (_, i) => [`x-entry-${i}`, 'v'.repeat(bytes)]),
+      );
+    try {
+      // Node's default refused more than 128 fields, however small.
+      expect(await greet(entries(500, 1))).toMatchObject({ status: '0' });
+      // Over 64 KiB: that stream is reset (ENHANCE_YOUR_CALM, RESOURCE_EXHAUSTED to gRPC clients).
+      expect(await greet(entries(70, 1_000))).toMatchObject({
+        status: undefined,
+        rstCode: constants.NGHTTP2_ENHANCE_YOUR_CALM,
+      });
+      // The connection, and the calls it carries, go on.
+      expect(await greet({})).toMatchObject({ status: '0' });
     } finally {
       session.close();
     }
@@ -498,6 +534,12 @@ describe('the backend built by buildBackend', () => {
       expect(answer.headers['grpc-status']).toBe(String(Code.Unimplemented));
       expect(answer.headers['content-type']).toBe(answered);
       expect(answer.headers['grpc-accept-encoding']).toBeUndefined();
+    });
+
+    it('names at most 200 characters of a long path', async () => {
+      const path = `/pkg.Service/${'M'.repeat(10_000)}`;
+      const answer = await call(port, { path, headers: grpc, body: envelope(greetBytes) });
+      expect(grpcMessage(answer)).toBe(`unknown method ${path.slice(0, 200)}...`);
     });
 
     it('is still 404 in the Connect protocol', async () => {

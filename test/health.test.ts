@@ -127,6 +127,10 @@ describe('grpc.health.v1.Health on a real h2c server', () => {
     expect(await pythonCheck(service)).toEqual(expected);
   });
 
+  it('grpcio Check of a very long unknown name still reads NOT_FOUND: the message repeats 200 characters of it', async () => {
+    expect(await pythonCheck('x'.repeat(8_000))).toEqual({ error: 'NOT_FOUND' });
+  });
+
   it('grpcio Watch sees the current status, then a change, and ends when the client cancels', async () => {
     const watcher = spawnJsonLines(PYTHON, [
       healthClientScript,
@@ -180,6 +184,15 @@ describe('grpc.health.v1.Health on a real h2c server', () => {
       const error = await client.check({ service: 'unknown.v1.Service' }).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(ConnectError);
       expect((error as ConnectError).code).toBe(Code.NotFound);
+      expect((error as ConnectError).rawMessage).toContain('"unknown.v1.Service"');
+    });
+
+    it('Check of a long unknown name repeats its first 200 characters, never half an emoji', async () => {
+      // 199 characters, then emoji: the 200th character is the first half of one.
+      const service = `${'a'.repeat(199)}${'\u{1F600}'.repeat(50_000)}`;
+      const error = await client.check({ service }).catch((e: unknown) => e);
+      expect((error as ConnectError).code).toBe(Code.NotFound);
+      expect((error as ConnectError).rawMessage).toContain(`"${'a'.repeat(199)}..."`);
     });
 
     it('List answers every service', async () => {

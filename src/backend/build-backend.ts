@@ -38,6 +38,13 @@ import { answerUnknownMethod } from './unknown-method.js';
  * a client past the limit waits for a stream to close (Node's client queues the call).
  */
 const MAX_CONCURRENT_STREAMS = 1_000;
+/**
+ * Request metadata is limited by size, as gRPC's HTTP/2 spec advises, at HPACK's own limit for
+ * one field; the limit is advertised so that clients can check first. Node's default limit is
+ * a count (128 fields, 1.3 KiB of small metadata); the count allowed here is what fits the size.
+ */
+const MAX_HEADER_LIST_BYTES = 64 * 1024;
+const MAX_HEADER_FIELDS = MAX_HEADER_LIST_BYTES / 32;
 /** How long probes and load balancers see NOT_SERVING before connections are told to go away. */
 const DRAIN_NOTICE_MS = 500;
 /**
@@ -111,7 +118,13 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   /** Calls Connect's adapter serves (streams among them), to end their requests at a drain. */
   const connectCalls = new Set<Http2ServerRequest>();
   const server = createServer(
-    { settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS } },
+    {
+      settings: {
+        maxConcurrentStreams: MAX_CONCURRENT_STREAMS,
+        maxHeaderListSize: MAX_HEADER_LIST_BYTES,
+      },
+      maxHeaderListPairs: MAX_HEADER_FIELDS,
+    },
     (request, response) => {
       const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
       releaseUnreadRequest(request);

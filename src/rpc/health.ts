@@ -1,5 +1,6 @@
 import { create } from '@bufbuild/protobuf';
 import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
+import { echoed } from '../errors/caller-text.js';
 import {
   Health,
   type HealthCheckResponse,
@@ -70,7 +71,7 @@ export function registerHealth(router: ConnectRouter, status: HealthStatus): voi
       const current = status.get(request.service);
       if (current === undefined) {
         throw new ConnectError(
-          `no health status for service "${request.service}"; ask for "" (the whole server) or a registered service`,
+          `no health status for service "${echoed(request.service)}"; ask for "" (the whole server) or a registered service`,
           Code.NotFound,
         );
       }

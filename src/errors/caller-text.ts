@@ -1,0 +1,14 @@
+/** How much of a caller's own text an error message repeats: enough to recognise it. */
+const ECHOED_CHARACTERS = 200;
+
+/**
+ * `text` as an error message may repeat it: cut to 200 characters, so that a caller's long input
+ * cannot make trailers no client reads (gRPC suggests clients take 8 KiB of them), and never
+ * inside a surrogate pair, which `grpc-message`'s percent-encoding cannot take.
+ */
+export function echoed(text: string): string {
+  if (text.length <= ECHOED_CHARACTERS) return text;
+  const cut = text.slice(0, ECHOED_CHARACTERS);
+  const last = cut.charCodeAt(cut.length - 1);
+  return `${last >= 0xd800 && last <= 0xdbff ? cut.slice(0, -1) : cut}...`;
+}
