@@ -138,6 +138,7 @@ const cases: { name: string; ask: Ask; reply: Reply }[] = [
       ['message', 'backend_service.v1.GreetRequest', backendFile],
       ['field', 'backend_service.v1.GreetResponse.reply', backendFile],
       ['nested enum', 'grpc.health.v1.HealthCheckResponse.ServingStatus', healthFile],
+      ['enum value', 'grpc.health.v1.HealthCheckResponse.SERVING', healthFile],
       ['nested map entry', 'grpc.health.v1.HealthListResponse.StatusesEntry', healthFile],
       [
         'reflection itself',

@@ -1,6 +1,7 @@
 import { create, type DescFile, toBinary } from '@bufbuild/protobuf';
 import {
   type DescriptorProto,
+  type EnumDescriptorProto,
   type FieldDescriptorProto,
   FileDescriptorProtoSchema,
 } from '@bufbuild/protobuf/wkt';
@@ -186,7 +187,7 @@ function indexFile(index: ReflectionIndex, file: DescFile): void {
     index.symbols.set(serviceName, file);
     for (const method of service.method) index.symbols.set(`${serviceName}.${method.name}`, file);
   }
-  for (const enumeration of proto.enumType) index.symbols.set(scope + enumeration.name, file);
+  for (const enumeration of proto.enumType) indexEnum(index, file, scope, enumeration);
   for (const extension of proto.extension) indexExtension(index, file, scope, extension);
   for (const message of proto.messageType) indexMessage(index, file, scope, message);
 }
@@ -202,9 +203,20 @@ function indexMessage(
   index.symbols.set(typeName, file);
   index.messages.add(typeName);
   for (const field of message.field) index.symbols.set(inner + field.name, file);
-  for (const enumeration of message.enumType) index.symbols.set(inner + enumeration.name, file);
+  for (const enumeration of message.enumType) indexEnum(index, file, inner, enumeration);
   for (const extension of message.extension) indexExtension(index, file, inner, extension);
   for (const nested of message.nestedType) indexMessage(index, file, inner, nested);
+}
+
+/** An enum's values are named in the enum's own scope, as its siblings (C++ scoping). */
+function indexEnum(
+  index: ReflectionIndex,
+  file: DescFile,
+  scope: string,
+  enumeration: EnumDescriptorProto,
+): void {
+  index.symbols.set(scope + enumeration.name, file);
+  for (const value of enumeration.value) index.symbols.set(scope + value.name, file);
 }
 
 function indexExtension(
