@@ -58,6 +58,14 @@ describe('request hooks', () => {
     api.app.get<{ Params: { name: string } }>('/fork-route/:name', async (request) => ({
       reply: `Goodbye ${request.params.name}!`,
     }));
+    // A plugin of a fork's own that answers its own 404s.
+    await api.app.register(
+      async (plugin) => {
+        plugin.setNotFoundHandler((_request, reply) => reply.code(404).send({ plugin: 'own 404' }));
+        plugin.get('/thing', async () => ({ thing: true }));
+      },
+      { prefix: '/fork-plugin' },
+    );
     url = await api.app.listen({ port: 0, host: '127.0.0.1' });
   });
   afterAll(async () => {
@@ -126,5 +134,15 @@ describe('request hooks', () => {
       status: 414,
       detail: 'A path parameter is longer than 200 characters: send long values in a body.',
     });
+  });
+
+  it("leaves a fork plugin's own not-found handler its 404s; the api's answer others before their body", async () => {
+    const text = { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'hello' };
+    const own = await fetch(`${url}/fork-plugin/nope`, text);
+    expect(own.status).toBe(404);
+    expect(await own.json()).toEqual({ plugin: 'own 404' });
+    const ours = await fetch(`${url}/nope`, text);
+    expect(ours.status).toBe(404);
+    expect(ours.headers.get('content-type')).toMatch(/^application\/problem\+json/);
   });
 });

@@ -117,8 +117,9 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
   // After the tracing hook, so refused requests still get their span named; before the routes.
   await hardenApi(app, config);
   // Before the body is parsed: a request no route takes is told so, not what its body lacks.
+  // A plugin with a not-found handler of its own (its `request.server`) keeps its 404s.
   app.addHook('onRequest', (request, reply, done) => {
-    if (request.is404) answerUnrouted(request, reply);
+    if (request.is404 && request.server === app) answerUnrouted(request, reply);
     else done();
   });
 
