@@ -58,6 +58,11 @@ describe('request hooks', () => {
     api.app.get<{ Params: { name: string } }>('/fork-route/:name', async (request) => ({
       reply: `Goodbye ${request.params.name}!`,
     }));
+    // An authentication hook of a fork's own, added after the api's.
+    api.app.addHook('onRequest', (request, reply, done) => {
+      if (request.headers['x-deny'] === undefined) return done();
+      reply.code(401).send({ fork: 'not signed in' });
+    });
     // A plugin of a fork's own that answers its own 404s.
     await api.app.register(
       async (plugin) => {
@@ -144,5 +149,14 @@ describe('request hooks', () => {
     const ours = await fetch(`${url}/nope`, text);
     expect(ours.status).toBe(404);
     expect(ours.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    // A fork's onRequest hooks run first, unrouted requests included: no route list for them.
+    for (const [path, method] of [
+      ['/nope', 'GET'],
+      ['/greet', 'PUT'],
+    ] as const) {
+      const denied = await fetch(`${url}${path}`, { method, headers: { 'x-deny': '1' } });
+      expect(denied.status, `${method} ${path}`).toBe(401);
+      expect(denied.headers.get('allow')).toBeNull();
+    }
   });
 });

@@ -116,11 +116,12 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
 
   // After the tracing hook, so refused requests still get their span named; before the routes.
   await hardenApi(app, config);
-  // Before the body is parsed: a request no route takes is told so, not what its body lacks.
-  // A plugin with a not-found handler of its own (its `request.server`) keeps its 404s.
-  app.addHook('onRequest', (request, reply, done) => {
+  // After every onRequest hook (a fork's authentication among them), before the body is
+  // parsed: a request no route takes is told so, not what its body lacks. A plugin with a
+  // not-found handler of its own (its `request.server`) keeps its 404s.
+  app.addHook('preParsing', (request, reply, payload, done) => {
     if (request.is404 && request.server === app) answerUnrouted(request, reply);
-    else done();
+    else done(null, payload);
   });
 
   const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
