@@ -58,6 +58,13 @@ describe('request hooks', () => {
     api.app.get<{ Params: { name: string } }>('/fork-route/:name', async (request) => ({
       reply: `Goodbye ${request.params.name}!`,
     }));
+    // A route of a fork's own that puts a time limit of its own on a backend call.
+    api.app.get('/fork-timeout', async () => ({
+      reply: await backend.greet(
+        { name: 'Ada', withError: false },
+        AbortSignal.abort(new DOMException('the route gave up', 'TimeoutError')),
+      ),
+    }));
     // An authentication hook of a fork's own, added after the api's.
     api.app.addHook('onRequest', (request, reply, done) => {
       if (request.headers['x-deny'] === undefined) return done();
@@ -158,5 +165,11 @@ describe('request hooks', () => {
       expect(denied.status, `${method} ${path}`).toBe(401);
       expect(denied.headers.get('allow')).toBeNull();
     }
+  });
+
+  it("a route's own time limit on a backend call is 504, not the backend's fault (502)", async () => {
+    const answer = await fetch(`${url}/fork-timeout`);
+    expect(answer.status).toBe(504);
+    expect(await answer.json()).toMatchObject({ code: 'deadline_exceeded' });
   });
 });

@@ -544,7 +544,7 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     ['client-streaming', COLLECT],
     ['bidi', ECHO],
   ])(
-    'a %s upload reset before its end fails in the handler, not as a whole upload',
+    'a %s upload reset before its end fails in the handler as CANCELLED, the client’s doing',
     async (_kind, path) => {
       const parent = newTraceParent();
       await resetMidCall(path, [{ text: 'a' }, { text: 'b' }], 'unended', parent.header);

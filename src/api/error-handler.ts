@@ -27,10 +27,12 @@ import { isOversizedReply } from './grpc-unary-transport.js';
  */
 const BACKEND_FAULT = 'The backend failed to answer. The failure was logged with this trace id.';
 
+const NOT_IN_TIME = 'The backend service did not answer in time.';
+
 /** Messages we send instead of the transport's own, which may name internal hosts. */
 const SAFE_DETAIL: Partial<Record<Code, string>> = {
   [Code.Unavailable]: 'The backend service is unavailable. Try again shortly.',
-  [Code.DeadlineExceeded]: 'The backend service did not answer in time.',
+  [Code.DeadlineExceeded]: NOT_IN_TIME,
   [Code.Canceled]: 'The request was canceled.',
   [Code.Unknown]: 'The backend failed in an unexpected way.',
   [Code.Unimplemented]:
@@ -155,10 +157,16 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
         { code: connectCodeName(error.code) },
       );
     }
-    // CANCELLED is "client closed request" (499) only when this caller went away; a backend
-    // that answers it to a caller still waiting failed to answer.
+    // CANCELLED is "client closed request" (499) when this caller went away. One the backend
+    // answered (its status on the wire) to a caller still waiting is the backend failing to
+    // answer; the api's own time limit on a call (a route's `AbortSignal.timeout`) is a 504.
     if (error.code === Code.Canceled && !request.socket.destroyed) {
-      return problem(502, BACKEND_FAULT, { code: connectCodeName(error.code) });
+      if (error.metadata.has('grpc-status')) {
+        return problem(502, BACKEND_FAULT, { code: connectCodeName(error.code) });
+      }
+      if (isTimeout(error.cause)) {
+        return problem(504, NOT_IN_TIME, { code: connectCodeName(Code.DeadlineExceeded) });
+      }
     }
     const status = codeToHttpStatus(error.code);
     const detail = SAFE_DETAIL[error.code] ?? (status >= 500 ? BACKEND_FAULT : error.rawMessage);
@@ -179,6 +187,10 @@ function refusalHeaders(error: Error, status: number): Record<string, string> | 
     FASTIFY_REFUSALS.get((error as FastifyError).code)?.headers ??
     (error as { headers?: Record<string, string> }).headers
   );
+}
+
+function isTimeout(cause: unknown): boolean {
+  return cause instanceof Error && cause.name === 'TimeoutError';
 }
 
 function isOverloaded(error: FastifyError | Error): boolean {

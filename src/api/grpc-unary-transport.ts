@@ -362,8 +362,13 @@ function linkedSignal(
 
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');
 
+/** CANCELLED, keeping why (Connect's `ConnectError.from` drops an abort's or timeout's reason). */
 function cancelled(signal: AbortSignal): ConnectError {
-  return ConnectError.from(signal.reason, Code.Canceled);
+  const { reason } = signal;
+  if (reason instanceof ConnectError || !(reason instanceof Error)) {
+    return ConnectError.from(reason, Code.Canceled);
+  }
+  return new ConnectError(reason.message, Code.Canceled, undefined, undefined, reason);
 }
 
 function ignore(): void {}

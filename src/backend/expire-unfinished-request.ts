@@ -21,9 +21,9 @@ export function expireUnfinishedRequest(request: Http2ServerRequest, deadlineMs:
 const DEADLINE_EXCEEDED = new ConnectError('the operation timed out', Code.DeadlineExceeded);
 
 /**
- * A client that resets its stream before ending its request (grpcio's cancel, a proxy whose
- * caller left) still has Node end the request body, so a client-streaming handler would take
- * the messages sent so far for the whole upload. The rest of the body fails instead.
+ * A client that resets its stream before the handler has read its request to the end (grpcio's
+ * cancel, a proxy whose caller left): the rest of the body fails with CANCELLED, the client's
+ * doing, where Connect's read would fail with "Premature close", an INTERNAL server fault.
  */
 export function failRequestOnReset(request: Http2ServerRequest): void {
   request.once('aborted', () => {

@@ -32,7 +32,7 @@ import {
   singleMessage,
   webHeaders,
 } from '../grpc/envelope.js';
-import { resetBeforeEnd, resetError } from './reset-error.js';
+import { resetError } from './reset-error.js';
 
 /** Connect's default: smaller messages are not worth compressing. */
 const COMPRESS_MIN_BYTES = 1024;
@@ -274,8 +274,7 @@ function readBody(
       }
       if (envelopes === 2 && received >= nextEnvelope) done();
     };
-    // Node ends the body of a request reset before its end too.
-    const onEnd = () => done(request.aborted ? resetBeforeEnd(request.stream.rstCode) : undefined);
+    const onEnd = () => done();
     const onClose = () => done(closedEarly(request.stream.rstCode));
     request.on('data', onData);
     request.once('end', onEnd);

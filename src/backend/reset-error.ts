@@ -37,14 +37,14 @@ export function resetError(rstCode: number | undefined): ConnectError | undefine
 }
 
 /**
- * The error a request body ends with when the client reset the stream before ending it:
- * CANCELLED whatever the reset's code, as the call's telemetry has it.
+ * The error the rest of a request body fails with when the client reset the stream before it was
+ * read to the end: CANCELLED whatever the reset's code, as the call's telemetry has it.
  */
 export function resetBeforeEnd(rstCode: number | undefined): ConnectError {
   const reset = resetError(rstCode);
   const why = reset ? ` (${reset.rawMessage})` : '';
   return new ConnectError(
-    `the client reset the stream before its request ended${why}`,
+    `the client reset the stream before its request was read${why}`,
     Code.Canceled,
   );
 }
