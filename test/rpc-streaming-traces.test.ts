@@ -184,6 +184,29 @@ describe.each(PROTOCOLS)('a server-streaming call over %s', (protocol) => {
     });
   });
 
+  it('fails, unary or streaming, with a message that ends in half an emoji: answered at once, the half replaced', async () => {
+    const started = performance.now();
+    const read = await readAll(
+      stack
+        .client(protocol)
+        .stream(
+          { text: 'no 😀', failAt: 0, failCode: Code.InvalidArgument, cutMessage: true },
+          { timeoutMs: 5_000 },
+        ),
+    );
+    expect(read.error?.code).toBe(Code.InvalidArgument);
+    expect(read.error?.rawMessage).toBe('no \uFFFD');
+    const unary = await stack
+      .client(protocol)
+      .wait(
+        { text: 'no 😀', failCode: Code.InvalidArgument, cutMessage: true },
+        { timeoutMs: 5_000 },
+      )
+      .catch((error: unknown) => ConnectError.from(error));
+    expect(unary).toMatchObject({ code: Code.InvalidArgument, rawMessage: 'no \uFFFD' });
+    expect(performance.now() - started).toBeLessThan(2_000);
+  });
+
   it('a handler’s bug mid-stream is INTERNAL on the wire and in the span, which records the bug', async () => {
     const parent = newTraceParent();
     const read = await readAll(

@@ -159,8 +159,26 @@ function servedError(thrown: unknown, signal: AbortSignal): ConnectError {
   ) {
     return abortOutcome(signal);
   }
-  if (thrown instanceof ConnectError) return thrown;
+  if (thrown instanceof ConnectError) return wellFormed(thrown);
   return new ConnectError('internal error', Code.Internal, undefined, undefined, thrown);
+}
+
+/**
+ * The error with half a surrogate pair in its message (a caller's text cut by `slice`) replaced:
+ * `grpc-message` is percent-encoded, which throws on one, and Connect then never answers a
+ * gRPC stream or a gRPC-Web call.
+ */
+function wellFormed(error: ConnectError): ConnectError {
+  if (error.rawMessage.isWellFormed()) return error;
+  const fixed = new ConnectError(
+    error.rawMessage.toWellFormed(),
+    error.code,
+    error.metadata,
+    undefined,
+    error.cause,
+  );
+  fixed.details = error.details;
+  return fixed;
 }
 
 /** Why Connect stopped reading a stream before its end: the client went away. */
