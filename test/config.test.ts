@@ -49,6 +49,28 @@ describe('parseConfig', () => {
     });
   });
 
+  it('reads the flags 1 and 0 as true and false: AUTH_VERIFY_TOKENS=1 turns the check on', () => {
+    const config = parseConfig({
+      SERVICE_ROLE: 'backend',
+      AUTH_VERIFY_TOKENS: '1',
+      AUTH_AUDIENCE: 'https://backend.example',
+      GRPC_REFLECTION: '0',
+    });
+    expect(config).toMatchObject({ AUTH_VERIFY_TOKENS: true, GRPC_REFLECTION: false });
+    expect(problemsOf({ SERVICE_ROLE: 'backend', AUTH_VERIFY_TOKENS: '1' }).join('\n')).toMatch(
+      /AUTH_AUDIENCE/,
+    );
+  });
+
+  it("keeps SHUTDOWN_TIMEOUT_MS under Cloud Run's 10 s: at most 9000", () => {
+    expect(parseConfig({ SERVICE_ROLE: 'backend', SHUTDOWN_TIMEOUT_MS: '9000' })).toMatchObject({
+      SHUTDOWN_TIMEOUT_MS: 9_000,
+    });
+    expect(problemsOf({ SERVICE_ROLE: 'backend', SHUTDOWN_TIMEOUT_MS: '9001' })).toEqual([
+      expect.stringMatching(/^SHUTDOWN_TIMEOUT_MS: .*9000/),
+    ]);
+  });
+
   it('names every bad variable at once, with what it must be and what it got', () => {
     expect(
       problemsOf({

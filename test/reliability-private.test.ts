@@ -520,6 +520,12 @@ with grpc.insecure_channel(sys.argv[1]) as channel:
           `Bearer ${metadata.mintIdToken(AUDIENCE, { email: 'intruder@other.iam.gserviceaccount.com' })}`,
         'PermissionDenied: this caller is not allowed',
       ],
+      [
+        // The identity endpoint's default format, and IAM's generateIdToken by default.
+        'a valid token that names no email',
+        () => `Bearer ${metadata.mintIdToken(AUDIENCE, { includeEmail: false })}`,
+        'PermissionDenied: this caller is not allowed',
+      ],
       ['a valid token', () => `Bearer ${valid()}`, 'OK'],
       ['a valid token with a lower-case scheme', () => `bearer ${valid()}`, 'OK'],
     ])('%s → %s', async (_case, authorization, expected) => {

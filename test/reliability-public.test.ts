@@ -423,6 +423,12 @@ describe('query strings, methods and URLs', () => {
       );
       expect(fieldsOf(problem)).toContain('querystring');
     }
+    // The problem names the path alone: a query may carry what the logs redact.
+    const signed = await call(api, '/greet?X-Goog-Signature=secret', {
+      type: JSON_TYPE,
+      body: '{"name":"a"}',
+    });
+    expect(expectProblem(signed, 400).instance).toBe('/greet');
   });
 
   it('accepts an empty query string', async () => {

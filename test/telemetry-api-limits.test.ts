@@ -33,7 +33,13 @@ import { startRoles } from './helpers/roles.js';
 /** Google's limits (cloud.google.com/stackdriver/quotas), not the module's copy of them. */
 const LIMIT = 8_192;
 const POINTS_LIMIT = 200;
-const resource = resourceFromAttributes({ 'service.name': 'limits-test', 'cloud.region': 'x' });
+/** As many attributes as a role's resource has on Cloud Run, which each request counts too. */
+const resource = resourceFromAttributes(
+  Object.fromEntries([
+    ['service.name', 'limits-test'],
+    ...Array.from({ length: 11 }, (_, k) => [`resource.attribute.${k}`, 'x']),
+  ]),
+);
 
 /** Attributes a request carries as the Telemetry API counts them, per resource. */
 function attributesPerResource(spans: readonly ReceivedSpan[]): number[] {
@@ -85,7 +91,8 @@ describe("exports within the Telemetry API's limits", () => {
     const requests: number[][] = [];
     receiver.onSpans((spans) => requests.push(attributesPerResource(spans)));
 
-    // 900 spans of 13 attributes (10 + a link's + an event's 2), 11,700 with the resource's.
+    // 900 spans of 13 attributes (10 + a link's + an event's 2): 11,700, and the resource's 12
+    // in each request (630 spans are 8,190 alone).
     const count = 900;
     const otlp = new OTLPTraceExporter({ url: `${receiver.url}/v1/traces` });
     await exportSpans(spanExportWithinLimits(otlp), count);
@@ -143,7 +150,8 @@ describe("exports within the Telemetry API's limits", () => {
   });
 
   /**
-   * Exports 50 spans of 13 attributes in parts of at most 100 attributes (7 spans each, 8 parts)
+   * Exports 50 spans of 13 attributes in parts of at most 110 attributes (the resource's 12 and
+   * 7 spans, 8 parts)
    * to an endpoint answering the nth request with `statusOf(n)`; what the export reported (and
    * how many spans it says went through), and how many requests the endpoint received.
    */
@@ -161,7 +169,7 @@ describe("exports within the Telemetry API's limits", () => {
       const otlp = new OTLPTraceExporter({ url: `http://127.0.0.1:${port}/v1/traces` });
       let result: number | undefined;
       let delivered: number | undefined;
-      const exporter = spanExportWithinLimits(otlp, 100);
+      const exporter = spanExportWithinLimits(otlp, 110);
       const recording: SpanExporter = {
         export: (spans: ReadableSpan[], done) =>
           exporter.export(spans, (r) => {
@@ -179,13 +187,16 @@ describe("exports within the Telemetry API's limits", () => {
     }
   }
 
-  it('sends the other parts when one is refused for its content (400), and reports the failure with what went through', async () => {
-    const { result, delivered, received } = await exportPartsTo((n) => (n === 1 ? 400 : 200));
-    expect(result).toBe(ExportResultCode.FAILED);
-    expect(received).toBe(8);
-    // The first part's 7 spans were refused; the other 43 arrived, and the lost count says so.
-    expect(delivered).toBe(43);
-  });
+  it.each([400, 413])(
+    'sends the other parts when one is refused for its content (%i), and reports the failure with what went through',
+    async (status) => {
+      const { result, delivered, received } = await exportPartsTo((n) => (n === 1 ? status : 200));
+      expect(result).toBe(ExportResultCode.FAILED);
+      expect(received).toBe(8);
+      // The first part's 7 spans were refused; the other 43 arrived, and the lost count says so.
+      expect(delivered).toBe(43);
+    },
+  );
 
   it('stops at a part refused for anything else (403) and reports the failure', async () => {
     const { result, delivered, received } = await exportPartsTo(() => 403);

@@ -154,6 +154,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     await greet({ name: 'Marker' }, { traceparent: marker.header });
     await waitForGreetTrace(roles.receiver, marker.traceId);
     expect(roles.receiver.spans().filter((span) => span.traceId === parent.traceId)).toEqual([]);
+    // Its lines still name the trace, and say that it was not sampled (no trace to open).
+    await expect
+      .poll(() => accessLine(roles.api, parent.traceId))
+      .toMatchObject({ 'logging.googleapis.com/trace_sampled': false });
   });
 
   it('starts a new root trace when no header comes, and ignores malformed ones', async () => {
@@ -200,6 +204,18 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     expect(client.attributes['error.type']).toBe('INTERNAL');
     expect(rpc.attributes['error.type']).toBe('INTERNAL');
     expect(rpc.attributes['rpc.status_code']).toBe('INTERNAL');
+    // The api's duration of the call carries the failure too, as its span does.
+    await expect
+      .poll(
+        () =>
+          roles.receiver
+            .metrics()
+            .filter((m) => m.name === 'rpc.client.call.duration')
+            .flatMap((m) => m.points)
+            .find((point) => point.attributes['rpc.status_code'] === 'INTERNAL')?.attributes,
+        { timeout: 10_000 },
+      )
+      .toMatchObject({ 'error.type': 'INTERNAL' });
   });
 
   it('does not mark a validation 400 as a server error, and calls no backend', async () => {
@@ -399,7 +415,13 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       'logging.googleapis.com/spanId': server.spanId,
       'logging.googleapis.com/trace_sampled': true,
       httpRequest: { requestMethod: 'POST', requestUrl: '/greet', status: 200 },
-      'logging.googleapis.com/labels': { 'service.name': 'greeter-api' },
+      'logging.googleapis.com/labels': {
+        'service.name': 'greeter-api',
+        'service.namespace': 'greeter',
+        'service.version': '0.1.0',
+        'service.instance.id': server.resource['service.instance.id'],
+        'deployment.environment.name': 'local',
+      },
     });
     expect(typeof apiLine?.message).toBe('string');
     expect(typeof apiLine?.time).toBe('string');
@@ -427,6 +449,42 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         )
         .toMatchObject({ unit: 's', resource: { 'service.namespace': 'greeter' } });
     }
+  });
+});
+
+describe('service labels from the standard OTEL_* variables', () => {
+  const roles = rolesExportingForSuite({
+    OTEL_BSP_SCHEDULE_DELAY: '100',
+    OTEL_SERVICE_NAME: 'shop-greeter',
+    OTEL_RESOURCE_ATTRIBUTES: 'service.namespace=shop,team=payments',
+  });
+
+  it('OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES override and add, on spans and on log lines', async () => {
+    const parent = newTraceParent();
+    expect(
+      (await postGreet(roles.api.url, { name: 'Shop' }, { traceparent: parent.header })).status,
+    ).toBe(200);
+    const all = await roles.receiver.waitForSpans(
+      (spans) => spans.filter((span) => span.traceId === parent.traceId).length >= 3,
+    );
+    const trace = all.filter((span) => span.traceId === parent.traceId);
+    expect(trace).toHaveLength(3);
+    for (const span of trace) {
+      expect(span.resource).toMatchObject({
+        'service.name': 'shop-greeter',
+        'service.namespace': 'shop',
+        team: 'payments',
+      });
+    }
+    await expect
+      .poll(() => roles.api.logs().find((line) => line.httpRequest !== undefined))
+      .toMatchObject({
+        serviceContext: { service: 'shop-greeter' },
+        'logging.googleapis.com/labels': {
+          'service.name': 'shop-greeter',
+          'service.namespace': 'shop',
+        },
+      });
   });
 });
 

@@ -27,6 +27,11 @@ export interface MintIdTokenOptions {
   expiresInSeconds?: number;
   /** Seconds since the epoch; default now. */
   issuedAt?: number;
+  /**
+   * Default true (`format=full`). False gives what the identity endpoint's default format and
+   * IAM's `generateIdToken` give: a token without `email` and `email_verified`.
+   */
+  includeEmail?: boolean;
 }
 
 export interface MetadataServer {
@@ -152,7 +157,7 @@ export async function startMetadataServer(
       issuer.issue({
         audience,
         email: mint.email ?? email,
-        includeEmail: true,
+        includeEmail: mint.includeEmail ?? true,
         ...(mint.expiresInSeconds === undefined ? {} : { expiresInSeconds: mint.expiresInSeconds }),
         ...(mint.issuedAt === undefined ? {} : { issuedAt: mint.issuedAt }),
       }),
