@@ -27,15 +27,17 @@ const DEADLINE_EXCEEDED = new ConnectError('the operation timed out', Code.Deadl
  */
 export function failRequestOnReset(request: Http2ServerRequest): void {
   request.once('aborted', () => {
-    if (request.readableEnded) return;
-    request.on('error', ignore);
-    request.destroy(resetBeforeEnd(request.stream.rstCode));
+    // `complete` is already true here (aborted): only the reading decides.
+    if (!request.readableEnded) failRest(request, resetBeforeEnd(request.stream.rstCode));
   });
 }
 
 /** Fails the rest of a request body with `error`, for Connect's handler to answer; see above. */
 export function failUnfinishedRequest(request: Http2ServerRequest, error: ConnectError): void {
-  if (request.complete) return;
+  if (!request.complete) failRest(request, error);
+}
+
+function failRest(request: Http2ServerRequest, error: ConnectError): void {
   // Connect may not be reading yet (a request gate deciding): its first read then fails.
   request.on('error', ignore);
   request.destroy(error);
