@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { connect, constants } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { create, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
@@ -511,15 +512,30 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
   }
 
   /**
-   * Sends `scripts` without ending the request, then resets the stream with `code`. Node's
-   * `close(code)` ends the request first; `'unended'` resets it without (INTERNAL_ERROR), as
-   * grpcio's cancel and a proxy whose caller left do (with CANCEL).
+   * Sends `scripts` without ending the request, then resets the stream with `code` once the
+   * handler has made the span named `handled` (or, without it, once the backend has read the
+   * frames sent: a PING is answered after them). Node's `close(code)` ends the request first;
+   * `'unended'` resets it without (INTERNAL_ERROR), as grpcio's cancel and a proxy whose caller
+   * left do (with CANCEL).
    */
+  /** Waits for the span named `name`, flushing: request mode holds spans until the call ends. */
+  async function handlerMade(traceId: string, name: string): Promise<void> {
+    const deadline = Date.now() + 5_000;
+    for (;;) {
+      await stack.flushSpans();
+      const spans = stack.receiver.spans();
+      if (spans.some((span) => span.traceId === traceId && span.name === name)) return;
+      if (Date.now() > deadline) throw new Error(`the handler made no span "${name}" in 5 s`);
+      await sleep(20);
+    }
+  }
+
   async function resetMidCall(
     path: string,
     list: MessageInitShape<typeof ScriptSchema>[],
     code: number | 'unended',
-    traceparent: string,
+    parent: { header: string; traceId: string },
+    handled?: string,
   ): Promise<void> {
     const session = connect(stack.url);
     session.on('error', () => {});
@@ -528,11 +544,18 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
       ':path': `/${path}`,
       'content-type': 'application/grpc',
       te: 'trailers',
-      traceparent,
+      traceparent: parent.header,
     });
     stream.on('error', () => {});
     for (const script of list) stream.write(framed(script));
-    await sleep(150);
+    if (handled === undefined) {
+      if (session.connecting) await once(session, 'connect');
+      await new Promise((resolve, reject) =>
+        session.ping((error) => (error ? reject(error) : resolve(undefined))),
+      );
+    } else {
+      await handlerMade(parent.traceId, handled);
+    }
     const closed = new Promise((resolve) => stream.once('close', resolve));
     if (code === 'unended') stream.destroy(new Error('the client gives up'));
     else stream.close(code);
@@ -548,7 +571,7 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
     ['REFUSED_STREAM', constants.NGHTTP2_REFUSED_STREAM],
   ])('a unary call reset with %s is CANCELLED, not a server fault', async (_name, code) => {
     const parent = newTraceParent();
-    await resetMidCall(WAIT, [{ text: 'slow', intervalMs: 5_000 }], code, parent.header);
+    await resetMidCall(WAIT, [{ text: 'slow', intervalMs: 5_000 }], code, parent);
     const server = serverSpan(await stack.spansOf(parent.traceId, hasServerSpan));
     expect(server.attributes['rpc.status_code']).toBe('CANCELLED');
     expect(server.status.code).not.toBe('ERROR');
@@ -557,20 +580,20 @@ describe('calls the client resets, sent with raw HTTP/2', () => {
 
   it('a unary call reset before its request ended never reaches its handler', async () => {
     const parent = newTraceParent();
-    await resetMidCall(WAIT, [{ text: 'whole message, no end' }], 'unended', parent.header);
+    await resetMidCall(WAIT, [{ text: 'whole message, no end' }], 'unended', parent);
     const spans = await stack.spansOf(parent.traceId, hasServerSpan);
     expect(serverSpan(spans).attributes['rpc.status_code']).toBe('CANCELLED');
     expect(spans.map((span) => span.name).filter((name) => name.startsWith('waited'))).toEqual([]);
   });
 
   it.each([
-    ['client-streaming', COLLECT],
-    ['bidi', ECHO],
+    ['client-streaming', COLLECT, 'received 1'],
+    ['bidi', ECHO, 'echoed 1'],
   ])(
     'a %s upload reset before its end fails in the handler as CANCELLED, the client’s doing',
-    async (_kind, path) => {
+    async (_kind, path, handled) => {
       const parent = newTraceParent();
-      await resetMidCall(path, [{ text: 'a' }, { text: 'b' }], 'unended', parent.header);
+      await resetMidCall(path, [{ text: 'a' }, { text: 'b' }], 'unended', parent, handled);
       const spans = await stack.spansOf(parent.traceId, hasServerSpan);
       expect(serverSpan(spans).attributes['rpc.status_code']).toBe('CANCELLED');
       const names = spans.map((span) => span.name);
