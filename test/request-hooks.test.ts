@@ -65,6 +65,13 @@ describe('request hooks', () => {
         AbortSignal.abort(new DOMException('the route gave up', 'TimeoutError')),
       ),
     }));
+    // One that stops a backend call for a reason of its own, not a time limit.
+    api.app.get('/fork-abort', async () => ({
+      reply: await backend.greet(
+        { name: 'Ada', withError: false },
+        AbortSignal.abort(new Error('the route changed its mind')),
+      ),
+    }));
     // An authentication hook of a fork's own, added after the api's.
     api.app.addHook('onRequest', (request, reply, done) => {
       if (request.headers['x-deny'] === undefined) return done();
@@ -165,6 +172,25 @@ describe('request hooks', () => {
       expect(denied.status, `${method} ${path}`).toBe(401);
       expect(denied.headers.get('allow')).toBeNull();
     }
+  });
+
+  it("a route's own abort of a backend call is the api's failure (500), not a caller that left (499)", async () => {
+    const answer = await fetch(`${url}/fork-abort`);
+    expect(answer.status).toBe(500);
+    const body = (await answer.json()) as { detail: string; traceId: string };
+    expect(body.detail).toBe(
+      'The server failed to answer. The failure was logged with this trace id.',
+    );
+    const accessLine = () =>
+      logLines.find(
+        (entry) =>
+          (entry.httpRequest as { requestUrl?: string } | undefined)?.requestUrl === '/fork-abort',
+      );
+    const deadline = Date.now() + 2_000;
+    while (!accessLine() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    const line = accessLine();
+    expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 500 } });
+    expect(JSON.stringify(line)).toContain('the route changed its mind');
   });
 
   it("a route's own time limit on a backend call is 504, not the backend's fault (502)", async () => {

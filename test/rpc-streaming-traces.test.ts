@@ -483,6 +483,33 @@ describe('the api’s CLIENT spans of streaming calls', () => {
     },
   );
 
+  it('keeps the reason of a caller’s own time limit, as a unary call does (the api answers it 504)', async () => {
+    async function* slowUpload() {
+      yield { text: 'a' };
+      await sleep(1_000);
+    }
+    const failures = [
+      stack.api.collect(slowUpload(), { signal: AbortSignal.timeout(100) }),
+      (async () => {
+        const messages = stack.api.stream(
+          { text: 'long', count: 100, intervalMs: 40 },
+          { signal: AbortSignal.timeout(100) },
+        );
+        for await (const _ of messages);
+      })(),
+      stack.api.wait({ text: 'slow', intervalMs: 1_000 }, { signal: AbortSignal.timeout(100) }),
+    ];
+    for (const failure of failures) {
+      const error = await failure.then(
+        () => undefined,
+        (thrown: unknown) => thrown,
+      );
+      expect(error).toBeInstanceOf(ConnectError);
+      expect((error as ConnectError).code).toBe(Code.Canceled);
+      expect((error as ConnectError).cause).toMatchObject({ name: 'TimeoutError' });
+    }
+  });
+
   it('ends CANCELLED when the caller gives up, even without reading on', async () => {
     const parent = newTraceParent();
     const controller = new AbortController();

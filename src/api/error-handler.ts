@@ -29,6 +29,8 @@ const BACKEND_FAULT = 'The backend failed to answer. The failure was logged with
 
 const NOT_IN_TIME = 'The backend service did not answer in time.';
 
+const SERVER_FAULT = 'The server failed to answer. The failure was logged with this trace id.';
+
 /** Messages we send instead of the transport's own, which may name internal hosts. */
 const SAFE_DETAIL: Partial<Record<Code, string>> = {
   [Code.Unavailable]: 'The backend service is unavailable. Try again shortly.',
@@ -157,16 +159,18 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
         { code: connectCodeName(error.code) },
       );
     }
-    // CANCELLED is "client closed request" (499) when this caller went away. One the backend
-    // answered (its status on the wire) to a caller still waiting is the backend failing to
-    // answer; the api's own time limit on a call (a route's `AbortSignal.timeout`) is a 504.
+    // CANCELLED is "client closed request" (499) when this caller went away. To a caller still
+    // waiting: the api's own time limit on a call (a route's `AbortSignal.timeout`) is a 504;
+    // any other abort of the api's own (the call's error keeps its reason) is the api failing
+    // to answer; otherwise the backend stopped the call (a status or a reset on the wire).
     if (error.code === Code.Canceled && !request.socket.destroyed) {
-      if (error.metadata.has('grpc-status')) {
-        return problem(502, BACKEND_FAULT, { code: connectCodeName(error.code) });
-      }
       if (isTimeout(error.cause)) {
         return problem(504, NOT_IN_TIME, { code: connectCodeName(Code.DeadlineExceeded) });
       }
+      if (error.cause !== undefined && !error.metadata.has('grpc-status')) {
+        return problem(500, SERVER_FAULT);
+      }
+      return problem(502, BACKEND_FAULT, { code: connectCodeName(error.code) });
     }
     const status = codeToHttpStatus(error.code);
     const detail = SAFE_DETAIL[error.code] ?? (status >= 500 ? BACKEND_FAULT : error.rawMessage);
@@ -177,7 +181,7 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
     const refusal = FASTIFY_REFUSALS.get((error as FastifyError).code);
     return problem(statusCode, refusal?.detail(request) ?? error.message);
   }
-  return problem(500, 'The server failed to answer. The failure was logged with this trace id.');
+  return problem(500, SERVER_FAULT);
 }
 
 /** What a 4xx refusal says the api takes instead (`Accept`, `Accept-Encoding` on a 415). */

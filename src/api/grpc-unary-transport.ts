@@ -206,9 +206,9 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
           input,
           contextValues,
         );
-        return { ...response, message: markedFailures(response.message) };
+        return { ...response, message: markedFailures(response.message, signal) };
       } catch (error) {
-        throw markStreamFailure(error);
+        throw markStreamFailure(error, signal);
       }
     },
   };
@@ -277,11 +277,15 @@ function validateGrpcResponse(status: number, header: Headers) {
 }
 
 /**
- * Connect's streaming transport fails as the unary path does for a reply over the limit and a
- * front end's refusal; its errors are marked alike, so the REST edge answers them alike.
+ * Connect's streaming transport fails as the unary path does for a reply over the limit, a
+ * front end's refusal and an abort (whose reason it drops); its errors are marked alike, so the
+ * REST edge answers them alike.
  */
-function markStreamFailure(error: unknown): unknown {
+function markStreamFailure(error: unknown, signal: AbortSignal | undefined): unknown {
   if (!(error instanceof ConnectError)) return error;
+  if (error.code === Code.Canceled && error.cause === undefined && signal?.aborted) {
+    return cancelled(signal);
+  }
   if (
     error.code === Code.ResourceExhausted &&
     /than configured readMaxBytes/.test(error.rawMessage)
@@ -291,11 +295,14 @@ function markStreamFailure(error: unknown): unknown {
   return error;
 }
 
-async function* markedFailures<T>(messages: AsyncIterable<T>): AsyncIterable<T> {
+async function* markedFailures<T>(
+  messages: AsyncIterable<T>,
+  signal: AbortSignal | undefined,
+): AsyncIterable<T> {
   try {
     yield* messages;
   } catch (error) {
-    throw markStreamFailure(error);
+    throw markStreamFailure(error, signal);
   }
 }
 
