@@ -28,6 +28,9 @@ describe('parseCloudTraceContext', () => {
     ['o=0 is not sampled', `${TRACE_ID}/1;o=0`, parsed('0000000000000001', 0)],
     ['missing options: not sampled', `${TRACE_ID}/1`, parsed('0000000000000001', 0)],
     ['other option values: not sampled', `${TRACE_ID}/1;o=x`, parsed('0000000000000001', 0)],
+    // A bit field: its lowest bit asks for the trace.
+    ['o=3 is sampled', `${TRACE_ID}/1;o=3`, parsed('0000000000000001', 1)],
+    ['o=2 is not sampled', `${TRACE_ID}/1;o=2`, parsed('0000000000000001', 0)],
     ['unknown options tolerated', `${TRACE_ID}/1;x=y;o=1`, parsed('0000000000000001', 1)],
     ['empty options', `${TRACE_ID}/1;`, parsed('0000000000000001', 0)],
     [

@@ -116,6 +116,13 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     expect(client.parentSpanId).toBe(server.spanId);
   });
 
+  /** What the OpenTelemetry SDK says of itself, as the resource conventions require. */
+  const SDK_LABELS = {
+    'telemetry.sdk.language': 'nodejs',
+    'telemetry.sdk.name': 'opentelemetry',
+    'telemetry.sdk.version': expect.stringMatching(/^\d+\.\d+\.\d+/),
+  };
+
   it('gives every span of both roles the same service labels', async () => {
     const parent = newTraceParent();
     await greet({ name: 'Labels' }, { traceparent: parent.header });
@@ -131,6 +138,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         'deployment.environment.name': 'local',
       });
       expect(span.resource['service.instance.id']).toMatch(/^[0-9a-f-]{36}$/);
+      expect(span.resource).toMatchObject(SDK_LABELS);
     }
     expect(server.resource['service.name']).toBe('greeter-api');
     expect(rpc.resource['service.name']).toBe('greeter-backend');
@@ -447,7 +455,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
             timeout: 10_000,
           },
         )
-        .toMatchObject({ unit: 's', resource: { 'service.namespace': 'greeter' } });
+        .toMatchObject({
+          unit: 's',
+          resource: { 'service.namespace': 'greeter', ...SDK_LABELS },
+        });
     }
   });
 });

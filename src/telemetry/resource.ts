@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import {
+  defaultResource,
   detectResources,
   envDetector,
   type Resource,
@@ -30,7 +31,8 @@ export function createResource(config: Config): Resource {
   });
   const detectors: ResourceDetector[] = [envDetector];
   if (config.onCloudRun) detectors.push(createCloudRunDetector({ env: process.env }));
-  return ours.merge(detectResources({ detectors }));
+  // The SDK's own (telemetry.sdk.*) first: ours and the detected override its service.name.
+  return defaultResource().merge(ours).merge(detectResources({ detectors }));
 }
 
 /** The service's name (`greeter-api`), namespace and version, before OTEL_* overrides. */
