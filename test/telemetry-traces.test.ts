@@ -223,7 +223,14 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
             .find((point) => point.attributes['rpc.status_code'] === 'INTERNAL')?.attributes,
         { timeout: 10_000 },
       )
-      .toMatchObject({ 'error.type': 'INTERNAL' });
+      .toEqual({
+        'rpc.system.name': 'grpc',
+        'rpc.method': 'backend_service.v1.BackendService/Greet',
+        'rpc.status_code': 'INTERNAL',
+        'error.type': 'INTERNAL',
+        'server.address': '127.0.0.1',
+        'server.port': roles.backend.port,
+      });
   });
 
   it('does not mark a validation 400 as a server error, and calls no backend', async () => {
@@ -271,6 +278,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         'http.request.method': row.method,
         'http.response.status_code': response.status,
         'url.scheme': 'http',
+        'network.protocol.version': '1.1',
       });
   });
 
@@ -366,6 +374,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
         'http.response.status_code': 499,
         'http.route': '/greet',
         'url.scheme': 'http',
+        'network.protocol.version': '1.1',
       });
   });
 

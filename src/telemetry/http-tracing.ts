@@ -201,6 +201,7 @@ export function createHttpTracing(
       [ATTR_HTTP_REQUEST_METHOD]: entry.method,
       [ATTR_HTTP_RESPONSE_STATUS_CODE]: statusCode,
       [ATTR_URL_SCHEME]: entry.scheme,
+      [ATTR_NETWORK_PROTOCOL_VERSION]: request.httpVersion,
     };
     if (entry.route) metricAttributes[ATTR_HTTP_ROUTE] = entry.route;
     if (type) metricAttributes[ATTR_ERROR_TYPE] = type;

@@ -317,7 +317,10 @@ export function createClientTracingInterceptor(
     description: 'Duration of RPCs made.',
     advice: { explicitBucketBoundaries: [...DURATION_BUCKETS_SECONDS] },
   });
-  const port = Number(target.port || (target.protocol === 'https:' ? 443 : 80));
+  const server: Attributes = {
+    [ATTR_SERVER_ADDRESS]: target.hostname,
+    [ATTR_SERVER_PORT]: Number(target.port || (target.protocol === 'https:' ? 443 : 80)),
+  };
   return (next) => async (req) => {
     const method = rpcMethod(req);
     const active = context.active();
@@ -329,8 +332,7 @@ export function createClientTracingInterceptor(
         attributes: {
           [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
           [ATTR_RPC_METHOD]: method,
-          [ATTR_SERVER_ADDRESS]: target.hostname,
-          [ATTR_SERVER_PORT]: port,
+          ...server,
           [ATTR_RPC_ATTEMPT]: attempt,
         },
       },
@@ -343,15 +345,15 @@ export function createClientTracingInterceptor(
     try {
       response = await context.with(ctx, () => next(req));
     } catch (thrown) {
-      endCall(span, duration, target, method, startedAt, ConnectError.from(thrown));
+      endCall(span, duration, server, method, startedAt, ConnectError.from(thrown));
       throw thrown;
     }
     if (!response.stream) {
-      endCall(span, duration, target, method, startedAt, undefined);
+      endCall(span, duration, server, method, startedAt, undefined);
       return response;
     }
     const end = (error: ConnectError | undefined) =>
-      endCall(span, duration, target, method, startedAt, error);
+      endCall(span, duration, server, method, startedAt, error);
     return { ...response, message: traceClientStream(response.message, req.signal, end) };
   };
 }
@@ -360,7 +362,7 @@ export function createClientTracingInterceptor(
 function endCall(
   span: Span,
   duration: Histogram,
-  target: URL,
+  server: Attributes,
   method: string,
   startedAt: number,
   error: ConnectError | undefined,
@@ -377,7 +379,7 @@ function endCall(
     [ATTR_RPC_SYSTEM_NAME]: RPC_SYSTEM_NAME_VALUE_GRPC,
     [ATTR_RPC_METHOD]: method,
     [ATTR_RPC_STATUS_CODE]: status,
-    [ATTR_SERVER_ADDRESS]: target.hostname,
+    ...server,
   };
   if (error) labels[ATTR_ERROR_TYPE] = status;
   duration.record((performance.now() - startedAt) / 1000, labels);
