@@ -393,7 +393,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       name: 'grpc',
       kind: 'SERVER',
       parentSpanId: parent.spanId,
-      status: { code: 'ERROR' },
+      status: { code: 'ERROR', message: `[unimplemented] unknown method /${UNKNOWN_METHOD}` },
       attributes: {
         'rpc.system.name': 'grpc',
         'rpc.method': '_OTHER',
@@ -407,7 +407,11 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       .toMatchObject({
         severity: 'ERROR',
         httpRequest: { requestUrl: `/${UNKNOWN_METHOD}`, status: 200 },
+        error: { message: `[unimplemented] unknown method /${UNKNOWN_METHOD}` },
       });
+    expect(span?.events.find((event) => event.name === 'exception')?.attributes).toMatchObject({
+      'exception.message': `[unimplemented] unknown method /${UNKNOWN_METHOD}`,
+    });
   });
 
   it('puts the user id on every span of the trace in both roles, and ignores it from public baggage', async () => {

@@ -1,6 +1,6 @@
 import { constants, Http2ServerResponse } from 'node:http2';
 import type { ConnectNodeAdapterOptions } from '@connectrpc/connect-node';
-import { echoed } from '../errors/caller-text.js';
+import { unknownMethodMessage } from '../errors/caller-text.js';
 
 const GRPC_UNIMPLEMENTED = '12';
 /** The gRPC family's media types: the protocol, then the codec after a `+`. */
@@ -29,7 +29,7 @@ export const answerUnknownMethod: Fallback = (request, response) => {
       ':status': 200,
       'content-type': answerContentType(match[1], match[2]),
       'grpc-status': GRPC_UNIMPLEMENTED,
-      'grpc-message': encodeURIComponent(`unknown method ${echoed(path)}`),
+      'grpc-message': encodeURIComponent(unknownMethodMessage(path)),
     },
     { endStream: true },
   );

@@ -12,3 +12,8 @@ export function echoed(text: string): string {
   const last = cut.charCodeAt(cut.length - 1);
   return `${last >= 0xd800 && last <= 0xdbff ? cut.slice(0, -1) : cut}...`;
 }
+
+/** What a call to a path no RPC is registered for is told, and its span and log line say. */
+export function unknownMethodMessage(path: string): string {
+  return `unknown method ${echoed(path)}`;
+}

@@ -29,6 +29,7 @@ import {
   METRIC_RPC_SERVER_CALL_DURATION,
   RPC_SYSTEM_NAME_VALUE_GRPC,
 } from '@opentelemetry/semantic-conventions';
+import { unknownMethodMessage } from '../errors/caller-text.js';
 import {
   codeToHttpStatus,
   connectCodeName,
@@ -237,8 +238,9 @@ export function traceUnknownMethods(
     const status = system === RPC_SYSTEM_NAME_VALUE_GRPC ? 200 : 404;
     const access = accessLog(request.method ?? '', path, status, request.headers['user-agent']);
     const code = Code.Unimplemented;
+    const error = new ConnectError(unknownMethodMessage(path), code);
     const ended = serverSpan.end(
-      rpcOutcome(duration, system, RPC_METHOD_VALUE_OTHER, code, access),
+      rpcOutcome(duration, system, RPC_METHOD_VALUE_OTHER, code, access, error),
     );
     const send = () => {
       if (!response.destroyed) context.with(serverSpan.context, () => answer(request, response));
