@@ -127,7 +127,8 @@ type Env = z.infer<typeof EnvSchema>;
 export type BackendTarget = {
   url: URL;
   transport: 'h2c' | 'tls';
-  audience: string;
+  /** The ID token's audience: every call carries a token when there is one (https, or set). */
+  audience: string | undefined;
   timeoutMs: number;
   maxAttempts: number;
 };
@@ -193,7 +194,11 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
     backend: BACKEND_URL && {
       url: BACKEND_URL,
       transport: BACKEND_URL.protocol === 'https:' ? ('tls' as const) : ('h2c' as const),
-      audience: BACKEND_AUDIENCE ?? BACKEND_URL.origin.replace(/:\d+$/, ''),
+      // Cloud Run takes its URL without a port; an h2c backend (a sidecar, a cluster-internal
+      // address) gets a token only when its check asks for one (BACKEND_AUDIENCE).
+      audience:
+        BACKEND_AUDIENCE ??
+        (BACKEND_URL.protocol === 'https:' ? BACKEND_URL.origin.replace(/:\d+$/, '') : undefined),
       timeoutMs: rest.BACKEND_TIMEOUT_MS,
       maxAttempts: rest.BACKEND_MAX_ATTEMPTS,
     },

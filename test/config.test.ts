@@ -28,7 +28,7 @@ describe('parseConfig', () => {
       LOG_LEVEL: 'info',
       onCloudRun: false,
       telemetryExportMode: 'batch',
-      backend: { transport: 'h2c', audience: 'http://127.0.0.1', timeoutMs: 5_000, maxAttempts: 5 },
+      backend: { transport: 'h2c', audience: undefined, timeoutMs: 5_000, maxAttempts: 5 },
     });
     const onCloudRun = parseConfig({
       SERVICE_ROLE: 'api',

@@ -20,6 +20,7 @@ import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/healt
 import { ENVELOPE_HEADER_BYTES, frame } from '../src/grpc/envelope.js';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
 import { REQUEST_FLUSH_CAP_MS } from '../src/telemetry/start-telemetry.js';
+import { startMetadataServer } from '../tools/cloud-run-local/index.ts';
 import { startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
@@ -558,6 +559,26 @@ describe('a backend reply over the read limit, a backend quota, a backend asking
       expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 502 } });
       expect(JSON.stringify(line?.error)).toContain('missing bearer token');
     }, 5_000);
+  });
+
+  it('sends an ID token to an h2c backend when BACKEND_AUDIENCE is set (a check off Cloud Run)', async () => {
+    const audience = 'https://greeter-backend.example';
+    const metadata = await startMetadataServer({
+      serviceAccountEmail: 'api@p.iam.gserviceaccount.com',
+    });
+    cleanups.push(() => metadata.close());
+    const checking = await role('backend', {
+      AUTH_VERIFY_TOKENS: 'true',
+      AUTH_AUDIENCE: audience,
+      AUTH_CERTS_URL: metadata.certsUrl,
+      AUTH_ALLOWED_CALLERS: 'api@p.iam.gserviceaccount.com',
+    });
+    const api = await role('api', {
+      BACKEND_URL: checking.url,
+      BACKEND_AUDIENCE: audience,
+      GCE_METADATA_HOST: metadata.host,
+    });
+    expect(await ask(api.url, 'Ada')).toMatchObject({ status: 200 });
   });
 });
 

@@ -15,9 +15,9 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
   if (!target) throw new Error('BACKEND_URL is required for the api role');
   const backend = createBackendClient(target, {
     telemetry,
-    ...(target.transport === 'tls'
-      ? { credentials: createIdTokenCredentials(target.audience) }
-      : {}),
+    ...(target.audience === undefined
+      ? {}
+      : { credentials: createIdTokenCredentials(target.audience) }),
   });
   const { app, startDraining } = await buildApi(config, {
     telemetry,
