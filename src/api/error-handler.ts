@@ -134,9 +134,11 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
     return problem(400, 'The request is invalid; see errors for each field.', { errors });
   }
   if (isCredentialsError(error)) {
+    // What to check (the service account, GOOGLE_APPLICATION_CREDENTIALS) is for the operator,
+    // in the log line; callers learn only that a retry may help.
     return problem(
       503,
-      'Could not obtain an ID token to call the backend. Check the api service account on Cloud Run, or GOOGLE_APPLICATION_CREDENTIALS and GCE_METADATA_HOST locally; details are in the logs.',
+      'The api could not get an ID token to call the backend. Try again shortly; the failure was logged with this trace id.',
       { code: connectCodeName(Code.Unavailable) },
     );
   }
