@@ -482,6 +482,7 @@ API (public, REST):      $api_url
 
 Try it:
   curl -X POST "$api_url/greet" -H 'content-type: application/json' -d '{"name":"David"}'
+A 502 permission_denied in the first minutes is IAM taking the new binding in (up to 7 minutes).
 EOF
 }
 
