@@ -61,6 +61,44 @@ const list = z
   .transform((value) => value.split(',').map((item) => item.trim()))
   .transform((items) => items.filter((item) => item.length > 0));
 
+/** What a token's `email` looks like: name@domain, nothing around it. */
+const EMAIL = /^[^\s@:;,]+@[^\s@:;,]+\.[^\s@:;,]+$/;
+
+/**
+ * Why an AUTH_ALLOWED_CALLERS entry (lower case, its `serviceAccount:` prefix gone) is not an
+ * email a token can carry; undefined when it is one.
+ */
+function callerProblem(entry: string): string | undefined {
+  if (entry.includes(';')) return 'separate the emails with commas, not semicolons';
+  const member = /^([a-z]+):/.exec(entry)?.[1];
+  if (member) {
+    return `${JSON.stringify(entry)} is an IAM member, not an email: the check matches the token's email, so list emails only (drop "${member}:"; a group or domain cannot be listed)`;
+  }
+  if (!EMAIL.test(entry)) {
+    return `${JSON.stringify(entry)} is not an email (name@domain): list the callers' service-account emails, such as api@PROJECT_ID.iam.gserviceaccount.com`;
+  }
+  return undefined;
+}
+
+/**
+ * Service-account emails as tokens carry them: lower case (Google's are), and the IAM member
+ * form that `gcloud ... get-iam-policy` prints (`serviceAccount:…`) taken as its email.
+ */
+const callerList = list
+  .transform((entries, context) => {
+    const callers: string[] = [];
+    for (const entry of entries) {
+      const caller = entry.replace(/^serviceAccount:/i, '').toLowerCase();
+      const problem = callerProblem(caller);
+      if (problem) context.issues.push({ code: 'custom', message: problem, input: entry });
+      else callers.push(caller);
+    }
+    return callers;
+  })
+  .refine((callers) => callers.length > 0, {
+    error: 'lists no service account: name the callers, comma-separated, or leave it unset',
+  });
+
 const EnvSchema = z.object({
   SERVICE_ROLE: oneOf(ROLES),
   PORT: wholeNumber('must be a TCP port (0-65535)')
@@ -105,13 +143,10 @@ const EnvSchema = z.object({
   GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
   AUTH_VERIFY_TOKENS: flag.default(false),
   AUTH_AUDIENCE: z.url({ error: 'must be a URL (this service URL)' }).optional(),
-  AUTH_ALLOWED_CALLERS: list
-    .refine((callers) => callers.length > 0, {
-      error: 'lists no service account: name the callers, comma-separated, or leave it unset',
-    })
-    .optional(),
+  AUTH_ALLOWED_CALLERS: callerList.optional(),
   AUTH_CERTS_URL: z
     .url({
+      protocol: /^https?$/,
       error: "must be the URL of Google's token signing keys (the default is right on Cloud Run)",
     })
     .default('https://www.googleapis.com/oauth2/v1/certs'),

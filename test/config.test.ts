@@ -138,6 +138,50 @@ describe('parseConfig', () => {
     ]);
   });
 
+  it('reads AUTH_ALLOWED_CALLERS as emails: lower case, the IAM member prefix serviceAccount: dropped', () => {
+    const config = parseConfig({
+      SERVICE_ROLE: 'backend',
+      AUTH_ALLOWED_CALLERS:
+        ' API-SA@Proj.iam.gserviceaccount.com , serviceAccount:other@proj.iam.gserviceaccount.com,',
+    });
+    expect(config.AUTH_ALLOWED_CALLERS).toEqual([
+      'api-sa@proj.iam.gserviceaccount.com',
+      'other@proj.iam.gserviceaccount.com',
+    ]);
+  });
+
+  it.each([
+    [
+      'a@proj.iam.gserviceaccount.com;b@proj.iam.gserviceaccount.com',
+      'separate the emails with commas, not semicolons',
+    ],
+    [
+      'user:alice@example.com',
+      'is an IAM member, not an email: the check matches the token\'s email, so list emails only (drop "user:"',
+    ],
+    ['group:admins@example.com', 'a group or domain cannot be listed'],
+    ['api-sa', '"api-sa" is not an email (name@domain): list the callers\' service-account emails'],
+    ['api-sa@', 'is not an email (name@domain)'],
+  ])(
+    'refuses the AUTH_ALLOWED_CALLERS entry %j, saying what to write instead',
+    (entry, problem) => {
+      const problems = problemsOf({
+        SERVICE_ROLE: 'backend',
+        AUTH_ALLOWED_CALLERS: `ok@proj.iam.gserviceaccount.com, ${entry}`,
+      });
+      expect(problems).toEqual([expect.stringContaining(problem)]);
+      expect(problems[0]).toMatch(/^AUTH_ALLOWED_CALLERS: /);
+    },
+  );
+
+  it('takes AUTH_CERTS_URL as an http(s) URL only', () => {
+    expect(
+      problemsOf({ SERVICE_ROLE: 'backend', AUTH_CERTS_URL: 'file:///etc/certs.json' }),
+    ).toEqual([
+      expect.stringMatching(/^AUTH_CERTS_URL: must be the URL of Google's token signing keys/),
+    ]);
+  });
+
   it('checks what one variable requires of another', () => {
     expect(problemsOf({ SERVICE_ROLE: 'api' })).toEqual([
       expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),

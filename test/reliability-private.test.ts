@@ -10,7 +10,7 @@ import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb
 import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
 import { type MetadataServer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
 import { freePort } from './helpers/free-port.js';
-import { type RoleProcess, startRole } from './helpers/roles.js';
+import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 
 /*
  * The private role under bad input, as a real process from the production build with the
@@ -598,19 +598,16 @@ describe('the token check when the signing certificates cannot be fetched or use
   }
 
   it.each([
-    ['unreachable', undefined, 'AUTH_CERTS_URL'],
+    ['unreachable', undefined, 'ECONNREFUSED'],
     ['answering JWK (v3), not PEM (v1)', jwkCertsUrl, 'oauth2/v1/certs'],
   ])(
-    '%s: answers UNAVAILABLE (our fault, retryable), not UNAUTHENTICATED, saying what to fix',
+    '%s: answers UNAVAILABLE (our fault, retryable), not UNAUTHENTICATED; the WARNING line, not the caller, says what to fix',
     async (_, serve, fix) => {
       const metadata = await startMetadataServer({ serviceAccountEmail: CALLER });
       const served = await serve?.();
+      const certsUrl = served?.url ?? `http://127.0.0.1:${await freePort()}/certs`;
       const backend = await startRole('backend', {
-        env: {
-          AUTH_VERIFY_TOKENS: 'true',
-          AUTH_AUDIENCE: AUDIENCE,
-          AUTH_CERTS_URL: served?.url ?? `http://127.0.0.1:${await freePort()}/certs`,
-        },
+        env: { AUTH_VERIFY_TOKENS: 'true', AUTH_AUDIENCE: AUDIENCE, AUTH_CERTS_URL: certsUrl },
       });
       try {
         const client = createClient(BackendService, createGrpcTransport({ baseUrl: backend.url }));
@@ -622,7 +619,20 @@ describe('the token check when the signing certificates cannot be fetched or use
           .catch((e: unknown) => ConnectError.from(e));
         expect(error).toBeInstanceOf(ConnectError);
         expect((error as ConnectError).code).toBe(Code.Unavailable);
-        expect((error as ConnectError).rawMessage).toContain(fix);
+        // Anyone may send a token: where the keys are and why they failed stays in the log.
+        expect((error as ConnectError).rawMessage).toMatch(/^cannot check ID tokens right now/);
+        expect((error as ConnectError).rawMessage).not.toMatch(/127\.0\.0\.1|AUTH_CERTS_URL/);
+        const line = await eventually(() => {
+          const found = backend
+            .logs()
+            .find((entry) => String(entry.message).startsWith('call refused'));
+          expect(found).toBeDefined();
+          return found;
+        });
+        expect(line).toMatchObject({ severity: 'WARNING', code: 'Unavailable' });
+        expect(line?.message).toContain(certsUrl);
+        expect(line?.message).toContain('(AUTH_CERTS_URL)');
+        expect(line?.message).toContain(fix);
       } finally {
         await backend.stop();
         await metadata.close();

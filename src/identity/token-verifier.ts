@@ -13,12 +13,19 @@ import { INFRASTRUCTURE_SERVICES } from '../rpc/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import { markCallerRefusal } from './caller-refusal.js';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
+import {
+  createSigningKeySource,
+  MIN_REFETCH_INTERVAL_MS,
+  type SigningKeys,
+} from './signing-keys.js';
 
 const GOOGLE_ISSUERS = ['https://accounts.google.com', 'accounts.google.com'];
-const CERTS_MAX_AGE_MS = 60 * 60_000;
-const CERTS_FETCH_TIMEOUT_MS = 5_000;
 /** A JWT is three base64url parts; anything longer than this is not a Google ID token. */
 const MAX_TOKEN_LENGTH = 8 * 1024;
+/** Google's key ids are 40 hex digits; this keeps a made-up one short in the log. */
+const KEY_ID = /^[\w-]{1,128}$/;
+/** google-auth-library's (`OAuth2Client.CLOCK_SKEW_SECS_`), on both `iat` and `exp`. */
+const CLOCK_SKEW_SECONDS = 300;
 
 export type VerifiedCaller = { email: string | undefined; subject: string };
 
@@ -42,73 +49,76 @@ export type TokenVerifier = {
 
 /**
  * The in-app check for running outside Cloud Run's IAM (Knative, GKE, a VM): a Google-signed
- * ID token for our audience, unexpired, from an allowed service account. Health and reflection
- * are exempt so probes and tools work without tokens. Refused calls end before any span
- * starts (as they would at Cloud Run's front end), so each is logged here, at info.
+ * ID token for our audience, unexpired, from an allowed service account whose email is
+ * verified. Health and reflection are exempt so probes and tools work without tokens. Refused
+ * calls end before any span starts (as they would at Cloud Run's front end), so each is logged
+ * here: at info with the reason in full (the token's audience, issuer or email where that is
+ * the reason, never the token), while the caller gets the reason without claims.
  */
 export function createTokenVerifier(config: Config, logger: Logger): TokenVerifier {
-  const audience = config.AUTH_AUDIENCE;
-  if (!audience) throw new Error('AUTH_AUDIENCE is required when AUTH_VERIFY_TOKENS=true');
+  const audience = audienceOf(config);
   const allowed = config.AUTH_ALLOWED_CALLERS ? new Set(config.AUTH_ALLOWED_CALLERS) : undefined;
   if (!allowed) {
     logger.warn(
       'AUTH_ALLOWED_CALLERS is not set: any Google service account, from any project, that asks for a token for this audience is let in. List the callers (comma-separated emails) to admit only them, as Cloud Run IAM would.',
     );
   }
+  if (isCleartextRemote(config.AUTH_CERTS_URL)) {
+    logger.warn(
+      `AUTH_CERTS_URL (${config.AUTH_CERTS_URL}) is plain http:// to another host: whoever sits on the path can hand this service signing keys and so pass any token. Use https:// (Google's default is right), or http:// on loopback only.`,
+    );
+  }
   // Loaded with the first token to check, off the start-up path.
   const oauthClient = lazy(async () => new (await loadGoogleAuthLibrary()).OAuth2Client());
-  const certs = createCertsCache(config.AUTH_CERTS_URL);
+  const signingKeys = createSigningKeySource(config.AUTH_CERTS_URL, logger);
 
-  async function verify(authorization: string | null): Promise<VerifiedCaller> {
-    const match = /^Bearer\s+(\S+)$/i.exec(authorization ?? '');
-    if (!match?.[1]) {
-      throw new ConnectError(
-        'missing bearer token: send a Google ID token as "authorization: Bearer <token>"',
-        Code.Unauthenticated,
-      );
-    }
-    if (match[1].length > MAX_TOKEN_LENGTH) {
-      throw new ConnectError('invalid ID token: too long', Code.Unauthenticated);
-    }
-    let signingCerts: Record<string, string>;
+  async function keysFor(kid: string): Promise<SigningKeys> {
     try {
-      signingCerts = await certs();
+      return await signingKeys.forKid(kid);
     } catch (error) {
-      // Our failure, not the caller's: UNAVAILABLE, which callers retry.
-      throw new ConnectError(
-        `cannot check ID tokens right now: ${error instanceof Error ? error.message : String(error)} (AUTH_CERTS_URL)`,
+      // Our failure, not the caller's: UNAVAILABLE, which callers retry. Where the keys are
+      // and why they failed is for our log only.
+      throw refusal(
         Code.Unavailable,
+        "cannot check ID tokens right now: the signing keys could not be fetched (the reason is in this service's log); call again later",
+        `cannot check ID tokens right now: ${messageOf(error)} (AUTH_CERTS_URL)`,
       );
     }
+  }
+
+  async function checkSignedToken(token: string, jwt: DecodedJwt): Promise<JwtClaims> {
+    const keys = await keysFor(jwt.kid);
     let verifier: OAuth2Client;
     try {
       verifier = await oauthClient();
     } catch (error) {
-      // Our failure, not the caller's (as with the certificates above).
-      throw new ConnectError(
-        `cannot check ID tokens right now: ${reasonOf(error)}`,
+      throw refusal(
         Code.Unavailable,
+        'cannot check ID tokens right now: call again later',
+        `cannot check ID tokens right now: loading google-auth-library failed: ${messageOf(error)}`,
       );
     }
-    let payload: { email?: string; sub?: string } | undefined;
     try {
-      const ticket = await verifier.verifySignedJwtWithCertsAsync(
-        match[1],
-        signingCerts,
-        audience,
-        GOOGLE_ISSUERS,
-      );
-      payload = ticket.getPayload();
+      await verifier.verifySignedJwtWithCertsAsync(token, keys, audience, GOOGLE_ISSUERS);
     } catch (error) {
-      throw new ConnectError(`invalid ID token: ${reasonOf(error)}`, Code.Unauthenticated);
-    }
-    const caller: VerifiedCaller = { email: payload?.email, subject: payload?.sub ?? '' };
-    if (allowed && !(caller.email && allowed.has(caller.email))) {
-      throw new ConnectError(
-        'this caller is not allowed (AUTH_ALLOWED_CALLERS)',
-        Code.PermissionDenied,
+      const { reason, detail } = libraryRefusal(messageOf(error), jwt, audience);
+      throw refusal(
+        Code.Unauthenticated,
+        `invalid ID token: ${reason}`,
+        `invalid ID token: ${reason}${detail ? `: ${detail}` : ''}`,
       );
     }
+    return jwt.claims;
+  }
+
+  async function verify(authorization: string | null): Promise<VerifiedCaller> {
+    const token = bearerTokenOf(authorization);
+    const claims = await checkSignedToken(token, decodeJwt(token));
+    const caller: VerifiedCaller = {
+      email: typeof claims.email === 'string' ? claims.email : undefined,
+      subject: typeof claims.sub === 'string' ? claims.sub : '',
+    };
+    if (allowed) checkAllowed(allowed, claims);
     return caller;
   }
 
@@ -118,13 +128,19 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
       try {
         context.values.set(CALLER, await verify(context.requestHeader.get('authorization')));
       } catch (error) {
-        const refusal = ConnectError.from(error);
-        const { code, rawMessage } = refusal;
-        logger.info(
-          { rpc: `${context.service.typeName}/${context.method.name}`, code: Code[code] },
-          `call refused: ${rawMessage}`,
-        );
-        throw code === Code.Unavailable ? refusal : markCallerRefusal(refusal, 'id-token');
+        const refused = ConnectError.from(error);
+        const { code, rawMessage, cause } = refused;
+        const fields = {
+          rpc: `${context.service.typeName}/${context.method.name}`,
+          code: Code[code],
+        };
+        const line = `call refused: ${typeof cause === 'string' ? cause : rawMessage}`;
+        if (code === Code.Unavailable) {
+          logger.warn(fields, line);
+          throw refused;
+        }
+        logger.info(fields, line);
+        throw markCallerRefusal(refused, 'id-token');
       }
     },
     recordCaller: (next) => (request) => {
@@ -135,46 +151,186 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
   };
 }
 
+function audienceOf(config: Config): string {
+  if (!config.AUTH_AUDIENCE) {
+    throw new Error('AUTH_AUDIENCE is required when AUTH_VERIFY_TOKENS=true');
+  }
+  return config.AUTH_AUDIENCE;
+}
+
+type JwtClaims = Record<string, unknown>;
+type DecodedJwt = { kid: string; claims: JwtClaims };
+
+/** A refusal: `message` goes to the caller, `logged` (kept as the cause) to our INFO line. */
+function refusal(code: Code, message: string, logged = message): ConnectError {
+  return new ConnectError(message, code, undefined, undefined, logged);
+}
+
+function bearerTokenOf(authorization: string | null): string {
+  const token = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '')?.[1];
+  if (!token) {
+    throw refusal(
+      Code.Unauthenticated,
+      'missing bearer token: send a Google ID token as "authorization: Bearer <token>"',
+    );
+  }
+  if (token.length > MAX_TOKEN_LENGTH) {
+    throw refusal(Code.Unauthenticated, 'invalid ID token: too long');
+  }
+  return token;
+}
+
 /**
- * google-auth-library's reason without what follows its colon: the messages go on to quote the
- * whole token or its payload, which must not reach logs, spans or the caller's error message.
+ * The token's key id and claims, read before anything is fetched, so that what is not even a
+ * Google-shaped JWT is refused on its own. Nothing here is trusted until the signature is checked.
  */
-function reasonOf(error: unknown): string {
-  const message = error instanceof Error ? error.message : String(error);
-  return (message.split(':', 1)[0] ?? '').slice(0, 120);
+function decodeJwt(token: string): DecodedJwt {
+  const segments = token.split('.');
+  const header = decodeSegment(segments[0]);
+  const claims = decodeSegment(segments[1]);
+  if (!header || !claims || segments.length !== 3 || !segments[2]) {
+    throw refusal(
+      Code.Unauthenticated,
+      'invalid ID token: not a JWT (three base64url parts: header, claims, signature)',
+    );
+  }
+  if (header.alg !== 'RS256' || typeof header.kid !== 'string' || !KEY_ID.test(header.kid)) {
+    throw refusal(
+      Code.Unauthenticated,
+      "invalid ID token: not signed with RS256 and a key id (kid), as Google's ID tokens are",
+    );
+  }
+  return { kid: header.kid, claims };
 }
 
-function isPemMap(value: unknown): value is Record<string, string> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    !Array.isArray(value) &&
-    Object.values(value).every((pem) => typeof pem === 'string' && pem.includes('BEGIN'))
+function decodeSegment(segment: string | undefined): JwtClaims | undefined {
+  if (!segment) return undefined;
+  try {
+    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
+    return typeof value === 'object' && value !== null && !Array.isArray(value)
+      ? (value as JwtClaims)
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The allow-list matches the token's email (lower case, as Google's service-account emails
+ * are) and only when Google says the email is verified.
+ */
+function checkAllowed(allowed: ReadonlySet<string>, claims: JwtClaims): void {
+  const email = typeof claims.email === 'string' ? claims.email.toLowerCase() : undefined;
+  let why: string | undefined;
+  if (email === undefined) {
+    why =
+      'caller (token has no email: ask for format=full / includeEmail) is not in AUTH_ALLOWED_CALLERS';
+  } else if (!allowed.has(email)) {
+    why = `caller ${quote(email)} is not in AUTH_ALLOWED_CALLERS`;
+  } else if (claims.email_verified !== true) {
+    why = `caller ${quote(email)} is in AUTH_ALLOWED_CALLERS, but its token says email_verified ${quote(claims.email_verified)}, not true`;
+  }
+  if (why) {
+    throw refusal(
+      Code.PermissionDenied,
+      'this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+      `this caller is not allowed: ${why}`,
+    );
+  }
+}
+
+type LibraryRefusal = { reason: string; detail?: string };
+
+/**
+ * google-auth-library's messages quote the token or its claims, so none is passed on: each is
+ * mapped to our own reason, and the log's detail names only the claim at fault. The claims
+ * named are those of a token whose signature has already been checked (the library checks
+ * times, issuer and audience after the signature).
+ */
+const LIBRARY_REFUSALS: ReadonlyArray<
+  readonly [prefix: string, refusal: (jwt: DecodedJwt, audience: string) => LibraryRefusal]
+> = [
+  ['Wrong number of segments', () => ({ reason: 'not a JWT' })],
+  ["Can't parse token envelope", () => ({ reason: 'its header is not base64url JSON' })],
+  ["Can't parse token payload", () => ({ reason: 'its claims are not base64url JSON' })],
+  [
+    'No pem found for envelope',
+    (jwt) => ({
+      reason: 'signed by a key that is not in the published key set',
+      detail: `key id ${quote(jwt.kid)} is not at AUTH_CERTS_URL (fetched again for an unknown key at most every ${MIN_REFETCH_INTERVAL_MS / 1000} s)`,
+    }),
+  ],
+  ['Invalid token signature', () => ({ reason: 'bad signature' })],
+  ['No issue time in token', () => ({ reason: 'no issue time (iat)' })],
+  ['No expiration time in token', () => ({ reason: 'no expiry (exp)' })],
+  ['iat field using invalid format', () => ({ reason: 'its issue time (iat) is not a number' })],
+  ['exp field using invalid format', () => ({ reason: 'its expiry (exp) is not a number' })],
+  [
+    'Expiration time too far in future',
+    (jwt) => ({
+      reason: 'expires more than a day ahead, which no Google ID token does',
+      detail: `exp ${isoOf(jwt.claims.exp)}`,
+    }),
+  ],
+  [
+    'Token used too early',
+    (jwt) => ({
+      reason: 'issued in the future',
+      detail: `iat ${isoOf(jwt.claims.iat)} is more than ${CLOCK_SKEW_SECONDS} s (the clock skew allowed) after this server's clock, ${new Date().toISOString()}: check the clocks`,
+    }),
+  ],
+  [
+    'Token used too late',
+    (jwt) => ({
+      reason: 'expired',
+      detail: `exp ${isoOf(jwt.claims.exp)} is more than ${CLOCK_SKEW_SECONDS} s (the clock skew allowed) before this server's clock, ${new Date().toISOString()}`,
+    }),
+  ],
+  [
+    'Invalid issuer',
+    (jwt) => ({
+      reason: 'not issued by Google (wrong issuer, iss)',
+      detail: `token issuer ${quote(jwt.claims.iss)} is not one of ${GOOGLE_ISSUERS.map(quote).join(', ')}`,
+    }),
+  ],
+  [
+    'Wrong recipient',
+    (jwt, audience) => ({
+      reason: 'for another audience (aud)',
+      detail: `token aud ${quote(jwt.claims.aud)} is not AUTH_AUDIENCE ${quote(audience)}`,
+    }),
+  ],
+];
+
+function libraryRefusal(message: string, jwt: DecodedJwt, audience: string): LibraryRefusal {
+  const known = LIBRARY_REFUSALS.find(([prefix]) => message.startsWith(prefix));
+  return known ? known[1](jwt, audience) : { reason: 'not accepted' };
+}
+
+/** A claim for the log: JSON, at most 200 characters. */
+function quote(value: unknown): string {
+  const json = JSON.stringify(value) ?? String(value);
+  return json.length > 200 ? `${json.slice(0, 197)}...` : json;
+}
+
+function isoOf(seconds: unknown): string {
+  const ms = Number(seconds) * 1000;
+  return Number.isFinite(ms) && Math.abs(ms) < 8.64e15
+    ? new Date(ms).toISOString()
+    : quote(seconds);
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** http:// to a host other than this one: the keys could be swapped on the way. */
+function isCleartextRemote(url: string): boolean {
+  const { protocol, hostname } = new URL(url);
+  if (protocol !== 'http:') return false;
+  return !(
+    hostname === 'localhost' ||
+    hostname === '[::1]' ||
+    /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(hostname)
   );
-}
-
-/** Google's signing certificates (or a local issuer's), fetched once an hour. */
-function createCertsCache(url: string): () => Promise<Record<string, string>> {
-  let cached: { certs: Record<string, string>; fetchedAt: number } | undefined;
-  let pending: Promise<Record<string, string>> | undefined;
-  return () => {
-    if (cached && Date.now() - cached.fetchedAt < CERTS_MAX_AGE_MS)
-      return Promise.resolve(cached.certs);
-    pending ??= (async () => {
-      const response = await fetch(url, { signal: AbortSignal.timeout(CERTS_FETCH_TIMEOUT_MS) });
-      if (!response.ok)
-        throw new Error(`fetching signing certificates from ${url} gave HTTP ${response.status}`);
-      const certs: unknown = await response.json();
-      if (!isPemMap(certs)) {
-        throw new Error(
-          `${url} did not answer with PEM certificates by key id; AUTH_CERTS_URL takes Google's v1 format (https://www.googleapis.com/oauth2/v1/certs), not JWK (v3)`,
-        );
-      }
-      cached = { certs, fetchedAt: Date.now() };
-      return certs;
-    })().finally(() => {
-      pending = undefined;
-    });
-    return pending;
-  };
 }

@@ -1,0 +1,408 @@
+import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Code, ConnectError, createClient } from '@connectrpc/connect';
+import { createGrpcTransport } from '@connectrpc/connect-node';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { signRs256Jwt } from '../tools/cloud-run-local/jwt.ts';
+import { createSelfSignedCertificate } from '../tools/cloud-run-local/self-signed-certificate.ts';
+import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
+
+/*
+ * The backend's in-app ID-token check (AUTH_VERIFY_TOKENS=true) against a certs server of our
+ * own whose key set, Cache-Control and failures the tests change, with the backend's wall clock
+ * moved ahead (test/fixtures/shifted-clock.mjs) so that hours pass in milliseconds: a key
+ * rotation, the key set's max-age, a certs outage; and what a refusal tells the caller and
+ * the log.
+ */
+
+const AUDIENCE = 'https://greeter-backend-test.a.run.app';
+const CALLER = 'greeter-api@local-project.iam.gserviceaccount.com';
+const SHIFTED_CLOCK = resolve(import.meta.dirname, 'fixtures/shifted-clock.mjs');
+const MINUTE = 60_000;
+
+type SigningKey = { kid: string; privateKey: KeyObject; certificatePem: string };
+
+async function createSigningKey(name: string): Promise<SigningKey> {
+  const { privateKey, certificatePem } = await createSelfSignedCertificate({ commonName: name });
+  const spki = new X509Certificate(certificatePem).publicKey.export({
+    type: 'spki',
+    format: 'der',
+  });
+  return { kid: createHash('sha1').update(spki).digest('hex'), privateKey, certificatePem };
+}
+
+type CertsServer = {
+  url: string;
+  /** The keys published, in Google's v1 shape (kid to PEM). */
+  published: Set<SigningKey>;
+  answer: 'keys' | 'http-500' | 'empty';
+  cacheControl: string | undefined;
+  requests(): number;
+  close(): Promise<void>;
+};
+
+async function startCertsServer(keys: SigningKey[]): Promise<CertsServer> {
+  let requests = 0;
+  const certs: CertsServer = {
+    url: '',
+    published: new Set(keys),
+    answer: 'keys',
+    cacheControl: 'public, max-age=20000, must-revalidate, no-transform',
+    requests: () => requests,
+    close: () =>
+      new Promise<void>((done) => {
+        server.close(() => done());
+        server.closeAllConnections();
+      }),
+  };
+  const server = createServer((_, response) => {
+    requests++;
+    if (certs.answer === 'http-500') {
+      response.writeHead(500).end('boom');
+      return;
+    }
+    const body =
+      certs.answer === 'empty'
+        ? {}
+        : Object.fromEntries([...certs.published].map((key) => [key.kid, key.certificatePem]));
+    response.writeHead(200, {
+      'content-type': 'application/json',
+      ...(certs.cacheControl ? { 'cache-control': certs.cacheControl } : {}),
+    });
+    response.end(JSON.stringify(body));
+  });
+  await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+  certs.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/oauth2/v1/certs`;
+  return certs;
+}
+
+/** The backend's clock offset, in a file the backend reads at every `Date.now()`. */
+type Clock = {
+  file: string;
+  offsetMs: number;
+  set(ms: number): Promise<void>;
+  nowSeconds(): number;
+};
+
+async function createClock(): Promise<Clock> {
+  const dir = await mkdtemp(join(tmpdir(), 'token-verifier-clock-'));
+  const clock: Clock = {
+    file: join(dir, 'offset'),
+    offsetMs: 0,
+    async set(ms) {
+      clock.offsetMs = ms;
+      await writeFile(clock.file, String(ms));
+    },
+    nowSeconds: () => Math.floor((Date.now() + clock.offsetMs) / 1000),
+  };
+  await clock.set(0);
+  return clock;
+}
+
+/** A Google-shaped ID token (as the metadata server's `format=full`), as of `clock`. */
+function mint(
+  key: SigningKey,
+  clock: Clock,
+  claims: Record<string, unknown> = {},
+  header: Record<string, unknown> = {},
+): string {
+  const iat = clock.nowSeconds();
+  return signRs256Jwt(
+    { alg: 'RS256', kid: key.kid, typ: 'JWT', ...header },
+    {
+      aud: AUDIENCE,
+      azp: '1234567890',
+      email: CALLER,
+      email_verified: true,
+      exp: iat + 3600,
+      iat,
+      iss: 'https://accounts.google.com',
+      sub: '1234567890',
+      ...claims,
+    },
+    key.privateKey,
+  );
+}
+
+function startVerifyingBackend(
+  certs: CertsServer,
+  clock: Clock,
+  env: Record<string, string> = {},
+): Promise<RoleProcess> {
+  return startRole('backend', {
+    env: {
+      NODE_OPTIONS: `--import ${SHIFTED_CLOCK}`,
+      CLOCK_OFFSET_FILE: clock.file,
+      AUTH_VERIFY_TOKENS: 'true',
+      AUTH_AUDIENCE: AUDIENCE,
+      AUTH_CERTS_URL: certs.url,
+      AUTH_ALLOWED_CALLERS: CALLER,
+      ...env,
+    },
+  });
+}
+
+/** 'OK', or the code and the message the caller got (which never quotes the token or a URL). */
+async function greet(backend: RoleProcess, token: string): Promise<string> {
+  const client = createClient(BackendService, createGrpcTransport({ baseUrl: backend.url }));
+  try {
+    await client.greet({ name: 'Ada' }, { headers: { authorization: `Bearer ${token}` } });
+    return 'OK';
+  } catch (error) {
+    const { code, rawMessage } = ConnectError.from(error);
+    expect(rawMessage).not.toMatch(/eyJ|@|:\/\/|AUTH_CERTS_URL/);
+    return `${Code[code]}: ${rawMessage}`;
+  }
+}
+
+function linesSaying(backend: RoleProcess, fragment: string): Record<string, unknown>[] {
+  return backend.logs().filter((line) => String(line.message).includes(fragment));
+}
+
+/** The last line saying `fragment`, once there are `count` (lines are written after the answer). */
+function lastLineSaying(
+  backend: RoleProcess,
+  fragment: string,
+  count = 1,
+): Promise<Record<string, unknown>> {
+  return eventually(() => {
+    const lines = linesSaying(backend, fragment);
+    expect(lines.length).toBeGreaterThanOrEqual(count);
+    return lines.at(-1) ?? {};
+  });
+}
+
+describe('the signing keys of the token check', () => {
+  let k1: SigningKey;
+  let k2: SigningKey;
+  let k3: SigningKey;
+  let clock: Clock;
+  let certs: CertsServer;
+  let backend: RoleProcess | undefined;
+
+  beforeAll(async () => {
+    const keys = await Promise.all(['k1', 'k2', 'k3'].map(createSigningKey));
+    [k1, k2, k3] = keys as [SigningKey, SigningKey, SigningKey];
+  });
+  afterEach(async () => {
+    await backend?.stop();
+    await certs?.close();
+    await rm(join(clock.file, '..'), { recursive: true, force: true });
+  });
+
+  it('takes a key published after the last fetch at once, with one fetch; made-up key ids fetch at most every 30 s', async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    backend = await startVerifyingBackend(certs, clock);
+    expect(await greet(backend, mint(k1, clock))).toBe('OK');
+    expect(certs.requests()).toBe(1);
+
+    // Google publishes a new key and starts signing with it (a rotation).
+    certs.published.add(k2);
+    expect(await greet(backend, mint(k2, clock))).toBe('OK');
+    expect(certs.requests()).toBe(2);
+    expect(await greet(backend, mint(k2, clock))).toBe('OK');
+    expect(certs.requests()).toBe(2);
+
+    // A key never published: refused as the caller's, without a fetch so soon after the last.
+    const unknown = await Promise.all(
+      Array.from({ length: 5 }, () => greet(backend as RoleProcess, mint(k3, clock))),
+    );
+    expect(new Set(unknown)).toEqual(
+      new Set([
+        'Unauthenticated: invalid ID token: signed by a key that is not in the published key set',
+      ]),
+    );
+    expect(certs.requests()).toBe(2);
+    const line = await lastLineSaying(backend, 'call refused', 5);
+    expect(line).toMatchObject({ severity: 'INFO', code: 'Unauthenticated' });
+    expect(line?.message).toContain(`key id "${k3.kid}" is not at AUTH_CERTS_URL`);
+
+    // 31 s on, many calls with an unknown key at once share one fetch.
+    await clock.set(31_000);
+    certs.published.add(k3);
+    const rotated = await Promise.all(
+      Array.from({ length: 5 }, () => greet(backend as RoleProcess, mint(k3, clock))),
+    );
+    expect(rotated).toEqual(Array(5).fill('OK'));
+    expect(certs.requests()).toBe(3);
+  });
+
+  it("keeps the keys for their answer's max-age, then an hour longer while the URL fails (one WARNING), then UNAVAILABLE without naming the URL", async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    certs.cacheControl = 'public, max-age=600';
+    backend = await startVerifyingBackend(certs, clock);
+    const running = backend;
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    await clock.set(5 * MINUTE);
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    expect(certs.requests()).toBe(1);
+
+    // Past the max-age: answered with the keys in hand while they are fetched again.
+    await clock.set(10 * MINUTE + 1_000);
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    await eventually(() => expect(certs.requests()).toBe(2));
+
+    // The URL fails after the new set's max-age: the last good set is used for an hour more.
+    certs.answer = 'http-500';
+    await clock.set(20 * MINUTE + 2_000);
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    await eventually(() => expect(certs.requests()).toBe(3));
+    await clock.set(50 * MINUTE);
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    await eventually(() => expect(certs.requests()).toBe(4));
+    const stale = await lastLineSaying(running, 'could not fetch the signing keys again');
+    expect(stale).toMatchObject({ severity: 'WARNING' });
+    expect(stale.message).toContain(`${certs.url} answered HTTP 500`);
+
+    // Past the grace: the keys are no longer trusted, and the failure is ours, not the caller's.
+    await clock.set(81 * MINUTE + 3_000);
+    expect(await greet(running, mint(k1, clock))).toBe(
+      "Unavailable: cannot check ID tokens right now: the signing keys could not be fetched (the reason is in this service's log); call again later",
+    );
+    const refused = await lastLineSaying(running, 'call refused');
+    expect(refused).toMatchObject({ severity: 'WARNING', code: 'Unavailable' });
+    expect(refused.message).toContain(`${certs.url} answered HTTP 500 (AUTH_CERTS_URL)`);
+    expect(linesSaying(running, 'could not fetch the signing keys again')).toHaveLength(1);
+
+    certs.answer = 'keys';
+    expect(await greet(running, mint(k1, clock))).toBe('OK');
+    await lastLineSaying(running, 'signing keys fetched again');
+    expect(linesSaying(running, 'signing keys fetched again')).toHaveLength(1);
+  });
+
+  it('takes an empty key set as the URL failing (UNAVAILABLE), and does not keep it', async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    certs.answer = 'empty';
+    backend = await startVerifyingBackend(certs, clock);
+    expect(await greet(backend, mint(k1, clock))).toMatch(/^Unavailable: /);
+    expect((await lastLineSaying(backend, 'call refused')).message).toContain(
+      `${certs.url} answered an empty key set`,
+    );
+    certs.answer = 'keys';
+    expect(await greet(backend, mint(k1, clock))).toBe('OK');
+    expect(certs.requests()).toBe(2);
+  });
+
+  it('warns at start when AUTH_CERTS_URL is plain http:// to another host, and not on loopback', async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    backend = await startVerifyingBackend(certs, clock, {
+      AUTH_CERTS_URL: 'http://certs.example.invalid/oauth2/v1/certs',
+    });
+    const warning = linesSaying(backend, 'AUTH_CERTS_URL (http://certs.example.invalid');
+    expect(warning).toEqual([expect.objectContaining({ severity: 'WARNING' })]);
+    expect(warning[0]?.message).toContain('Use https://');
+    await backend.stop();
+    backend = await startVerifyingBackend(certs, clock);
+    expect(linesSaying(backend, 'is plain http://')).toEqual([]);
+  });
+});
+
+describe('what a refusal tells the caller, and what it logs', () => {
+  let key: SigningKey;
+  let clock: Clock;
+  let certs: CertsServer;
+  let backend: RoleProcess;
+
+  beforeAll(async () => {
+    key = await createSigningKey('k1');
+    clock = await createClock();
+    certs = await startCertsServer([key]);
+    // As pasted from `gcloud … get-iam-policy`, and in upper case: read as the email.
+    backend = await startVerifyingBackend(certs, clock, {
+      AUTH_ALLOWED_CALLERS: `serviceAccount:${CALLER.toUpperCase()}`,
+    });
+  });
+  afterAll(async () => {
+    await backend?.stop();
+    await certs?.close();
+    await rm(join(clock.file, '..'), { recursive: true, force: true });
+  });
+
+  const now = () => clock.nowSeconds();
+  it.each([
+    [
+      'a token for another audience',
+      () => mint(key, clock, { aud: 'https://greeter-backend-test.a.run.app/' }),
+      'Unauthenticated: invalid ID token: for another audience (aud)',
+      `token aud "https://greeter-backend-test.a.run.app/" is not AUTH_AUDIENCE "${AUDIENCE}"`,
+    ],
+    [
+      'a token from another issuer',
+      () => mint(key, clock, { iss: 'http://accounts.google.com' }),
+      'Unauthenticated: invalid ID token: not issued by Google (wrong issuer, iss)',
+      'token issuer "http://accounts.google.com" is not one of "https://accounts.google.com", "accounts.google.com"',
+    ],
+    [
+      'a token expired beyond the 5 minutes of clock skew',
+      () => mint(key, clock, { iat: now() - 4000, exp: now() - 400 }),
+      'Unauthenticated: invalid ID token: expired',
+      'is more than 300 s (the clock skew allowed) before this server',
+    ],
+    [
+      'claims that are not base64url JSON',
+      () => {
+        const [header, , signature] = mint(key, clock).split('.');
+        return `${header}.${Buffer.from('{"aud": oops').toString('base64url')}.${signature}`;
+      },
+      'Unauthenticated: invalid ID token: not a JWT (three base64url parts: header, claims, signature)',
+      'not a JWT',
+    ],
+    [
+      'a caller not allowed',
+      () => mint(key, clock, { email: 'intruder@other.iam.gserviceaccount.com' }),
+      'PermissionDenied: this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+      'caller "intruder@other.iam.gserviceaccount.com" is not in AUTH_ALLOWED_CALLERS',
+    ],
+    [
+      'a token without email (format=standard)',
+      () => mint(key, clock, { email: undefined, email_verified: undefined }),
+      'PermissionDenied: this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+      'caller (token has no email: ask for format=full / includeEmail) is not in AUTH_ALLOWED_CALLERS',
+    ],
+    [
+      'an allowed email that Google says is not verified',
+      () => mint(key, clock, { email_verified: false }),
+      'PermissionDenied: this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+      `caller "${CALLER}" is in AUTH_ALLOWED_CALLERS, but its token says email_verified false, not true`,
+    ],
+    [
+      'an allowed email without email_verified',
+      () => mint(key, clock, { email_verified: undefined }),
+      'PermissionDenied: this caller is not allowed (AUTH_ALLOWED_CALLERS)',
+      'email_verified undefined, not true',
+    ],
+    [
+      'an allowed email in upper case',
+      () => mint(key, clock, { email: CALLER.toUpperCase() }),
+      'OK',
+      '',
+    ],
+    [
+      'a token expired 200 s ago (within the clock skew)',
+      () => mint(key, clock, { iat: now() - 3800, exp: now() - 200 }),
+      'OK',
+      '',
+    ],
+  ])('%s → %s', async (_case, token, expected, logged) => {
+    const before = linesSaying(backend, 'call refused').length;
+    expect(await greet(backend, token())).toBe(expected);
+    if (expected === 'OK') {
+      expect(linesSaying(backend, 'call refused')).toHaveLength(before);
+      return;
+    }
+    const refused = await lastLineSaying(backend, 'call refused', before + 1);
+    expect(linesSaying(backend, 'call refused')).toHaveLength(before + 1);
+    expect(refused).toMatchObject({ severity: 'INFO' });
+    expect(refused.message).toContain(logged);
+    expect(JSON.stringify(refused)).not.toMatch(/eyJ/);
+  });
+});
