@@ -208,17 +208,22 @@ describe('the token source', () => {
     expect((await greet()).status).toBe(200);
     expect(metadata().idTokenRequests()).toBe(first + 1);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
+    // The call is answered with the token in hand; the new one is fetched in the background.
     expect((await greet()).status).toBe(200);
-    expect(metadata().idTokenRequests()).toBe(first + 2);
+    await expect.poll(() => metadata().idTokenRequests()).toBe(first + 2);
     metadata().setIdTokenLifetimeSeconds(3600);
   });
 
-  it('answers 503 saying what to check while the metadata server is down, and recovers', async () => {
-    // Short-lived tokens from now on, and wait until the cached one is due for refresh, so the
-    // next calls must ask the metadata server.
-    metadata().setIdTokenLifetimeSeconds(1);
+  it('answers 503 saying what to check once no token is usable and the metadata server is down, and recovers', async () => {
+    // The token in hand (from the test above: 302 s) is due for refresh 2 s after it was
+    // fetched: the next call sends it and one of 62 s is fetched in the background. 2.5 s later that one has less than the minute a
+    // token must have left to be sent, so the next call must ask the metadata server.
+    metadata().setIdTokenLifetimeSeconds(62);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const before = metadata().idTokenRequests();
     expect((await greet()).status).toBe(200);
+    await expect.poll(() => metadata().idTokenRequests()).toBe(before + 1);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
     metadata().setDown(true);
     const failed = await greet();
     expect(failed.status).toBe(503);

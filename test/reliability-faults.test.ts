@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { Agent, createServer as createHttpServer, request as httpRequest } from 'node:http';
@@ -20,10 +21,11 @@ import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/healt
 import { ENVELOPE_HEADER_BYTES, frame } from '../src/grpc/envelope.js';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
 import { REQUEST_FLUSH_CAP_MS } from '../src/telemetry/start-telemetry.js';
-import { startMetadataServer } from '../tools/cloud-run-local/index.ts';
+import { type IdentityAnswer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
 import { startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
+import { postGreetTls } from './helpers/http.js';
 import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -767,29 +769,139 @@ describe('token source (metadata server) failing, cloud mode', () => {
     expect((await greetThroughFrontEnd()).status).toBe(200);
     const fetched = metadata.idTokenRequests();
 
-    // The source turns slow: the call that finds the token due waits for it up to the 3 s cap,
-    // then goes on with the token in hand (4 minutes left); the source is then left alone for
-    // 10 s, so the next calls do not wait at all.
-    metadata.setDelayMs(5_000);
-    const due = await greetThroughFrontEnd();
-    expect(due.status).toBe(200);
-    expect(due.ms).toBeGreaterThanOrEqual(2_900);
-    expect(due.ms).toBeLessThan(3_000 + 1_500);
-    // Down as well: still served with the token in hand, at once.
+    // The source turns slow (2 s, within the 3 s cap): every call is answered at once with the
+    // token in hand, and one refresh in the background replaces it.
+    metadata.setDelayMs(2_000);
+    for (let i = 0; i < 5; i++) {
+      const answer = await greetThroughFrontEnd();
+      expect(answer.status).toBe(200);
+      expect(answer.ms).toBeLessThan(1_000);
+    }
+    await eventually(() => expect(metadata.idTokenRequests()).toBe(fetched + 1));
+    // It hangs, then is down: still served with the token in hand, at once. The refresh is
+    // given up after 3 s, and the source then left alone for 10 s.
     metadata.setDelayMs(0);
+    metadata.setIdentityAnswer('hang');
+    const hung = await greetThroughFrontEnd();
+    expect(hung.status).toBe(200);
+    expect(hung.ms).toBeLessThan(1_000);
+    expect(metadata.idTokenRequests()).toBe(fetched + 2);
+    metadata.setIdentityAnswer(undefined);
     metadata.setDown(true);
     for (let i = 0; i < 3; i++) {
       const answer = await greetThroughFrontEnd();
       expect(answer.status).toBe(200);
       expect(answer.ms).toBeLessThan(1_000);
     }
-    expect(metadata.idTokenRequests()).toBe(fetched);
+    expect(metadata.idTokenRequests()).toBe(fetched + 2);
     // Back up: a fresh token is fetched once the quiet 10 s are over.
     metadata.setDown(false);
     await eventually(async () => {
       expect((await greetThroughFrontEnd()).status).toBe(200);
-      expect(metadata.idTokenRequests()).toBeGreaterThan(fetched);
-    }, 15_000);
+      expect(metadata.idTokenRequests()).toBeGreaterThan(fetched + 2);
+    }, 20_000);
+  }, 60_000);
+
+  it('an answer that is not a usable ID token: 503 saying so, nothing kept, no token in logs or spans', async () => {
+    const otlp = await receiver();
+    const roles: RoleProcess[] = [];
+    const stack = await startLocalStack({
+      cloud: true,
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: otlp.url, OTEL_BSP_SCHEDULE_DELAY: '100' },
+      startRole: async (name, env) => {
+        const started = await role(name, env);
+        roles.push(started);
+        return started;
+      },
+    });
+    cleanups.push(() => stack.stop());
+    const metadata = stack.cloud?.metadata;
+    if (!metadata) throw new Error('cloud mode has a metadata server');
+    const ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+    const audience = stack.cloud?.backendFrontEnd.audience ?? '';
+    const valid = metadata.mintIdToken(audience);
+
+    const answers: [IdentityAnswer, RegExp][] = [
+      [{ body: '<html><body>captive portal</body></html>' }, /not an ID token \(a JWT\)/],
+      // A valid token with a header after it: before, the whole token went into the error
+      // that Headers.set threw, and so into the ERROR line and the SERVER span.
+      [{ body: `${valid}\r\nx-evil: 1` }, /not an ID token \(a JWT\)/],
+      [
+        { body: metadata.mintIdToken(audience, { expiresInSeconds: -100 }) },
+        /an ID token that expired at \S+ \(this clock: \S+\): check the clock/,
+      ],
+    ];
+    for (const [answer, reason] of answers) {
+      metadata.setIdentityAnswer(answer);
+      const before = metadata.idTokenRequests();
+      for (let i = 0; i < 2; i++) {
+        const traced = { traceparent: newTraceParent().header };
+        const failed = await postGreetTls(stack.apiUrl, ca, { name: 'Bad' }, traced);
+        expect(failed.status).toBe(503);
+        expect(failed.body.code).toBe('unavailable');
+      }
+      // Nothing kept: each call asked once (not twice, as when every call fetched again).
+      expect(metadata.idTokenRequests() - before).toBe(2);
+      const api = roles.find((r) => r.logs().some((line) => line.role === 'api'));
+      await eventually(() =>
+        expect(api?.logs().some((line) => reason.test(JSON.stringify(line.error ?? '')))).toBe(
+          true,
+        ),
+      );
+    }
+    metadata.setIdentityAnswer(undefined);
+    expect((await postGreetTls(stack.apiUrl, ca, { name: 'Good' })).status).toBe(200);
+
+    // The failed calls' SERVER spans are in (they record the error).
+    await eventually(() =>
+      expect(
+        otlp.spans().filter((span) => span.name === 'POST /greet' && span.status.code === 'ERROR'),
+      ).toHaveLength(6),
+    );
+    const jwt = /eyJ[\w-]+\.eyJ[\w-]+/;
+    for (const started of roles) expect(JSON.stringify(started.logs())).not.toMatch(jwt);
+    const spans = JSON.stringify(otlp.spans(), (_key, value: unknown) =>
+      typeof value === 'bigint' ? String(value) : value,
+    );
+    expect(spans).toContain('not an ID token');
+    expect(spans).not.toMatch(jwt);
+    expect(spans).not.toContain(valid.split('.')[2]);
+  }, 60_000);
+
+  it('a token the front end refuses after the signing key changed: one 502, then a fresh token and 200', async () => {
+    const stack = await startLocalStack({
+      cloud: true,
+      env: { OTEL_SDK_DISABLED: 'true' },
+      // Only the front end checks tokens here: it fetches the new key set when a new kid shows up.
+      backendEnv: { AUTH_VERIFY_TOKENS: 'false' },
+      startRole: (name, env) => role(name, env),
+    });
+    cleanups.push(() => stack.stop());
+    const metadata = stack.cloud?.metadata;
+    if (!metadata) throw new Error('cloud mode has a metadata server');
+    const ca = await readFile(stack.cloud?.caFile ?? '', 'utf8');
+    const greetOnce = async () => (await postGreetTls(stack.apiUrl, ca, { name: 'Key' })).status;
+    expect(await greetOnce()).toBe(200);
+    const fetched = metadata.idTokenRequests();
+
+    // A restarted metadata server signs with a new key and publishes only that one; another
+    // caller's new token makes the backend's front end fetch the new set.
+    await metadata.rotateSigningKey();
+    const session = connect(stack.backendUrl, { ca });
+    cleanups.push(() => session.close());
+    const probe = session.request({
+      ':method': 'POST',
+      ':path': '/backend_service.v1.BackendService/Greet',
+      'content-type': 'application/grpc',
+      authorization: `Bearer ${metadata.mintIdToken(stack.cloud?.backendFrontEnd.audience ?? '')}`,
+    });
+    probe.end();
+    probe.resume();
+    await once(probe, 'close');
+
+    expect(await greetOnce()).toBe(502);
+    expect(await greetOnce()).toBe(200);
+    expect(metadata.idTokenRequests()).toBe(fetched + 1);
   }, 60_000);
 
   it('sends the token in hand while the source fails, asks again after 10 s, fails clearly with none usable', async () => {
@@ -810,20 +922,33 @@ describe('token source (metadata server) failing, cloud mode', () => {
     answer = down;
     expect(await credentials.authorization()).toBe(token);
     expect(fetches).toBe(2);
+    await new Promise((resolve) => setImmediate(resolve)); // the refresh's failure is in
     // Quiet for 10 s after a failure: the token in hand, without asking.
     expect(await credentials.authorization()).toBe(token);
     expect(fetches).toBe(2);
 
-    // 30 s left is not usable (it could expire on the wire): the call fails, saying what to do.
+    // A token with a minute or less left is not taken (it could expire on the wire), and one
+    // in hand that gets there is not sent: the call fails, saying what to do.
+    const nearlyExpired = createIdTokenCredentials('https://backend.example', () =>
+      Promise.resolve(jwt(30)),
+    );
+    await expect(nearlyExpired.authorization()).rejects.toThrow(
+      /could not get a Google ID token .*: the token source answered an ID token that expires at .* in less than 60 s/,
+    );
     let first = true;
-    const nearlyExpired = createIdTokenCredentials('https://backend.example', () => {
+    const expiring = createIdTokenCredentials('https://backend.example', () => {
       if (!first) return down();
       first = false;
-      return Promise.resolve(jwt(30));
+      // exp may be fractional: 60.3 s left, usable for 0.3 s.
+      const exp = Date.now() / 1000 + 60.3;
+      return Promise.resolve(
+        `e30.${Buffer.from(JSON.stringify({ exp })).toString('base64url')}.sig`,
+      );
     });
-    await nearlyExpired.authorization();
-    await expect(nearlyExpired.authorization()).rejects.toThrow(
-      /could not get a Google ID token .* On Cloud Run check the service account/,
+    await expiring.authorization();
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    await expect(expiring.authorization()).rejects.toThrow(
+      /could not get a Google ID token .*: metadata server down\. On Cloud Run check the service account/,
     );
   });
 });

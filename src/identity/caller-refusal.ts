@@ -20,3 +20,12 @@ export function isCallerRefusal(error: ConnectError): boolean {
     error.metadata.has(CALLER_REFUSED)
   );
 }
+
+/**
+ * Whether the caller's token itself was refused: missing, invalid, expired or signed by a key the
+ * checker does not know (UNAUTHENTICATED from our token check, a front end's HTTP 401). Another
+ * token may pass; a caller refused PERMISSION_DENIED would be refused with any token.
+ */
+export function isTokenRefusal(error: ConnectError): boolean {
+  return error.code === Code.Unauthenticated && error.metadata.has(CALLER_REFUSED);
+}

@@ -1,18 +1,30 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
-import { loadGoogleAuthLibrary } from './google-auth-library.js';
+import { isTokenRefusal } from './caller-refusal.js';
+import { createGoogleIdTokenSource } from './google-id-token-source.js';
 
 /** Refresh this long before expiry, so a token never expires on the wire. */
 const REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
-/** A token source that does not answer in this time is reported as down. */
+/** A token source that does not answer in this time is reported as down, and its request ended. */
 const FETCH_TIMEOUT_MS = 3_000;
 /** Below this much remaining lifetime a token is not sent: it could expire on the wire. */
 const STILL_USABLE_MS = 60_000;
 /** After a failed refresh, calls use the token in hand this long before asking again. */
 const QUIET_AFTER_FAILURE_MS = 10_000;
+/** After the backend refused a token, another refusal forgets the next one only this much later. */
+const REFETCH_AFTER_REFUSAL_MS = 15_000;
+/** Google's ID tokens live an hour: one that claims more is not kept longer. */
+const MAX_LIFETIME_MS = 60 * 60_000;
+/** A compact JWS: three base64url parts. Nothing else may reach a header. */
+const COMPACT_JWT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 
 export type IdTokenCredentials = {
   /** The `authorization` header value; throws a credentials error (see isCredentialsError). */
   authorization(): Promise<string>;
+  /**
+   * The backend refused this `authorization` value (see isTokenRefusal): forget the token, so
+   * that the next call fetches another; at most once every 15 s.
+   */
+  refused(authorization: string): void;
 };
 
 const CREDENTIALS_FAILURE = Symbol('credentials failure');
@@ -25,122 +37,165 @@ export function isCredentialsError(error: unknown): boolean {
   return typeof error === 'object' && error !== null && CREDENTIALS_FAILURE in error;
 }
 
-function credentialsError(message: string, cause: unknown): ConnectError {
-  const error = new ConnectError(message, Code.Unavailable, undefined, undefined, cause);
+/** The reason is in the message, once: no `cause`, whose message the log line would repeat. */
+function credentialsError(audience: string, reason: string): ConnectError {
+  const error = new ConnectError(
+    `could not get a Google ID token for audience ${audience}: ${reason}`,
+    Code.Unavailable,
+  );
   Object.defineProperty(error, CREDENTIALS_FAILURE, { value: true });
   return error;
 }
 
 type CachedToken = { token: string; expiresAt: number };
 
-export type IdTokenSource = (audience: string) => Promise<string>;
+/** Asks for a token; `signal` is aborted when the answer is no longer waited for. */
+export type IdTokenSource = (audience: string, signal: AbortSignal) => Promise<string>;
 
 /**
  * Google ID tokens for calling a private Cloud Run service, minted by google-auth-library (the
  * metadata server on Cloud Run; a service-account key or impersonated credentials locally).
- * Cached per audience and refreshed from five minutes before expiry. If the refresh fails while
- * the token in hand still has a minute or more, that token is sent (and the source left alone
- * for 10 s), so a token source that is down or slow for a while fails no call. A failure is
- * retried by a later call with a fresh client, because google-auth-library remembers a failed
- * metadata-server probe. Fetched before the RPC starts, so a slow token source is not mistaken
- * for a slow backend.
+ * Only a JWT with at least a minute left is taken from the source: any other answer is a
+ * credentials error that does not quote it, and is not kept. Cached per audience; from five
+ * minutes before expiry each call sends the token in hand and sets off a refresh in the
+ * background (one at a time, and none for 10 s after one failed), so a slow or failing source
+ * delays no call while that token has a minute or more left. Only a call without such a token
+ * waits for the source, at most 3 s. A token the backend refuses is forgotten, so that the next
+ * call fetches a new one (a new signing key, a key set the backend had not yet fetched).
+ * Fetched before the RPC starts, so a slow token source is not mistaken for a slow backend.
  */
 export function createIdTokenCredentials(
   audience: string,
-  source: IdTokenSource = fetchIdToken,
+  source: IdTokenSource = createGoogleIdTokenSource(),
 ): IdTokenCredentials {
   let cached: CachedToken | undefined;
-  let pending: Promise<string> | undefined;
+  let pending: Promise<CachedToken> | undefined;
+  let quietUntil = 0;
+  let forgetAgainAt = 0;
 
-  async function refresh(): Promise<string> {
+  async function refresh(): Promise<CachedToken> {
+    const signal = AbortSignal.timeout(FETCH_TIMEOUT_MS);
+    let answer: unknown;
     try {
-      const token = await withTimeout(source(audience), FETCH_TIMEOUT_MS);
-      cached = { token, expiresAt: expiryOf(token) };
-      return token;
+      answer = await settledOrAborted(source(audience, signal), signal);
     } catch (error) {
       throw credentialsError(
-        `could not get a Google ID token for audience ${audience}: ${error instanceof Error ? error.message : String(error)}. ` +
-          'On Cloud Run check the service account of this service; locally set ' +
-          'GOOGLE_APPLICATION_CREDENTIALS to impersonated or service-account credentials.',
-        error,
+        audience,
+        signal.aborted
+          ? `the token source did not answer within ${FETCH_TIMEOUT_MS} ms; the next call asks again`
+          : `${error instanceof Error ? error.message : String(error)}. On Cloud Run check the ` +
+              'service account of this service; locally set GOOGLE_APPLICATION_CREDENTIALS to ' +
+              'impersonated or service-account credentials.',
       );
     }
+    const checked = checkIdToken(answer, Date.now());
+    if (typeof checked === 'string') throw credentialsError(audience, checked);
+    cached = checked;
+    return checked;
   }
 
-  const refreshOnce = (): Promise<string> => {
+  const refreshOnce = (): Promise<CachedToken> => {
     pending ??= refresh().finally(() => {
       pending = undefined;
     });
     return pending;
   };
-  let quietUntil = 0;
 
   return {
     async authorization() {
-      const left = cached ? cached.expiresAt - Date.now() : 0;
-      if (cached && left > REFRESH_BEFORE_EXPIRY_MS) return `Bearer ${cached.token}`;
-      const usable = cached && left > STILL_USABLE_MS ? cached.token : undefined;
-      if (usable && Date.now() < quietUntil) return `Bearer ${usable}`;
-      try {
-        return `Bearer ${await refreshOnce()}`;
-      } catch (error) {
-        // The token source is down or slow, but the token in hand is still good for a while.
-        if (!usable) throw error;
-        quietUntil = Date.now() + QUIET_AFTER_FAILURE_MS;
-        return `Bearer ${usable}`;
+      const now = Date.now();
+      const left = cached ? cached.expiresAt - now : 0;
+      if (cached && left > STILL_USABLE_MS) {
+        if (left <= REFRESH_BEFORE_EXPIRY_MS && now >= quietUntil) {
+          refreshOnce().catch(() => {
+            quietUntil = Date.now() + QUIET_AFTER_FAILURE_MS;
+          });
+        }
+        return `Bearer ${cached.token}`;
       }
+      return `Bearer ${(await refreshOnce()).token}`;
+    },
+    refused(authorization) {
+      const now = Date.now();
+      if (!cached || authorization !== `Bearer ${cached.token}` || now < forgetAgainAt) return;
+      cached = undefined;
+      quietUntil = 0;
+      forgetAgainAt = now + REFETCH_AFTER_REFUSAL_MS;
     },
   };
 }
 
 /**
  * Gives every call attempt its `authorization` header, asked of `credentials` each time, so that
- * a retry never sends a token that expired meanwhile. Placed outside the tracing interceptor: a
- * slow or failing token source is not counted as the backend's time or failure.
+ * a retry never sends a token that expired meanwhile; tells them when the backend refused it.
+ * Placed outside the tracing interceptor: a slow or failing token source is not counted as the
+ * backend's time or failure.
  */
 export function createCredentialsInterceptor(credentials: IdTokenCredentials): Interceptor {
   return (next) => async (req) => {
-    req.header.set('authorization', await credentials.authorization());
-    return next(req);
+    const authorization = await credentials.authorization();
+    req.header.set('authorization', authorization);
+    try {
+      return await next(req);
+    } catch (error) {
+      if (error instanceof ConnectError && isTokenRefusal(error)) {
+        credentials.refused(authorization);
+      }
+      throw error;
+    }
   };
 }
 
-async function withTimeout<T>(work: Promise<T>, ms: number): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
+/** `work`, or a rejection once `signal` aborts, for a source that does not stop when told. */
+async function settledOrAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
+  let onAbort = () => {};
   try {
     return await Promise.race([
       work,
       new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms);
+        onAbort = () => reject(signal.reason);
+        signal.addEventListener('abort', onAbort, { once: true });
       }),
     ]);
   } finally {
-    clearTimeout(timer);
+    signal.removeEventListener('abort', onAbort);
   }
 }
 
-async function fetchIdToken(audience: string): Promise<string> {
-  const { GoogleAuth, gcpMetadata } = await loadGoogleAuthLibrary();
-  try {
-    const client = await new GoogleAuth().getIdTokenClient(audience);
-    return await client.idTokenProvider.fetchIdToken(audience);
-  } catch (error) {
-    // gcp-metadata remembers "no metadata server" for the life of the process; forget it so
-    // the next call can succeed once the metadata server answers again.
-    gcpMetadata.resetIsAvailableCache();
-    throw error;
+/**
+ * The token and its expiry, or what is wrong with the answer, in words that never quote it:
+ * whatever answered may have sent a valid token with something after it.
+ */
+function checkIdToken(answer: unknown, now: number): CachedToken | string {
+  if (typeof answer !== 'string' || !COMPACT_JWT.test(answer)) {
+    return 'the token source answered something that is not an ID token (a JWT). On Cloud Run this is the metadata server; locally check GCE_METADATA_HOST and GOOGLE_APPLICATION_CREDENTIALS';
   }
+  const exp = expiryOf(answer);
+  if (exp === undefined) {
+    return 'the token source answered a JWT without a numeric expiry (exp): not an ID token';
+  }
+  const expiresAt = exp * 1000;
+  if (expiresAt - now <= STILL_USABLE_MS) {
+    const when = new Date(expiresAt).toISOString();
+    const clock = new Date(now).toISOString();
+    return expiresAt <= now
+      ? `the token source answered an ID token that expired at ${when} (this clock: ${clock}): check the clock`
+      : `the token source answered an ID token that expires at ${when}, in less than ${STILL_USABLE_MS / 1000} s (this clock: ${clock}): check the clock`;
+  }
+  return { token: answer, expiresAt: Math.min(expiresAt, now + MAX_LIFETIME_MS) };
 }
 
-/** Reads `exp` from the JWT payload; an unreadable token is treated as already stale. */
-function expiryOf(token: string): number {
+/** `exp` from the JWT payload, in seconds; undefined when there is no date to read. */
+function expiryOf(token: string): number | undefined {
   try {
     const payload = token.split('.')[1] ?? '';
     const { exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as {
       exp?: unknown;
     };
-    return typeof exp === 'number' ? exp * 1000 : 0;
+    return typeof exp === 'number' && !Number.isNaN(new Date(exp * 1000).getTime())
+      ? exp
+      : undefined;
   } catch {
-    return 0;
+    return undefined;
   }
 }

@@ -7,6 +7,7 @@ export type {
 } from './id-token-verifier.ts';
 export { createIdTokenVerifier } from './id-token-verifier.ts';
 export type {
+  IdentityAnswer,
   MetadataServer,
   MetadataServerOptions,
   MintIdTokenOptions,

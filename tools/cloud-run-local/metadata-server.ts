@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
 import {
   createIdTokenIssuer,
@@ -34,6 +34,13 @@ export interface MintIdTokenOptions {
   includeEmail?: boolean;
 }
 
+/**
+ * What the identity endpoint answers instead of a token, to test a token source that fails:
+ * exactly this status and body (a proxy's HTML, garbage, a token with a CR/LF after it), or no
+ * answer at all (`hang`: the request stays open until the client gives up).
+ */
+export type IdentityAnswer = { status?: number; body: string } | 'hang';
+
 export interface MetadataServer {
   /** `127.0.0.1:PORT`, the value for `GCE_METADATA_HOST`. */
   host: string;
@@ -46,14 +53,23 @@ export interface MetadataServer {
   jwksUrl: string;
   serviceAccountEmail: string;
   mintIdToken(audience: string, options?: MintIdTokenOptions): string;
-  /** Identity (ID token) requests answered with a token so far. */
+  /** Identity (ID token) requests so far, however they were answered. */
   idTokenRequests(): number;
+  /** Connections open now, idle keep-alive ones included (to see what clients leave open). */
+  openConnections(): number;
   /** While down, metadata paths answer 503; the certificate URLs stay up (Google serves them). */
   setDown(down: boolean): void;
   /** Delay every metadata answer by this many milliseconds. */
   setDelayMs(ms: number): void;
   /** Lifetime of the ID tokens the identity endpoint issues from now on (default 3600 s). */
   setIdTokenLifetimeSeconds(seconds: number): void;
+  /** Answer identity requests this way from now on; undefined: with tokens again (the default). */
+  setIdentityAnswer(answer: IdentityAnswer | undefined): void;
+  /**
+   * Sign with a new key from now on, and publish only that one (as a restarted metadata server
+   * would): tokens issued before are refused by a verifier that fetches the certificates again.
+   */
+  rotateSigningKey(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -75,15 +91,16 @@ export async function startMetadataServer(
 ): Promise<MetadataServer> {
   const projectId = options.projectId ?? 'local-project';
   const email = options.serviceAccountEmail ?? `local-caller@${projectId}.iam.gserviceaccount.com`;
-  const issuer = await createIdTokenIssuer();
+  let issuer = await createIdTokenIssuer();
   const values = describeInstance(projectId, options.region ?? 'us-central1', email);
   if (options.instanceId !== undefined) values['instance/id'] = options.instanceId;
   let down = false;
   let delayMs = 0;
   let idTokenRequests = 0;
   let idTokenLifetimeSeconds = 3600;
+  let identityAnswer: IdentityAnswer | undefined;
 
-  const metadata = (path: string, query: URLSearchParams): Reply | undefined => {
+  const metadata = (path: string, query: URLSearchParams): Promise<Reply> | Reply | undefined => {
     const fixed = values[path];
     if (fixed !== undefined) return text(fixed);
     const account = /^instance\/service-accounts\/([^/]+)\/(.*)$/.exec(path);
@@ -105,8 +122,14 @@ export async function startMetadataServer(
           expires_in: 3599,
           token_type: 'Bearer',
         });
-      case 'identity':
-        return identity(issuer, email, query, idTokenLifetimeSeconds, () => idTokenRequests++);
+      case 'identity': {
+        const reply = identity(issuer, email, query, idTokenLifetimeSeconds, () => {
+          idTokenRequests++;
+        });
+        if (reply.status !== 200 || identityAnswer === undefined) return reply;
+        if (identityAnswer === 'hang') return new Promise<never>(() => {});
+        return { status: identityAnswer.status ?? 200, body: identityAnswer.body };
+      }
       default:
         return undefined;
     }
@@ -120,7 +143,7 @@ export async function startMetadataServer(
       return { status: 403, body: 'Missing Metadata-Flavor:Google header.\n' };
     }
     if (down) return { status: 503, body: 'cloud-run-local metadata server is down (setDown).\n' };
-    const answer = (): Reply => {
+    const answer = (): Promise<Reply> | Reply => {
       if (url.pathname === '/') return text('computeMetadata/\n');
       if (url.pathname === '/computeMetadata/' || url.pathname === '/computeMetadata/v1') {
         return text('v1/\n');
@@ -132,11 +155,16 @@ export async function startMetadataServer(
     return delayMs > 0 ? delay(delayMs).then(answer) : answer();
   };
 
+  const connections = new Set<Socket>();
   const server = createServer((request, response) => {
     Promise.resolve(route(request)).then(
       (reply) => send(response, reply),
       (error: unknown) => send(response, { status: 500, body: `${String(error)}\n` }),
     );
+  });
+  server.on('connection', (socket) => {
+    connections.add(socket);
+    socket.once('close', () => connections.delete(socket));
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
@@ -162,6 +190,7 @@ export async function startMetadataServer(
         ...(mint.issuedAt === undefined ? {} : { issuedAt: mint.issuedAt }),
       }),
     idTokenRequests: () => idTokenRequests,
+    openConnections: () => connections.size,
     setDown: (value) => {
       down = value;
     },
@@ -170,6 +199,12 @@ export async function startMetadataServer(
     },
     setDelayMs: (ms) => {
       delayMs = ms;
+    },
+    setIdentityAnswer: (answer) => {
+      identityAnswer = answer;
+    },
+    rotateSigningKey: async () => {
+      issuer = await createIdTokenIssuer();
     },
     close: () =>
       new Promise<void>((resolve, reject) => {
