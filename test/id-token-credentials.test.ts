@@ -1,7 +1,5 @@
-import { once } from 'node:events';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer, type Http2Server, type ServerHttp2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { createServer, type Http2Server } from 'node:http2';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
@@ -22,6 +20,7 @@ import {
   startFrontEnd,
   startMetadataServer,
 } from '../tools/cloud-run-local/index.ts';
+import { listenH2c } from './helpers/listen-h2c.js';
 import { eventually } from './helpers/roles.js';
 
 /*
@@ -65,18 +64,9 @@ beforeAll(async () => {
       },
     }),
   );
-  const sessions = new Set<ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  backendUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  cleanups.push(async () => {
-    for (const session of sessions) session.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  });
+  const listening = await listenH2c(server);
+  backendUrl = listening.url;
+  cleanups.push(() => listening.close());
 });
 
 afterEach(() => {

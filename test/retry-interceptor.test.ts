@@ -1,6 +1,4 @@
-import { once } from 'node:events';
-import { createServer, type ServerHttp2Session } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { createServer } from 'node:http2';
 import { Code, ConnectError, createClient, type HandlerContext } from '@connectrpc/connect';
 import { connectNodeAdapter, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -12,6 +10,7 @@ import {
   createCredentialsInterceptor,
   createIdTokenCredentials,
 } from '../src/identity/id-token-credentials.js';
+import { listenH2c } from './helpers/listen-h2c.js';
 
 /*
  * A real backend whose methods fail as told, and Connect clients over the api's transport with
@@ -62,18 +61,7 @@ beforeAll(async () => {
       },
     }),
   );
-  const sessions = new Set<ServerHttp2Session>();
-  server.on('session', (session) => {
-    sessions.add(session);
-    session.once('close', () => sessions.delete(session));
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  close = async () => {
-    for (const session of sessions) session.close();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
+  ({ url: baseUrl, close } = await listenH2c(server));
 });
 
 afterAll(() => close());
