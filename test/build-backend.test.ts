@@ -524,6 +524,9 @@ describe('the backend built by buildBackend', () => {
       ['application/grpc-web+json', 'application/grpc-web+json'],
       ['application/grpc-web-text', 'application/grpc-web-text+proto'],
       ['application/grpc-web-text+proto', 'application/grpc-web-text+proto'],
+      // Media types are case-insensitive, and Connect takes these for the methods it has.
+      ['Application/GRPC', 'application/grpc+proto'],
+      ['Application/GRPC-Web+JSON', 'application/grpc-web+json'],
     ])('%s: UNIMPLEMENTED as %s, the request’s protocol and codec', async (type, answered) => {
       const answer = await call(port, {
         path: UNKNOWN,

@@ -1,11 +1,18 @@
 import { execFile } from 'node:child_process';
+import { once } from 'node:events';
+import { connect, type IncomingHttpHeaders } from 'node:http2';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { fromBinary } from '@bufbuild/protobuf';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
-import { Health, HealthCheckResponse_ServingStatus } from '../src/gen/grpc/health/v1/health_pb.js';
+import {
+  Health,
+  HealthCheckResponse_ServingStatus,
+  HealthCheckResponseSchema,
+} from '../src/gen/grpc/health/v1/health_pb.js';
 import { createHealthStatus, type HealthStatus, type ServingStatus } from '../src/rpc/health.js';
 import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transport.js';
 import { spawnJsonLines } from './fixtures/grpc/spawn-json-lines.js';
@@ -43,6 +50,39 @@ function countSubscriptions(status: HealthStatus): { status: HealthStatus; activ
     },
     active: () => active,
   };
+}
+
+/**
+ * A Watch of the whole server over raw HTTP/2, with `grpc-timeout` and no deadline of the
+ * client's own (Connect's and grpcio's clients end the call at their deadline themselves): how
+ * the server ends it. Resolves once the stream has closed.
+ */
+async function watchWithDeadline(
+  baseUrl: string,
+  grpcTimeout: string,
+): Promise<{ body: Buffer; trailers: IncomingHttpHeaders }> {
+  const session = connect(baseUrl);
+  try {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': `/${Health.typeName}/Watch`,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'grpc-timeout': grpcTimeout,
+    });
+    const chunks: Buffer[] = [];
+    let trailers: IncomingHttpHeaders = {};
+    stream.on('data', (chunk: Buffer) => chunks.push(chunk));
+    stream.on('trailers', (received) => {
+      trailers = received;
+    });
+    // HealthCheckRequest { service: "" } is the empty message.
+    stream.end(Buffer.alloc(5));
+    await once(stream, 'close', { signal: AbortSignal.timeout(5_000) });
+    return { body: Buffer.concat(chunks), trailers };
+  } finally {
+    session.close();
+  }
 }
 
 describe('createHealthStatus', () => {
@@ -223,6 +263,37 @@ describe('grpc.health.v1.Health on a real h2c server', () => {
         3000,
       );
     });
+  });
+
+  it('ends a Watch at the caller’s deadline with DEADLINE_EXCEEDED, as gRPC servers do, not OK', async () => {
+    const { body, trailers } = await watchWithDeadline(server.url, '300m');
+    // One message (the current status), then the deadline.
+    expect(body.readUInt32BE(1)).toBe(body.length - 5);
+    expect(fromBinary(HealthCheckResponseSchema, body.subarray(5)).status).toBe(SERVING);
+    expect(trailers['grpc-status']).toBe(String(Code.DeadlineExceeded));
+    await waitUntil('the server to end the Watch', () => subscriptions.active() === 0, 3000);
+  });
+});
+
+describe('grpc.health.v1.Health List at its limit', () => {
+  it('answers 100 services, the protocol’s limit, and refuses 101 with RESOURCE_EXHAUSTED', async () => {
+    const services = Array.from({ length: 99 }, (_, i) => [`svc.v1.S${i}`, 'SERVING'] as const);
+    const health = createHealthStatus({ '': 'SERVING', ...Object.fromEntries(services) });
+    const server = await startGrpcServer(health);
+    const connection = createGrpcTestTransport(server.url);
+    try {
+      const client = createClient(Health, connection.transport);
+      expect(Object.keys((await client.list({})).statuses)).toHaveLength(100);
+      health.set('svc.v1.S99', 'SERVING');
+      const error = ConnectError.from(await client.list({}).catch((e: unknown) => e));
+      expect(error.code).toBe(Code.ResourceExhausted);
+      expect(error.rawMessage).toBe(
+        '101 services exceed the List limit of 100; use Check or Watch per service',
+      );
+    } finally {
+      connection.close();
+      await server.close();
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BackendClient, createBackendClient } from '../src/api/backend-client.js';
 import { type Api, buildApi } from '../src/api/build-api.js';
@@ -72,6 +73,19 @@ describe('request hooks', () => {
         AbortSignal.abort(new Error('the route changed its mind')),
       ),
     }));
+    // One that throws what a backend call failing with the gRPC code it names throws.
+    api.app.get<{ Params: { code: keyof typeof Code } }>(
+      '/fork-backend-fails/:code',
+      async ({ params }) => {
+        throw new ConnectError('the backend said no', Code[params.code]);
+      },
+    );
+    // One that fails with an HTTP status of its own, as Fastify's errors carry one.
+    api.app.get<{ Params: { status: string } }>('/fork-fails/:status', async ({ params }) => {
+      throw Object.assign(new Error(`the fork's own ${params.status}`), {
+        statusCode: Number(params.status),
+      });
+    });
     // An authentication hook of a fork's own, added after the api's.
     api.app.addHook('onRequest', (request, reply, done) => {
       if (request.headers['x-deny'] === undefined) return done();
@@ -95,6 +109,18 @@ describe('request hooks', () => {
     delete process.env.OTEL_EXPORTER_OTLP_ENDPOINT;
     delete process.env.OTEL_BSP_SCHEDULE_DELAY;
   });
+
+  /** The access line of the request for `requestUrl`, once written (within 2 s). */
+  async function accessLine(requestUrl: string): Promise<Record<string, unknown> | undefined> {
+    const find = () =>
+      logLines.find(
+        (entry) =>
+          (entry.httpRequest as { requestUrl?: string } | undefined)?.requestUrl === requestUrl,
+      );
+    const deadline = Date.now() + 2_000;
+    while (!find() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    return find();
+  }
 
   it('logs a throwing hook, serves the request, and still runs the hooks after it', async () => {
     const response = await fetch(`${url}/greet`, {
@@ -181,14 +207,7 @@ describe('request hooks', () => {
     expect(body.detail).toBe(
       'The server failed to answer. The failure was logged with this trace id.',
     );
-    const accessLine = () =>
-      logLines.find(
-        (entry) =>
-          (entry.httpRequest as { requestUrl?: string } | undefined)?.requestUrl === '/fork-abort',
-      );
-    const deadline = Date.now() + 2_000;
-    while (!accessLine() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
-    const line = accessLine();
+    const line = await accessLine('/fork-abort');
     expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 500 } });
     expect(JSON.stringify(line)).toContain('the route changed its mind');
   });
@@ -197,5 +216,39 @@ describe('request hooks', () => {
     const answer = await fetch(`${url}/fork-timeout`);
     expect(answer.status).toBe(504);
     expect(await answer.json()).toMatchObject({ code: 'deadline_exceeded' });
+  });
+
+  it.each([
+    ['ResourceExhausted', 429, 'Too Many Requests', 'resource_exhausted'],
+    ['Unimplemented', 501, 'Not Implemented', 'unimplemented'],
+    ['Unavailable', 503, 'Service Unavailable', 'unavailable'],
+    ['DeadlineExceeded', 504, 'Gateway Timeout', 'deadline_exceeded'],
+  ])(
+    'a ConnectError with %s, as a failed backend call throws: %i, titled %s',
+    async (code, status, title, name) => {
+      const answer = await fetch(`${url}/fork-backend-fails/${code}`);
+      expect(answer.status).toBe(status);
+      expect(await answer.json()).toMatchObject({ type: 'about:blank', status, title, code: name });
+    },
+  );
+
+  it("a route's own HTTP status: a 4xx with its message, titled generically if it has no title here; a 5xx is the api's 500, its message kept in the logs", async () => {
+    const refused = await fetch(`${url}/fork-fails/422`);
+    expect(refused.status).toBe(422);
+    expect(await refused.json()).toMatchObject({
+      title: 'Client Error',
+      status: 422,
+      detail: "the fork's own 422",
+    });
+    const failed = await fetch(`${url}/fork-fails/507`);
+    expect(failed.status).toBe(500);
+    expect(await failed.json()).toMatchObject({
+      title: 'Internal Server Error',
+      status: 500,
+      detail: 'The server failed to answer. The failure was logged with this trace id.',
+    });
+    const line = await accessLine('/fork-fails/507');
+    expect(line).toMatchObject({ severity: 'ERROR', httpRequest: { status: 500 } });
+    expect(JSON.stringify(line)).toContain("the fork's own 507");
   });
 });

@@ -366,9 +366,39 @@ describe('metric export', () => {
       await receiver.close();
     }
   });
+
+  it('keeps the temporality the OTLP exporter was asked for (delta, as some backends require)', async () => {
+    const receiver = await startOtlpReceiver();
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: `http://127.0.0.1:${await freePort()}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_TRACES_EXPORTER: 'none',
+        OTEL_METRIC_EXPORT_INTERVAL: '200',
+        OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta',
+      },
+    });
+    try {
+      // A recorded duration, without a backend.
+      expect((await fetch(`${api.url}/nope`)).status).toBe(404);
+      const durations = await eventually(() => {
+        const found = receiver
+          .metrics()
+          .filter((metric) => metric.name === 'http.server.request.duration');
+        expect(found.length).toBeGreaterThan(0);
+        return found;
+      }, 5_000);
+      expect(new Set(durations.map((metric) => metric.temporality))).toEqual(new Set(['DELTA']));
+    } finally {
+      await api.stop();
+      await receiver.close();
+    }
+  });
 });
 
 describe('export at shutdown', () => {
+  const check = "(check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)";
+
   it('says what is lost when the endpoint is still unreachable as the process stops', async () => {
     // Nothing listens there: the exporters retry past the shutdown flush's cap.
     const endpoint = `http://127.0.0.1:${await freePort()}`;
@@ -380,7 +410,6 @@ describe('export at shutdown', () => {
       expect(await greet(api.url)).toBe(200);
       expect(await api.stop('SIGTERM')).toBe(0);
       const lines = api.logs().filter((line) => line.severity === 'WARNING');
-      const check = "(check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)";
       expect(lines.map((line) => [line.message, line.lost])).toEqual(
         expect.arrayContaining([
           [
@@ -395,6 +424,44 @@ describe('export at shutdown', () => {
       );
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
+    }
+  });
+
+  it('counts the spans failed exports lost before with those still in flight', async () => {
+    const receiver = await startOtlpReceiver();
+    receiver.setBehaviour('forbidden');
+    const backend = await startRole('backend', { env: { OTEL_SDK_DISABLED: 'true' } });
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: backend.url,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_METRICS_EXPORTER: 'none',
+        OTEL_BSP_SCHEDULE_DELAY: '50',
+        SHUTDOWN_TIMEOUT_MS: '2000',
+      },
+    });
+    const spanLines = () =>
+      api.logs().filter((line) => String(line.message).startsWith('span export'));
+    try {
+      // The api's two spans (SERVER, CLIENT) refused: lost.
+      expect(await greet(api.url)).toBe(200);
+      await eventually(() => expect(spanLines()).toHaveLength(1), 5_000);
+      // Two more, in an export still waiting for its answer when the shutdown flush ends.
+      receiver.setBehaviour('slow', 10_000);
+      const before = receiver.requests();
+      expect(await greet(api.url)).toBe(200);
+      await eventually(() => expect(receiver.requests()).toBeGreaterThan(before), 5_000);
+      expect(await api.stop('SIGTERM')).toBe(0);
+      expect(spanLines().map((line) => [line.message, line.lost])).toEqual([
+        [expect.stringMatching(/^span export to .* failed; /), undefined],
+        [
+          `span export to ${receiver.url} had not finished when the shutdown flush ended; 4 spans are lost with the process ${check}`,
+          4,
+        ],
+      ]);
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
     }
   });
 });
