@@ -1,3 +1,4 @@
+import type { IncomingMessage } from 'node:http';
 import {
   createServer,
   type Http2Server,
@@ -7,7 +8,7 @@ import {
 } from 'node:http2';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
-import type { HandlerContext, Interceptor } from '@connectrpc/connect';
+import { createContextValues, type HandlerContext, type Interceptor } from '@connectrpc/connect';
 import { compressionBrotli, compressionGzip, connectNodeAdapter } from '@connectrpc/connect-node';
 import type { Config } from '../config.js';
 import { SERVER_SHUTTING_DOWN } from '../errors/status.js';
@@ -19,6 +20,7 @@ import {
   INFRASTRUCTURE_SERVICES,
   registerRpcs,
 } from '../rpc/index.js';
+import { createNetworkPeers, NETWORK_PEER } from '../telemetry/network-peer.js';
 import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetry/rpc-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { advertiseCompression } from './advertise-compression.js';
@@ -91,8 +93,12 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     telemetry.meter,
     INFRASTRUCTURE_SERVICES,
   );
+  const peers = createNetworkPeers();
   const callOptions = {
     interceptors: [tracing, ...(deps.interceptors ?? [])],
+    // For the tracing, which does not see the socket.
+    contextValues: (request: Http2ServerRequest | IncomingMessage) =>
+      createContextValues().set(NETWORK_PEER, peers.of(request)),
     ...(deps.requestGate ? { requestGate: deps.requestGate } : {}),
     // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
@@ -113,7 +119,12 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       registerRpcs(fastPath.learn(router), { health, reflection: config.GRPC_REFLECTION });
       for (const service of applicationServices(router)) health.set(service, 'NOT_SERVING');
     },
-    fallback: traceUnknownMethods(telemetry.serverSpans, telemetry.meter, answerUnknownMethod),
+    fallback: traceUnknownMethods(
+      telemetry.serverSpans,
+      telemetry.meter,
+      answerUnknownMethod,
+      peers.of,
+    ),
   });
   /** Calls Connect's adapter serves (streams among them), to end their requests at a drain. */
   const connectCalls = new Set<Http2ServerRequest>();
@@ -145,6 +156,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   );
   const sessions = new Set<Http2Session>();
   server.on('session', (session) => {
+    peers.add(session);
     sessions.add(session);
     session.once('close', () => sessions.delete(session));
   });

@@ -10,6 +10,8 @@ import {
   Code,
   ConnectError,
   type ConnectRouter,
+  type ContextValues,
+  createContextValues,
   createHandlerContext,
   createServiceImplSpec,
   type HandlerContext,
@@ -53,6 +55,8 @@ export type GrpcUnaryFastPathOptions = {
   acceptCompression: Compression[];
   /** Aborts every handler's signal with its reason, as Connect's option of the same name. */
   shutdownSignal?: AbortSignal;
+  /** Each call's context values, as Connect's adapter option of the same name. */
+  contextValues?: (request: Http2ServerRequest) => ContextValues;
   /** A call that could not be answered (Connect's adapter writes these to the console). */
   onError?: (error: unknown, method: DescMethod) => void;
 };
@@ -77,6 +81,7 @@ export type GrpcUnaryFastPath = {
 export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): GrpcUnaryFastPath {
   const methods = new Map<string, UnarySpec>();
   const shutdown = options.shutdownSignal ? { shutdownSignal: options.shutdownSignal } : {};
+  const contextValues = options.contextValues ?? createContextValues;
 
   async function serveUnary(
     spec: UnarySpec,
@@ -94,6 +99,7 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       requestHeader: webHeaders(headers),
       responseHeader: { 'content-type': PROTO_CONTENT_TYPE },
       responseTrailer: { 'grpc-status': '0' },
+      contextValues: contextValues(request),
       ...(timeout.timeoutMs === undefined ? {} : { timeoutMs: timeout.timeoutMs }),
       ...shutdown,
     });

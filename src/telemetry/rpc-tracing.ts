@@ -38,6 +38,7 @@ import {
   isServerStop,
 } from '../errors/status.js';
 import { isGrpcFamily } from '../grpc/envelope.js';
+import { NETWORK_PEER, type NetworkPeer, setNetworkPeer } from './network-peer.js';
 import { withPropagatedAttributes } from './request-attributes.js';
 import { traceClientStream, traceServerStream } from './rpc-streams.js';
 import {
@@ -95,6 +96,8 @@ export function createServerTracingInterceptor(
     const { authority, path } = splitUrl(req.url);
     const attributes: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method };
     setServerAddress(attributes, authority);
+    const peer = req.contextValues.get(NETWORK_PEER);
+    setNetworkPeer(attributes, peer);
     const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
     const finish: Finish = (error, exception) => {
       const code = error?.code;
@@ -103,6 +106,7 @@ export function createServerTracingInterceptor(
         path,
         httpStatus(system, req.stream, code),
         req.header.get('user-agent'),
+        peer,
       );
       return serverSpan.end(rpcOutcome(duration, system, method, code, access, exception));
     };
@@ -221,6 +225,7 @@ export function traceUnknownMethods(
   serverSpans: ServerSpans,
   meter: Meter,
   answer: Fallback,
+  peerOf: (request: Parameters<Fallback>[0]) => NetworkPeer | undefined,
 ): Fallback {
   const duration = serverCallDuration(meter);
   return (request, response) => {
@@ -233,10 +238,18 @@ export function traceUnknownMethods(
     };
     const authority = request.headers[':authority'] ?? request.headers.host;
     if (typeof authority === 'string') setServerAddress(attributes, authority);
+    const peer = peerOf(request);
+    setNetworkPeer(attributes, peer);
     const serverSpan = serverSpans.start(system, request.headers, nodeHeadersGetter, attributes);
     // gRPC answers UNIMPLEMENTED in trailers (HTTP 200), the Connect protocol with a 404.
     const status = system === RPC_SYSTEM_NAME_VALUE_GRPC ? 200 : 404;
-    const access = accessLog(request.method ?? '', path, status, request.headers['user-agent']);
+    const access = accessLog(
+      request.method ?? '',
+      path,
+      status,
+      request.headers['user-agent'],
+      peer,
+    );
     const code = Code.Unimplemented;
     const error = new ConnectError(unknownMethodMessage(path), code);
     const ended = serverSpan.end(
@@ -287,9 +300,12 @@ function accessLog(
   requestUrl: string,
   status: number,
   userAgent: string | null | undefined,
+  peer: NetworkPeer | undefined,
 ): HttpRequestLog {
   const httpRequest: HttpRequestLog = { requestMethod, requestUrl, status, protocol: 'HTTP/2' };
   if (userAgent) httpRequest.userAgent = userAgent;
+  // The socket's peer, as `network.peer.address`: Google's front end on Cloud Run.
+  if (peer) httpRequest.remoteIp = peer.address;
   return httpRequest;
 }
 
