@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
+import { connect } from 'node:http2';
 import { promisify } from 'node:util';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport, Http2SessionManager } from '@connectrpc/connect-node';
@@ -75,6 +76,27 @@ describe('the Cloud Run path: TLS, ID tokens, front-end rewrite', () => {
       await expect
         .poll(() => role.logs().some((line) => line['logging.googleapis.com/trace'] === tracePath))
         .toBe(true);
+    }
+  });
+
+  it('is ready: /readyz asks the backend through its front end, with an ID token', async () => {
+    // The readiness check is the api's startup probe: refused by the front end, no deploy starts.
+    const session = connect(stack.apiUrl, { ca });
+    try {
+      const stream = session.request({ ':path': '/readyz' });
+      stream.end();
+      const status = await new Promise<number>((resolve, reject) => {
+        stream.on('response', (headers) => resolve(Number(headers[':status'])));
+        stream.on('error', reject);
+      });
+      let text = '';
+      for await (const chunk of stream) text += chunk;
+      expect({ status, body: JSON.parse(text) }).toEqual({
+        status: 200,
+        body: { status: 'ready' },
+      });
+    } finally {
+      session.close();
     }
   });
 

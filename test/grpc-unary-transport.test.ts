@@ -54,6 +54,8 @@ const KINDS: readonly Kind[] = ['connect', 'fast'];
 /** The transport's default limit on a reply, gRPC's. */
 const READ_MAX_BYTES = 4 * 1024 * 1024;
 const GREET_PATH = '/backend_service.v1.BackendService/Greet';
+/** A reply whose message is readMaxBytes long: a 1-byte tag, a 4-byte length, the text. */
+const EXACTLY_MAX_REPLY = 'x'.repeat(READ_MAX_BYTES - 5);
 
 async function listen(server: Http2Server): Promise<TestServer> {
   const open = new Set<ServerHttp2Session>();
@@ -553,6 +555,22 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
       stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(Buffer.concat([envelope('one'), envelope('two')]));
     },
+    'no-message': (stream) => {
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end();
+    },
+    'exactly-max': (stream) => {
+      stream.respond(
+        { ':status': 200, 'content-type': 'application/grpc' },
+        { waitForTrailers: true },
+      );
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(envelope(EXACTLY_MAX_REPLY));
+    },
     oversized: (stream) => {
       stream.respond(
         { ':status': 200, 'content-type': 'application/grpc' },
@@ -625,10 +643,28 @@ describe('createGrpcUnaryTransport against misbehaving servers', () => {
         message: 'protocol error: received extra output message for unary method',
       },
     ],
+    // OK trailers and no message: the REST edge answers UNIMPLEMENTED 501, UNKNOWN would be 500.
+    [
+      'no-message',
+      {
+        code: 'Unimplemented',
+        message: 'protocol error: missing output message for unary method',
+      },
+    ],
   ])('answers a %s response as Connect does', async (behaviour, expected) => {
     const results = await both(server.baseUrl, (client) => call(client, behaviour));
     expect(results.fast).toEqual(results.connect);
     expect(results.fast).toEqual(expected);
+  });
+
+  it('takes a reply of exactly readMaxBytes, the envelope header not counted, as Connect does', async () => {
+    expect(envelope(EXACTLY_MAX_REPLY).byteLength).toBe(5 + READ_MAX_BYTES);
+    const results = await both(server.baseUrl, async (client) => {
+      const result = await call(client, 'exactly-max');
+      return 'reply' in result ? { replyLength: result.reply.length } : result;
+    });
+    expect(results.fast).toEqual(results.connect);
+    expect(results.fast).toEqual({ replyLength: EXACTLY_MAX_REPLY.length });
   });
 
   // The REST edge answers the first two 502 (a retry cannot help), the others 429.

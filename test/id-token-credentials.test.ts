@@ -207,6 +207,18 @@ describe('what the token source answers', () => {
 });
 
 describe('a slow or hanging token source', () => {
+  it('calls waiting together for a token share one request to the source', async () => {
+    // A cold start at Cloud Run's concurrency: 80 requests and no token yet.
+    metadata.setDelayMs(200);
+    const credentials = createIdTokenCredentials(AUDIENCE);
+    const before = metadata.idTokenRequests();
+    const answers = await Promise.all(
+      Array.from({ length: 80 }, () => credentials.authorization()),
+    );
+    expect(new Set(answers).size).toBe(1);
+    expect(metadata.idTokenRequests() - before).toBe(1);
+  });
+
   it('while the token in hand has more than a minute left, calls get it at once and one background refresh replaces it', async () => {
     // Tokens of 4 minutes: inside the 5-minute refresh window from the start.
     metadata.setIdTokenLifetimeSeconds(240);

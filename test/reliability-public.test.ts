@@ -308,12 +308,15 @@ describe('bodies the api cannot take as sent: a problem that says what to send',
       );
       expect(answer.headers['accept-encoding']).toBe('identity');
     }
-    const identity = await greet({
-      type: JSON_TYPE,
-      body: '{"name":"a"}',
-      headers: { 'content-encoding': 'identity' },
-    });
-    expect(identity.status, identity.body).toBe(200);
+    // Content codings are case-insensitive (RFC 9110 §8.4.1): identity is no coding at all.
+    for (const encoding of ['identity', 'Identity', 'IDENTITY']) {
+      const identity = await greet({
+        type: JSON_TYPE,
+        body: '{"name":"a"}',
+        headers: { 'content-encoding': encoding },
+      });
+      expect(identity.status, `${encoding}: ${identity.body}`).toBe(200);
+    }
   });
 
   it('another media type: 415 naming application/json, with Accept: application/json', async () => {
@@ -326,6 +329,11 @@ describe('bodies the api cannot take as sent: a problem that says what to send',
       expect(expectProblem(answer, 415).detail).toContain('content-type: application/json');
       expect(answer.headers.accept).toBe(JSON_TYPE);
     }
+  });
+
+  it('an empty body: 400 saying it is empty, not "not valid JSON"', async () => {
+    const problem = expectProblem(await greet({ type: JSON_TYPE, body: '' }), 400);
+    expect(problem.detail).toBe('The body is empty: send a JSON object.');
   });
 
   it('a __proto__ or constructor.prototype key: 400 saying the key is not allowed, not "not valid JSON"', async () => {
@@ -590,6 +598,13 @@ describe('headers and malformed HTTP', () => {
       'GET http://api.example/healthz HTTP/1.1\r\nConnection: close\r\n\r\n',
     );
     expectProblem(answer, 400);
+  });
+
+  it('keeps an idle connection 65 s, longer than a load balancer in front keeps it (60 s), and says so', async () => {
+    // Node's default is 5 s: a proxy would then reuse connections the api is closing.
+    const answer = await call(api, '/healthz', { method: 'GET' });
+    expect(answer.status).toBe(200);
+    expect(answer.headers).toMatchObject({ connection: 'keep-alive', 'keep-alive': 'timeout=65' });
   });
 
   it('an Expect other than 100-continue: 417 problem', async () => {

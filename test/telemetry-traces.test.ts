@@ -426,6 +426,76 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     for (const span of forgedTrace.all) expect(span.attributes['enduser.id']).toBeUndefined();
   });
 
+  it('takes a user id of up to 128 letters, digits and . _ @ + -; puts no other on any span', async () => {
+    const enduserIds = async (userId: string) => {
+      const parent = newTraceParent();
+      const response = await greet(
+        { name: 'David' },
+        { traceparent: parent.header, 'x-user-id': userId },
+      );
+      expect(response.status).toBe(200);
+      const trace = await waitForGreetTrace(roles.receiver, parent.traceId);
+      return [...new Set(trace.all.map((span) => span.attributes['enduser.id']))];
+    };
+    const longest = `a.b_c@d+e-${'x'.repeat(118)}`;
+    expect(longest).toHaveLength(128);
+    expect(await enduserIds(longest)).toEqual([longest]);
+    // Header values anyone can send: too long, a list, a pair, spaces, non-ASCII.
+    for (const refused of [`${longest}x`, 'alice,admin', 'a=b', 'alice bob', 'ü-user']) {
+      expect(await enduserIds(refused), refused).toEqual([undefined]);
+    }
+  });
+
+  it('traces no probe, with a query string too, nor /favicon.ico', async () => {
+    const probes: [string, number][] = [
+      ['/healthz', 200],
+      ['/healthz?from=lb', 200],
+      ['/readyz?verbose=1', 200],
+      ['/favicon.ico', 404],
+    ];
+    const probeTraces = new Set<string>();
+    for (const [path, status] of probes) {
+      const parent = newTraceParent();
+      probeTraces.add(parent.traceId);
+      const response = await fetch(`${roles.api.url}${path}`, {
+        headers: { traceparent: parent.header },
+      });
+      await response.body?.cancel();
+      expect(response.status, path).toBe(status);
+    }
+    // A traced request after them: its spans are exported with theirs or after them.
+    const marker = newTraceParent();
+    await greet({ name: 'Marker' }, { traceparent: marker.header });
+    await waitForGreetTrace(roles.receiver, marker.traceId);
+    const traced = roles.receiver.spans().filter((span) => probeTraces.has(span.traceId));
+    expect(traced.map((span) => span.attributes['url.path'])).toEqual([]);
+  });
+
+  it('reads server.address and server.port from an IPv6 Host header', async () => {
+    const parent = newTraceParent();
+    const request = httpRequest(`${roles.api.url}/greet`, {
+      method: 'POST',
+      headers: {
+        host: '[::1]:8443',
+        'content-type': 'application/json',
+        traceparent: parent.header,
+      },
+    });
+    const answered = new Promise<number>((resolve, reject) => {
+      request.on('response', (response) => {
+        response.resume();
+        resolve(response.statusCode ?? 0);
+      });
+      request.on('error', reject);
+    });
+    request.end(JSON.stringify({ name: 'IPv6' }));
+    expect(await answered).toBe(200);
+    const { server } = await waitForGreetTrace(roles.receiver, parent.traceId);
+    expect(server.attributes['server.port']).toBe(8443);
+    // The address as the Host header writes it, or without its brackets: either names ::1.
+    expect(String(server.attributes['server.address'])).toMatch(/^\[?::1\]?$/);
+  });
+
   it('writes log lines that carry the same trace and span ids as the spans', async () => {
     const parent = newTraceParent();
     await greet({ name: 'Logs' }, { traceparent: parent.header });
