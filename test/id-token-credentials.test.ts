@@ -271,6 +271,17 @@ describe('a slow or hanging token source', () => {
     // connections idle in a pool close on their own within seconds).
     await eventually(() => expect(metadata.openConnections()).toBe(0), 15_000);
   }, 30_000);
+  it('a search for the credentials given up at 3 s is not joined by the next call, which asks afresh', async () => {
+    // The whole metadata server hangs (20 s), gcp-metadata's probe and project lookup included.
+    metadata.setDelayMs(20_000);
+    const credentials = createIdTokenCredentials(AUDIENCE);
+    const error = await failure(credentials);
+    expect(error.rawMessage).toContain('did not answer within 3000 ms; the next call asks again');
+    metadata.setDelayMs(0);
+    const started = performance.now();
+    expect(await credentials.authorization()).toMatch(/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/);
+    expect(performance.now() - started).toBeLessThan(2_500);
+  }, 30_000);
 });
 
 describe('a token the backend refuses', () => {

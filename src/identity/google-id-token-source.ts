@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import { request as requestTls } from 'node:https';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
 import type { IdTokenSource } from './id-token-credentials.js';
+import { settledOrAborted } from './settled-or-aborted.js';
 
 const METADATA_ADDRESS = '169.254.169.254';
 /** An ID token is about 1 KiB; an answer far larger is not one, and is not read to its end. */
@@ -10,8 +11,9 @@ const MAX_ANSWER_BYTES = 64 * 1024;
 /**
  * Google ID tokens from google-auth-library's application default credentials: the metadata
  * server on Cloud Run, a service-account key or impersonated credentials locally. The credentials
- * are found once (which can take a project-id lookup) and kept until a fetch fails; then the next
- * fetch looks again, with gcp-metadata's memory of a failed metadata-server probe cleared.
+ * are found once (which can take a project-id lookup) and kept until a fetch fails or is given
+ * up; then the next fetch looks again, with gcp-metadata's memory of its metadata-server probe
+ * cleared.
  * `signal` ends the request when it is given up. gcp-metadata sets no time limit of its own on
  * Google Cloud and takes no signal, so the metadata server is asked here directly, as
  * google-auth-library's Compute client would ask it; other credentials can only be given up.
@@ -31,11 +33,13 @@ export function createGoogleIdTokenSource(): IdTokenSource {
   };
 
   return async (audience, signal) => {
+    provider ??= findProvider(audience);
+    const finding = provider;
     try {
-      provider ??= findProvider(audience);
-      return await (await provider)(audience, signal);
+      // A search given up (it can wait on the metadata server for ever) is not joined again.
+      return await (await settledOrAborted(finding, signal))(audience, signal);
     } catch (error) {
-      provider = undefined;
+      if (provider === finding) provider = undefined;
       const { gcpMetadata } = await loadGoogleAuthLibrary();
       gcpMetadata.resetIsAvailableCache();
       throw error;

@@ -1,6 +1,7 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import { isTokenRefusal } from './caller-refusal.js';
 import { createGoogleIdTokenSource } from './google-id-token-source.js';
+import { settledOrAborted } from './settled-or-aborted.js';
 
 /** Refresh this long before expiry, so a token never expires on the wire. */
 const REFRESH_BEFORE_EXPIRY_MS = 5 * 60_000;
@@ -144,22 +145,6 @@ export function createCredentialsInterceptor(credentials: IdTokenCredentials): I
       throw error;
     }
   };
-}
-
-/** `work`, or a rejection once `signal` aborts, for a source that does not stop when told. */
-async function settledOrAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
-  let onAbort = () => {};
-  try {
-    return await Promise.race([
-      work,
-      new Promise<never>((_, reject) => {
-        onAbort = () => reject(signal.reason);
-        signal.addEventListener('abort', onAbort, { once: true });
-      }),
-    ]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
 }
 
 /**
