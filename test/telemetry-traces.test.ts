@@ -248,9 +248,10 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
   });
 
   it.each([
-    // The conventions' known methods (1.45) include QUERY; anything else is _OTHER.
-    { sent: 'PROPFIND', name: 'HTTP', method: '_OTHER', original: 'PROPFIND' },
-    { sent: 'QUERY', name: 'QUERY', method: 'QUERY', original: undefined },
+    // The conventions' known methods (1.45) include QUERY; anything else is _OTHER. Both are
+    // 405s on a known route, so the route names them.
+    { sent: 'PROPFIND', name: 'HTTP /greet', method: '_OTHER', original: 'PROPFIND' },
+    { sent: 'QUERY', name: 'QUERY /greet', method: 'QUERY', original: undefined },
   ])('names a $sent request $name, with http.request.method=$method', async (row) => {
     const parent = newTraceParent();
     const response = await fetch(`${roles.api.url}/greet`, {
@@ -277,6 +278,7 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
       .toEqual({
         'http.request.method': row.method,
         'http.response.status_code': response.status,
+        'http.route': '/greet',
         'url.scheme': 'http',
         'network.protocol.version': '1.1',
       });

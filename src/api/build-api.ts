@@ -16,6 +16,7 @@ import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { parseJsonBody } from './json-body-parser.js';
 import { type RequestHook, runRequestHooks } from './request-hooks.js';
+import { createRouteTemplates } from './route-templates.js';
 
 /** Largest JSON body accepted; larger ones get 413. */
 export const BODY_LIMIT_BYTES = 64 * 1024;
@@ -47,9 +48,11 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     trustedProxyHops: config.TRUSTED_PROXY_HOPS,
   });
   let draining = false;
+  const fastifyOptions = sharedFastifyOptions(telemetry.logger as FastifyBaseLogger);
+  const routeTemplates = createRouteTemplates(fastifyOptions.routerOptions);
 
   const app = Fastify({
-    ...sharedFastifyOptions(telemetry.logger as FastifyBaseLogger),
+    ...fastifyOptions,
     serverFactory: tracing.serverFactory,
     bodyLimit: BODY_LIMIT_BYTES,
     return503OnClosing: false,
@@ -58,6 +61,8 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     // A URL that cannot be decoded (`/greet%zz`) is rejected before routing: problem body too.
     frameworkErrors: (error, request, reply) => sendProblem(error, request, reply),
   });
+  // Before any route: every template, so that a 405 is named by its route.
+  app.addHook('onRoute', (route) => routeTemplates.add(route));
   // UTF-8 JSON only: any other type is 415 (text/plain too, not a confusing 400).
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, parseJsonBody);
@@ -108,6 +113,8 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
         reply,
       );
     }
+    // The path has a route, for other methods: the span and metrics name it (`PUT /greet`).
+    tracing.setRoute(request.raw, routeTemplates.find(allowed[0] as string, path));
     reply.header('allow', allowed.join(', '));
     const message = `${path} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
     return sendProblem(Object.assign(new Error(message), { statusCode: 405 }), request, reply);

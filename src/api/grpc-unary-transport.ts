@@ -195,7 +195,8 @@ export function createGrpcUnaryTransport(options: GrpcUnaryTransportOptions): Tr
         baseUrl: options.baseUrl,
         sessionManager: resetUnendedStreams(sessionManager),
         readMaxBytes,
-        ...(options.interceptors ? { interceptors: options.interceptors } : {}),
+        // Innermost: the interceptors see a front end's refusal marked, as on the unary path.
+        interceptors: [...(options.interceptors ?? []), markFrontEndRefusals],
       });
       try {
         const response = await streaming.stream(
@@ -277,9 +278,9 @@ function validateGrpcResponse(status: number, header: Headers) {
 }
 
 /**
- * Connect's streaming transport fails as the unary path does for a reply over the limit, a
- * front end's refusal and an abort (whose reason it drops); its errors are marked alike, so the
- * REST edge answers them alike.
+ * Connect's streaming transport fails as the unary path does for a reply over the limit and an
+ * abort (whose reason it drops); its errors are marked alike, so the REST edge answers them
+ * alike. A front end's refusal is marked inside the interceptors (`markFrontEndRefusals`).
  */
 function markStreamFailure(error: unknown, signal: AbortSignal | undefined): unknown {
   if (!(error instanceof ConnectError)) return error;
@@ -291,9 +292,24 @@ function markStreamFailure(error: unknown, signal: AbortSignal | undefined): unk
     /than configured readMaxBytes/.test(error.rawMessage)
   )
     return oversized(error);
-  if (/^HTTP 40[13]$/.test(error.rawMessage)) return markCallerRefusal(error, 'front-end');
   return error;
 }
+
+/**
+ * Connect's streaming transport fails a front end's HTTP 401 or 403 with "HTTP 401"/"HTTP 403"
+ * as it reads the response headers: marked there, as `validateGrpcResponse` marks the unary
+ * path's, so that the credentials interceptor drops a refused token on streaming calls too.
+ */
+const markFrontEndRefusals: Interceptor = (next) => async (req) => {
+  try {
+    return await next(req);
+  } catch (error) {
+    if (error instanceof ConnectError && /^HTTP 40[13]$/.test(error.rawMessage)) {
+      markCallerRefusal(error, 'front-end');
+    }
+    throw error;
+  }
+};
 
 async function* markedFailures<T>(
   messages: AsyncIterable<T>,

@@ -3,6 +3,7 @@ import { createBackendClient } from '../api/backend-client.js';
 import { buildApi } from '../api/build-api.js';
 import { enduserFromHeader } from '../api/request-hooks.js';
 import type { Config } from '../config.js';
+import { createGoogleIdTokenSource } from '../identity/google-id-token-source.js';
 import { createIdTokenCredentials } from '../identity/id-token-credentials.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { logListening, stopOnSignals } from './lifecycle.js';
@@ -17,7 +18,13 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
     telemetry,
     ...(target.audience === undefined
       ? {}
-      : { credentials: createIdTokenCredentials(target.audience) }),
+      : {
+          credentials: createIdTokenCredentials(
+            target.audience,
+            createGoogleIdTokenSource(),
+            telemetry.logger,
+          ),
+        }),
   });
   const { app, startDraining } = await buildApi(config, {
     telemetry,

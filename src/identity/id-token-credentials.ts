@@ -1,4 +1,5 @@
 import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import type { Logger } from '../telemetry/logger.js';
 import { isTokenRefusal } from './caller-refusal.js';
 import { createGoogleIdTokenSource } from './google-id-token-source.js';
 import { settledOrAborted } from './settled-or-aborted.js';
@@ -53,6 +54,9 @@ type CachedToken = { token: string; expiresAt: number };
 /** Asks for a token; `signal` is aborted when the answer is no longer waited for. */
 export type IdTokenSource = (audience: string, signal: AbortSignal) => Promise<string>;
 
+/** Where a refresh that fails while calls go on with the token in hand is reported. */
+export type RefreshLogger = Pick<Logger, 'warn' | 'info'>;
+
 /**
  * Google ID tokens for calling a private Cloud Run service, minted by google-auth-library (the
  * metadata server on Cloud Run; a service-account key or impersonated credentials locally).
@@ -64,15 +68,31 @@ export type IdTokenSource = (audience: string, signal: AbortSignal) => Promise<s
  * waits for the source, at most 3 s. A token the backend refuses is forgotten, so that the next
  * call fetches a new one (a new signing key, a key set the backend had not yet fetched).
  * Fetched before the RPC starts, so a slow token source is not mistaken for a slow backend.
+ * A background refresh that fails is no call's failure: `logger` gets one WARNING when refreshes
+ * start failing and one INFO line when a token is fetched again, not a line per attempt.
  */
 export function createIdTokenCredentials(
   audience: string,
   source: IdTokenSource = createGoogleIdTokenSource(),
+  logger?: RefreshLogger,
 ): IdTokenCredentials {
   let cached: CachedToken | undefined;
   let pending: Promise<CachedToken> | undefined;
   let quietUntil = 0;
   let forgetAgainAt = 0;
+  /** Background refreshes failed since the last token fetched; warned at the first. */
+  let failedRefreshes = 0;
+
+  const refreshFailed = (error: unknown, inHand: CachedToken) => {
+    quietUntil = Date.now() + QUIET_AFTER_FAILURE_MS;
+    failedRefreshes++;
+    if (failedRefreshes > 1) return;
+    const reason = error instanceof ConnectError ? error.rawMessage : String(error);
+    const sentUntil = new Date(inHand.expiresAt - STILL_USABLE_MS).toISOString();
+    logger?.warn(
+      `the ID token for the backend could not be refreshed in the background: ${reason}. Calls go on with the token in hand until ${sentUntil}, trying again at most every ${QUIET_AFTER_FAILURE_MS / 1000} s; if it still fails then, calls fail with 503 until a token is fetched.`,
+    );
+  };
 
   async function refresh(): Promise<CachedToken> {
     const signal = AbortSignal.timeout(FETCH_TIMEOUT_MS);
@@ -92,6 +112,12 @@ export function createIdTokenCredentials(
     const checked = checkIdToken(answer, Date.now());
     if (typeof checked === 'string') throw credentialsError(audience, checked);
     cached = checked;
+    if (failedRefreshes > 0) {
+      logger?.info(
+        `the ID token for the backend (audience ${audience}) was fetched again after ${failedRefreshes} failed background refresh${failedRefreshes === 1 ? '' : 'es'}`,
+      );
+      failedRefreshes = 0;
+    }
     return checked;
   }
 
@@ -107,10 +133,10 @@ export function createIdTokenCredentials(
       const now = Date.now();
       const left = cached ? cached.expiresAt - now : 0;
       if (cached && left > STILL_USABLE_MS) {
-        if (left <= REFRESH_BEFORE_EXPIRY_MS && now >= quietUntil) {
-          refreshOnce().catch(() => {
-            quietUntil = Date.now() + QUIET_AFTER_FAILURE_MS;
-          });
+        // One refresh at a time, and one report of its failure.
+        if (left <= REFRESH_BEFORE_EXPIRY_MS && now >= quietUntil && !pending) {
+          const inHand = cached;
+          refreshOnce().catch((error: unknown) => refreshFailed(error, inHand));
         }
         return `Bearer ${cached.token}`;
       }

@@ -134,8 +134,12 @@ export function createHttpTracing(
       request.socket.remoteAddress,
       trustedProxyHops,
     );
+    // The caller's scheme, as a proxy in front says (Cloud Run's front end: `https`); without
+    // one (TRUSTED_PROXY_HOPS=0), the header is the caller's own word, and the socket is http.
     const scheme =
-      firstHeaderValue(request.headers['x-forwarded-proto']) === 'https' ? 'https' : 'http';
+      trustedProxyHops > 0 && firstHeaderValue(request.headers['x-forwarded-proto']) === 'https'
+        ? 'https'
+        : 'http';
     const attributes: Attributes = {
       [ATTR_HTTP_REQUEST_METHOD]: method,
       [ATTR_URL_SCHEME]: scheme,
@@ -151,7 +155,8 @@ export function createHttpTracing(
       attributes[ATTR_URL_QUERY] = query;
       loggedUrl = `${url.slice(0, queryAt)}?${query}`;
     }
-    setServerAddress(attributes, request.headers.host);
+    // Cloud Run's front end sends `Host` without a port: the port the caller reached, by scheme.
+    setServerAddress(attributes, request.headers.host, scheme === 'https' ? 443 : 80);
     const userAgent = request.headers['user-agent'];
     if (userAgent) attributes[ATTR_USER_AGENT_ORIGINAL] = userAgent;
     const nameMethod = known ? method : 'HTTP';

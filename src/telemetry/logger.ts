@@ -38,7 +38,7 @@ export function createLogger(options: LoggerOptions): Logger {
   const common: PinoOptions = {
     level: options.level,
     errorKey: 'error',
-    serializers: { error: serializeError },
+    serializers: { error: serializeError, err: serializeError },
     mixin: () => traceFields(options.projectId),
   };
   const pretty = options.format ? options.format === 'pretty' : process.stdout.isTTY;
@@ -92,11 +92,18 @@ function traceFields(projectId: () => string): Record<string, unknown> {
 /**
  * `error` is always an object, so that a schema inferred from one line (a BigQuery sink's) fits
  * every line: errors are serialised by pino's own serializer, any other value is its `message`.
+ * An error's cause is an object of its own under `cause` (pino's `errWithCause`): pino's `err`
+ * appends the cause's message and stack to the error's, so that a connection failure read twice
+ * in `message` ("connect ECONNREFUSED 127.0.0.1:1: connect ECONNREFUSED 127.0.0.1:1").
  */
 function serializeError(value: unknown): unknown {
   if (!(typeof value === 'object' && value !== null)) return { message: String(value) };
-  const serialized = pino.stdSerializers.err(value as Error);
-  if (value instanceof Error) serialized.type = errorType(value);
+  const serialized = pino.stdSerializers.errWithCause(value as Error);
+  let into: { type?: string; cause?: unknown } | undefined = serialized;
+  for (let from: unknown = value; from instanceof Error && into; from = from.cause) {
+    into.type = errorType(from);
+    into = into.cause as typeof into;
+  }
   return serialized;
 }
 

@@ -5,14 +5,21 @@ const AUTHORITY = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/;
 
 /**
  * Sets `server.address` and `server.port` from a Host header or a URL's authority (`host`,
- * `host:port`, `[v6]:port`). Sets nothing for a value that is none of these.
+ * `host:port`, `[v6]:port`). Sets nothing for a value that is none of these. Without a port in
+ * it, `server.port` is `defaultPort` when given: the scheme's (RFC 9110 §4.2), which an authority
+ * without a port implies.
  */
-export function setServerAddress(attributes: Attributes, authority: string | undefined): void {
+export function setServerAddress(
+  attributes: Attributes,
+  authority: string | undefined,
+  defaultPort?: number,
+): void {
   if (!authority) return;
   const match = AUTHORITY.exec(authority);
   if (!match) return;
   attributes[ATTR_SERVER_ADDRESS] = match[1];
   if (match[2]) attributes[ATTR_SERVER_PORT] = Number(match[2]);
+  else if (defaultPort !== undefined) attributes[ATTR_SERVER_PORT] = defaultPort;
 }
 
 /** An absolute URL's authority and path, without the cost of parsing it into a `URL`. */
