@@ -1,11 +1,13 @@
 import type { Attributes } from '@opentelemetry/api';
 import { ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT } from '@opentelemetry/semantic-conventions';
 
-const AUTHORITY = /^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/;
+/** `host`, `host:port`, `[v6]` or `[v6]:port`: the address (an IPv6 one without its brackets), the port. */
+const AUTHORITY = /^(?:\[([^\]]+)\]|([^:]+))(?::(\d+))?$/;
 
 /**
  * Sets `server.address` and `server.port` from a Host header or a URL's authority (`host`,
- * `host:port`, `[v6]:port`). Sets nothing for a value that is none of these. Without a port in
+ * `host:port`, `[v6]:port`; IPv6 addresses without brackets, as the conventions write IP
+ * addresses). Sets nothing for a value that is none of these. Without a port in
  * it, `server.port` is `defaultPort` when given: the scheme's (RFC 9110 §4.2), which an authority
  * without a port implies.
  */
@@ -17,8 +19,8 @@ export function setServerAddress(
   if (!authority) return;
   const match = AUTHORITY.exec(authority);
   if (!match) return;
-  attributes[ATTR_SERVER_ADDRESS] = match[1];
-  if (match[2]) attributes[ATTR_SERVER_PORT] = Number(match[2]);
+  attributes[ATTR_SERVER_ADDRESS] = match[1] ?? match[2];
+  if (match[3]) attributes[ATTR_SERVER_PORT] = Number(match[3]);
   else if (defaultPort !== undefined) attributes[ATTR_SERVER_PORT] = defaultPort;
 }
 
