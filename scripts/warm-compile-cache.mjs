@@ -1,6 +1,6 @@
-// Fills NODE_COMPILE_CACHE for the image: starts both roles from dist/, sends a greeting through
-// them and reads the API docs, then stops them with SIGTERM, when Node writes the V8 code cache of
-// every module it compiled. Instances started from the image then skip most compilation
+// Fills NODE_COMPILE_CACHE for the image: starts both roles from dist/, sends WARM_REQUESTS
+// through them and reads the API docs, then stops them with SIGTERM, when Node writes the V8 code
+// cache of every module it compiled. Instances started from the image then skip most compilation
 // (docs/benchmarks.md, "Cold start"). Run it as the user the image runs as: Node keys the cache
 // by user id. Fails (exit 1) if either role cannot start or serve, or if no cache was written.
 // Node built-ins only: it runs in the runtime stage, beside dist/ and production dependencies.
@@ -12,6 +12,18 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+
+/**
+ * Requests to the api, each of which must answer 200: they run the code a first request runs
+ * (a route, its schemas, the backend call, the backend's handler), so that it is in the cache,
+ * and prove the image serves. A fork that replaces the greeting lists its own routes here: ones
+ * that need nothing but the two roles (no database, no other service), and have no side effects.
+ */
+const WARM_REQUESTS = [
+  { method: 'POST', path: '/greet', body: { name: 'cache' } },
+  { method: 'GET', path: '/openapi.json' },
+  { method: 'GET', path: '/docs/' },
+];
 
 const [main = 'dist/entry/main.js'] = process.argv.slice(2);
 // WARM_DEADLINE_MS: more time where the build is slow, e.g. linux/amd64 emulated on an arm64 host.
@@ -40,13 +52,14 @@ try {
   start('api', apiPort, { ...otlp, BACKEND_URL: `http://127.0.0.1:${backendPort}` });
   const api = `http://127.0.0.1:${apiPort}`;
   await untilAnswered(`${api}/readyz`);
-  await expectOk(`${api}/greet`, {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: '{"name":"cache"}',
-  });
-  await expectOk(`${api}/openapi.json`);
-  await expectOk(`${api}/docs/`);
+  for (const { method, path, body } of WARM_REQUESTS) {
+    await expectOk(`${api}${path}`, {
+      method,
+      ...(body === undefined
+        ? {}
+        : { headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) }),
+    });
+  }
   await Promise.all(children.map(stop));
   const files = cachedFiles();
   if (files === 0) fail(`no compile cache was written under ${cacheDir} for user id ${uid()}`);
@@ -87,8 +100,13 @@ async function stop(child) {
 async function expectOk(url, init = {}) {
   const response = await fetch(url, { ...init, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
   const body = await response.text();
-  if (response.status !== 200)
-    fail(`${init.method ?? 'GET'} ${url} answered ${response.status}: ${body}`);
+  if (response.status !== 200) {
+    fail(
+      `${init.method ?? 'GET'} ${url} answered ${response.status}: ${body}\n` +
+        'Each of WARM_REQUESTS (at the top of scripts/warm-compile-cache.mjs) must answer 200; ' +
+        'a fork without this route lists its own there.',
+    );
+  }
 }
 
 async function untilAnswered(url) {
