@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the one container image to Cloud Run twice: a private gRPC backend (h2c) and a public
 # REST api that calls it with Google-signed ID tokens. Safe to re-run: it creates what is missing
-# and redeploys both services. Read deploy/README-section.md (merged into README.md) first.
+# and redeploys both services. Read "Deploy to Cloud Run" in README.md first.
 set -euo pipefail
 
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
