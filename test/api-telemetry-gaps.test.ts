@@ -93,6 +93,7 @@ describe('the api SERVER span and its duration point', () => {
     ['Cloud Run: https by the front end, no port in Host', 'greeter-api.a.run.app', 'https', 443],
     ['plain http, no port in Host', 'greeter.example', 'http', 80],
     ['a port in Host wins', 'greeter.example:8443', 'https', 8443],
+    ['no port past 65535', 'greeter.example:99999', 'https', undefined],
   ])('server.port: %s', async (_, host, scheme, port) => {
     const parent = newTraceParent();
     const headers: Record<string, string> = { host, traceparent: parent.header };
@@ -101,9 +102,9 @@ describe('the api SERVER span and its duration point', () => {
     const span = await serverSpan(parent.traceId);
     expect(span.attributes).toMatchObject({
       'server.address': host.split(':')[0],
-      'server.port': port,
       'url.scheme': scheme,
     });
+    expect(span.attributes['server.port']).toBe(port);
   });
 });
 
@@ -142,6 +143,39 @@ describe('without a proxy in front (TRUSTED_PROXY_HOPS=0)', () => {
   });
 });
 
+describe('the api CLIENT span of a backend at an IPv6 address', () => {
+  it('names the address without the brackets the URL needs, as SERVER spans do', async () => {
+    const receiver = await startOtlpReceiver();
+    const backend = await startRole('backend', { env: { HOST: '::1', OTEL_SDK_DISABLED: 'true' } });
+    const api = await startRole('api', {
+      env: {
+        BACKEND_URL: `http://[::1]:${backend.port}`,
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY: '50',
+        OTEL_METRICS_EXPORTER: 'none',
+      },
+    });
+    try {
+      const parent = newTraceParent();
+      const response = await postGreet(api.url, { name: 'Six' }, { traceparent: parent.header });
+      expect(response.status).toBe(200);
+      const spans = await receiver.waitForSpans((all) =>
+        all.some((span) => span.traceId === parent.traceId && span.kind === 'CLIENT'),
+      );
+      const client = spans.find(
+        (span) => span.traceId === parent.traceId && span.kind === 'CLIENT',
+      );
+      expect(client?.attributes).toMatchObject({
+        'server.address': '::1',
+        'server.port': backend.port,
+      });
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+      await receiver.close();
+    }
+  });
+});
+
 describe('route templates for requests Fastify did not route', () => {
   it("finds the template Fastify's router would, for each kind of path", async () => {
     const templates = createRouteTemplates({ maxParamLength: 200 });
@@ -152,7 +186,13 @@ describe('route templates for requests Fastify did not route', () => {
     app.post('/users/:id', ok);
     app.get('/users/:id/orders/:order(^\\d+)', ok);
     app.get('/files/*', ok);
-    await app.register(async (plugin) => plugin.put('/items/:item', ok), { prefix: '/v2' });
+    await app.register(
+      async (plugin) => {
+        plugin.put('/items/:item', ok);
+        plugin.get('/', ok);
+      },
+      { prefix: '/v2' },
+    );
     await app.ready();
     try {
       expect(templates.find('GET', '/greet')).toBe('/greet');
@@ -162,6 +202,12 @@ describe('route templates for requests Fastify did not route', () => {
       expect(templates.find('GET', '/users/42/orders/x')).toBeUndefined();
       expect(templates.find('GET', '/files/a/b.txt')).toBe('/files/*');
       expect(templates.find('PUT', '/v2/items/%E2%9C%93')).toBe('/v2/items/:item');
+      // Past Fastify's parameter limit (its 414): still the route's.
+      expect(templates.find('PUT', `/v2/items/${'a'.repeat(250)}`)).toBe('/v2/items/:item');
+      // A plugin's '/' under a prefix, which Fastify serves with and without the slash.
+      expect(await app.inject({ method: 'GET', url: '/v2/' }).then((r) => r.statusCode)).toBe(200);
+      expect(templates.find('GET', '/v2')).toBe('/v2');
+      expect(templates.find('GET', '/v2/')).toBe('/v2');
       expect(templates.find('GET', '/users/42')).toBeUndefined();
       expect(templates.find('GET', '/nope')).toBeUndefined();
     } finally {

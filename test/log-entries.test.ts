@@ -1,7 +1,7 @@
 import { once } from 'node:events';
 import { createServer as createTcpServer } from 'node:net';
 import { resolve } from 'node:path';
-import { Code } from '@connectrpc/connect';
+import { Code, ConnectError } from '@connectrpc/connect';
 import { describe, expect, it } from 'vitest';
 import { grpcCodeName } from '../src/errors/status.js';
 import { clientAddress } from '../src/telemetry/http-tracing.js';
@@ -295,6 +295,43 @@ describe('createLogger', () => {
     const { logger, lines } = recordingLogger();
     logger.warn({ error }, 'm');
     expect(lines[0]?.error).toMatchObject(expected);
+  });
+
+  it.each([
+    [
+      'an Error',
+      new Error('outer', { cause: failure() }),
+      { type: 'TypeError', message: 'boom', code: 'E_BOOM' },
+    ],
+    ['a string', new Error('outer', { cause: 'the disk is full' }), { message: 'the disk is full' }],
+    [
+      "a ConnectError's plain object",
+      new ConnectError('outer', Code.Internal, undefined, undefined, { reason: 13 }),
+      { message: '{"reason":13}' },
+    ],
+  ])("an error's cause is an object of its own, read once: %s", (_, error, cause) => {
+    const { logger, lines } = recordingLogger();
+    logger.error({ error }, 'm');
+    const logged = lines[0]?.error as { message: string; stack: string; cause: unknown };
+    expect(logged.message).toMatch(/outer$/);
+    expect(logged.stack).toBe(error.stack);
+    expect(logged.cause).toEqual(expect.objectContaining(cause));
+  });
+
+  it("names the types in a cause chain and an AggregateError's entries as the code names them", () => {
+    const { logger, lines } = recordingLogger();
+    class BackendDown extends Error {}
+    const error = new AggregateError(
+      [new ConnectError('one', Code.Unavailable), new BackendDown('two')],
+      'all failed',
+      { cause: new ConnectError('why', Code.Internal) },
+    );
+    logger.error({ error }, 'm');
+    expect(lines[0]?.error).toMatchObject({
+      type: 'AggregateError',
+      aggregateErrors: [{ type: 'ConnectError' }, { type: 'BackendDown' }],
+      cause: { type: 'ConnectError', message: '[internal] why' },
+    });
   });
 });
 

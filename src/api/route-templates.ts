@@ -17,7 +17,9 @@ export type RouteTemplates = {
 export function createRouteTemplates(
   routerOptions: { maxParamLength?: number } = {},
 ): RouteTemplates {
-  const router = FindMyWay(routerOptions);
+  // Only paths Fastify matched are looked up: one whose parameter is over Fastify's limit (its
+  // 414) is still named, so there is no limit here.
+  const router = FindMyWay({ ...routerOptions, maxParamLength: Number.MAX_SAFE_INTEGER });
   const noop = () => {};
   return {
     add({ method, url }) {
@@ -30,7 +32,12 @@ export function createRouteTemplates(
       }
     },
     find(method, path) {
-      const found = router.find(method as FindMyWay.HTTPMethod, path);
+      const found =
+        router.find(method as FindMyWay.HTTPMethod, path) ??
+        // A plugin's '/' route under a prefix: Fastify serves `/v1/` too, but reports only `/v1`.
+        (path.length > 1 && path.endsWith('/')
+          ? router.find(method as FindMyWay.HTTPMethod, path.slice(0, -1))
+          : null);
       return typeof found?.store === 'string' ? found.store : undefined;
     },
   };

@@ -13,7 +13,8 @@ const MAX_ANSWER_BYTES = 64 * 1024;
  * server on Cloud Run, a service-account key or impersonated credentials locally. The credentials
  * are found once (which can take a project-id lookup) and kept until a fetch fails or is given
  * up; then the next fetch looks again, with gcp-metadata's memory of its metadata-server probe
- * cleared.
+ * cleared. A search given up is not stopped (gcp-metadata takes no signal): while the metadata
+ * server hangs, one is left waiting per 3 s cap, each ending when the server answers.
  * `signal` ends the request when it is given up. gcp-metadata sets no time limit of its own on
  * Google Cloud and takes no signal, so the metadata server is asked here directly, as
  * google-auth-library's Compute client would ask it; other credentials can only be given up.

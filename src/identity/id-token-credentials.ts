@@ -90,7 +90,7 @@ export function createIdTokenCredentials(
     const reason = error instanceof ConnectError ? error.rawMessage : String(error);
     const sentUntil = new Date(inHand.expiresAt - STILL_USABLE_MS).toISOString();
     logger?.warn(
-      `the ID token for the backend could not be refreshed in the background: ${reason}. Calls go on with the token in hand until ${sentUntil}, trying again at most every ${QUIET_AFTER_FAILURE_MS / 1000} s; if it still fails then, calls fail with 503 until a token is fetched.`,
+      `the ID token for the backend could not be refreshed in the background: ${reason.replace(/\.$/, '')}. Calls go on with the token in hand until ${sentUntil}, trying again at most every ${QUIET_AFTER_FAILURE_MS / 1000} s; if it still fails then, calls fail with 503 until a token is fetched.`,
     );
   };
 

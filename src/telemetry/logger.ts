@@ -99,12 +99,37 @@ function traceFields(projectId: () => string): Record<string, unknown> {
 function serializeError(value: unknown): unknown {
   if (!(typeof value === 'object' && value !== null)) return { message: String(value) };
   const serialized = pino.stdSerializers.errWithCause(value as Error);
-  let into: { type?: string; cause?: unknown } | undefined = serialized;
-  for (let from: unknown = value; from instanceof Error && into; from = from.cause) {
-    into.type = errorType(from);
-    into = into.cause as typeof into;
-  }
+  nameTypes(value, serialized);
   return serialized;
+}
+
+type SerializedError = { type?: string; cause?: unknown; aggregateErrors?: unknown[] };
+
+/**
+ * Our `type` (the bundle renames classes) at every level of the cause chain and in an
+ * AggregateError's entries; a cause that is not an Error (pino leaves it out, or as it is) is an
+ * object with its text as `message`, as every other `error` is.
+ */
+function nameTypes(error: unknown, into: SerializedError | undefined, depth = 0): void {
+  if (!(error instanceof Error) || !into || depth > 10) return;
+  into.type = errorType(error);
+  if (error instanceof AggregateError && Array.isArray(into.aggregateErrors)) {
+    error.errors.forEach((entry, i) => {
+      nameTypes(entry, into.aggregateErrors?.[i] as SerializedError | undefined, depth + 1);
+    });
+  }
+  const { cause } = error;
+  if (cause instanceof Error) nameTypes(cause, into.cause as SerializedError, depth + 1);
+  else if (cause !== undefined) into.cause = { message: textOf(cause) };
+}
+
+function textOf(value: unknown): string {
+  if (typeof value === 'string') return value;
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return String(value);
+  }
 }
 
 /** Where an error is on a line: ours under `error`, Fastify's own under `err`. */

@@ -336,7 +336,8 @@ export function createClientTracingInterceptor(
     advice: { explicitBucketBoundaries: [...DURATION_BUCKETS_SECONDS] },
   });
   const server: Attributes = {
-    [ATTR_SERVER_ADDRESS]: target.hostname,
+    // An IPv6 address without the brackets the URL needs, as the SERVER side writes it.
+    [ATTR_SERVER_ADDRESS]: target.hostname.replace(/^\[(.*)\]$/, '$1'),
     [ATTR_SERVER_PORT]: Number(target.port || (target.protocol === 'https:' ? 443 : 80)),
   };
   return (next) => async (req) => {
