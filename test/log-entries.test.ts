@@ -303,7 +303,11 @@ describe('createLogger', () => {
       new Error('outer', { cause: failure() }),
       { type: 'TypeError', message: 'boom', code: 'E_BOOM' },
     ],
-    ['a string', new Error('outer', { cause: 'the disk is full' }), { message: 'the disk is full' }],
+    [
+      'a string',
+      new Error('outer', { cause: 'the disk is full' }),
+      { message: 'the disk is full' },
+    ],
     [
       "a ConnectError's plain object",
       new ConnectError('outer', Code.Internal, undefined, undefined, { reason: 13 }),
