@@ -1,11 +1,9 @@
-import { once } from 'node:events';
-import { request as httpRequest, type IncomingMessage } from 'node:http';
 import Fastify from 'fastify';
 import { describe, expect, it } from 'vitest';
 import { createRouteTemplates } from '../src/api/route-templates.js';
 import { type ReceivedSpan, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
-import { postGreet } from './helpers/http.js';
+import { postGreet, sendRaw } from './helpers/http.js';
 import { eventually, rolesExportingForSuite, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -14,23 +12,6 @@ import { newTraceParent } from './helpers/traces.js';
  * conventions and Cloud Logging care about: a 405 on a known path is named by its route, the
  * port of a Host header without one is the scheme's, and a failure's cause reads once.
  */
-
-type Answer = { status: number };
-
-/** A request with the exact headers given (`Host` included, which fetch does not let us set). */
-async function send(
-  url: string,
-  method: string,
-  path: string,
-  headers: Record<string, string>,
-): Promise<Answer> {
-  const request = httpRequest(new URL(path, url), { method, headers });
-  request.end();
-  const [response] = (await once(request, 'response')) as [IncomingMessage];
-  response.resume();
-  await once(response, 'end');
-  return { status: response.statusCode ?? 0 };
-}
 
 describe('the api SERVER span and its duration point', () => {
   const roles = rolesExportingForSuite({
@@ -69,10 +50,12 @@ describe('the api SERVER span and its duration point', () => {
     const wrongMethod = newTraceParent();
     const unknownPath = newTraceParent();
     const url = roles.api.url;
-    expect((await send(url, 'PUT', '/greet', { traceparent: wrongMethod.header })).status).toBe(
+    expect((await sendRaw(url, 'PUT', '/greet', { traceparent: wrongMethod.header })).status).toBe(
       405,
     );
-    expect((await send(url, 'PUT', '/nope', { traceparent: unknownPath.header })).status).toBe(404);
+    expect((await sendRaw(url, 'PUT', '/nope', { traceparent: unknownPath.header })).status).toBe(
+      404,
+    );
 
     const refused = await serverSpan(wrongMethod.traceId);
     expect(refused.name).toBe('PUT /greet');
@@ -98,7 +81,7 @@ describe('the api SERVER span and its duration point', () => {
     const parent = newTraceParent();
     const headers: Record<string, string> = { host, traceparent: parent.header };
     if (scheme === 'https') headers['x-forwarded-proto'] = 'https';
-    expect((await send(roles.api.url, 'GET', '/openapi.json', headers)).status).toBe(200);
+    expect((await sendRaw(roles.api.url, 'GET', '/openapi.json', headers)).status).toBe(200);
     const span = await serverSpan(parent.traceId);
     expect(span.attributes).toMatchObject({
       'server.address': host.split(':')[0],
@@ -127,7 +110,7 @@ describe('without a proxy in front (TRUSTED_PROXY_HOPS=0)', () => {
         'x-forwarded-proto': 'https',
         traceparent: parent.header,
       };
-      expect((await send(api.url, 'GET', '/openapi.json', headers)).status).toBe(200);
+      expect((await sendRaw(api.url, 'GET', '/openapi.json', headers)).status).toBe(200);
       const spans = await receiver.waitForSpans((all) =>
         all.some((span) => span.traceId === parent.traceId),
       );

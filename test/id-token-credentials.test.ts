@@ -1,7 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Http2Server } from 'node:http2';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Code, ConnectError, createClient, type Interceptor } from '@connectrpc/connect';
 import { connectNodeAdapter, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -20,6 +17,7 @@ import {
   startFrontEnd,
   startMetadataServer,
 } from '../tools/cloud-run-local/index.ts';
+import { useMetadataServer } from './helpers/google-auth-env.js';
 import { listenH2c } from './helpers/listen-h2c.js';
 import { eventually } from './helpers/roles.js';
 
@@ -38,19 +36,12 @@ const seen: (string | null)[] = [];
 let backendUrl = '';
 let server: Http2Server;
 let metadata: MetadataServer;
-const saved = { ...process.env };
-let gcloudConfig = '';
+let restoreEnv: (() => Promise<void>) | undefined;
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 
 beforeAll(async () => {
   metadata = await startMetadataServer();
-  gcloudConfig = await mkdtemp(join(tmpdir(), 'gcloud-'));
-  delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
-  Object.assign(process.env, {
-    GCE_METADATA_HOST: metadata.host,
-    CLOUDSDK_CONFIG: gcloudConfig,
-    K_SERVICE: 'greeter-api',
-  });
+  restoreEnv = await useMetadataServer(metadata);
   server = createServer(
     connectNodeAdapter({
       routes: (router) => {
@@ -80,8 +71,7 @@ afterEach(() => {
 afterAll(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   await metadata?.close();
-  await rm(gcloudConfig, { recursive: true, force: true });
-  process.env = saved;
+  await restoreEnv?.();
 });
 
 /** A Greet client whose calls get their token from `credentials`. */

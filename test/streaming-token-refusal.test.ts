@@ -1,7 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:http2';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { connectNodeAdapter, Http2SessionManager } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +18,7 @@ import {
   registerStreamingTestService,
   StreamingTestService,
 } from './fixtures/streaming-test-service.js';
+import { useMetadataServer } from './helpers/google-auth-env.js';
 import { type ListeningH2c, listenH2c } from './helpers/listen-h2c.js';
 
 /*
@@ -35,19 +33,12 @@ const AUDIENCE = 'https://backend.example';
 let metadata: MetadataServer;
 let backend: ListeningH2c;
 let frontEnd: FrontEnd;
-let gcloudConfig = '';
-const saved = { ...process.env };
+let restoreEnv: (() => Promise<void>) | undefined;
 const managers: Http2SessionManager[] = [];
 
 beforeAll(async () => {
   metadata = await startMetadataServer();
-  gcloudConfig = await mkdtemp(join(tmpdir(), 'gcloud-'));
-  delete process.env.GOOGLE_APPLICATION_CREDENTIALS;
-  Object.assign(process.env, {
-    GCE_METADATA_HOST: metadata.host,
-    CLOUDSDK_CONFIG: gcloudConfig,
-    K_SERVICE: 'greeter-api',
-  });
+  restoreEnv = await useMetadataServer(metadata);
   backend = await listenH2c(
     createServer(connectNodeAdapter({ routes: registerStreamingTestService })),
   );
@@ -63,8 +54,7 @@ afterAll(async () => {
   await frontEnd?.close();
   await backend?.close();
   await metadata?.close();
-  await rm(gcloudConfig, { recursive: true, force: true });
-  process.env = saved;
+  await restoreEnv?.();
 });
 
 /** A client of the test service through the front end, on the api's transport. */

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
-import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
+import { grpcCallTo, postGreet, sendRaw, UNKNOWN_METHOD } from './helpers/http.js';
 import { type RoleProcess, rolesExportingForSuite, startRole } from './helpers/roles.js';
 import { newTraceParent, waitForGreetTrace } from './helpers/traces.js';
 
@@ -475,23 +475,14 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
 
   it('reads server.address and server.port from an IPv6 Host header', async () => {
     const parent = newTraceParent();
-    const request = httpRequest(`${roles.api.url}/greet`, {
-      method: 'POST',
-      headers: {
-        host: '[::1]:8443',
-        'content-type': 'application/json',
-        traceparent: parent.header,
-      },
-    });
-    const answered = new Promise<number>((resolve, reject) => {
-      request.on('response', (response) => {
-        response.resume();
-        resolve(response.statusCode ?? 0);
-      });
-      request.on('error', reject);
-    });
-    request.end(JSON.stringify({ name: 'IPv6' }));
-    expect(await answered).toBe(200);
+    const answer = await sendRaw(
+      roles.api.url,
+      'POST',
+      '/greet',
+      { host: '[::1]:8443', 'content-type': 'application/json', traceparent: parent.header },
+      JSON.stringify({ name: 'IPv6' }),
+    );
+    expect(answer.status).toBe(200);
     const { server } = await waitForGreetTrace(roles.receiver, parent.traceId);
     expect(server.attributes['server.port']).toBe(8443);
     // The address without the brackets the Host header needs around it.

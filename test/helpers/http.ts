@@ -1,5 +1,22 @@
 import { once } from 'node:events';
+import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { connect } from 'node:http2';
+
+/** A request with exactly the headers given (`Host` among them, which fetch does not let us set). */
+export async function sendRaw(
+  url: string,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ status: number }> {
+  const request = httpRequest(new URL(path, url), { method, headers });
+  request.end(body);
+  const [response] = (await once(request, 'response')) as [IncomingMessage];
+  response.resume();
+  await once(response, 'end');
+  return { status: response.statusCode ?? 0 };
+}
 
 /** POST /greet with a JSON body (objects are serialised; strings are sent as they are). */
 export function postGreet(
