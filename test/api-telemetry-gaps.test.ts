@@ -76,6 +76,7 @@ describe('the api SERVER span and its duration point', () => {
     ['Cloud Run: https by the front end, no port in Host', 'greeter-api.a.run.app', 'https', 443],
     ['plain http, no port in Host', 'greeter.example', 'http', 80],
     ['a port in Host wins', 'greeter.example:8443', 'https', 8443],
+    ['the last port, 65535', 'greeter.example:65535', 'https', 65535],
     ['no port past 65535', 'greeter.example:99999', 'https', undefined],
   ])('server.port: %s', async (_, host, scheme, port) => {
     const parent = newTraceParent();
@@ -169,6 +170,10 @@ describe('route templates for requests Fastify did not route', () => {
     app.post('/users/:id', ok);
     app.get('/users/:id/orders/:order(^\\d+)', ok);
     app.get('/files/*', ok);
+    // One route for two methods; two routes for one method and template, told apart by Host.
+    app.route({ method: ['PATCH', 'DELETE'], url: '/orders/:order', handler: ok });
+    app.get('/sites', { constraints: { host: 'a.example' } }, ok);
+    app.get('/sites', { constraints: { host: 'b.example' } }, ok);
     await app.register(
       async (plugin) => {
         plugin.put('/items/:item', ok);
@@ -184,6 +189,9 @@ describe('route templates for requests Fastify did not route', () => {
       expect(templates.find('GET', '/users/42/orders/7')).toBe('/users/:id/orders/:order(^\\d+)');
       expect(templates.find('GET', '/users/42/orders/x')).toBeUndefined();
       expect(templates.find('GET', '/files/a/b.txt')).toBe('/files/*');
+      expect(templates.find('PATCH', '/orders/7')).toBe('/orders/:order');
+      expect(templates.find('DELETE', '/orders/7')).toBe('/orders/:order');
+      expect(templates.find('GET', '/sites')).toBe('/sites');
       expect(templates.find('PUT', '/v2/items/%E2%9C%93')).toBe('/v2/items/:item');
       // Past Fastify's parameter limit (its 414): still the route's.
       expect(templates.find('PUT', `/v2/items/${'a'.repeat(250)}`)).toBe('/v2/items/:item');

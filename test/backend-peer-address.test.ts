@@ -1,8 +1,15 @@
 import { execFile } from 'node:child_process';
-import { once } from 'node:events';
-import { connect as http2Connect } from 'node:http2';
-import { connect as netConnect, type Socket } from 'node:net';
+import { EventEmitter, once } from 'node:events';
+import {
+  createServer,
+  type Http2ServerRequest,
+  type Http2Session,
+  connect as http2Connect,
+} from 'node:http2';
+import { connect as netConnect, Socket } from 'node:net';
 import { promisify } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { createClient } from '@connectrpc/connect';
 import {
   createConnectTransport,
@@ -11,9 +18,11 @@ import {
 } from '@connectrpc/connect-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
+import { createNetworkPeers } from '../src/telemetry/network-peer.js';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { type GrpcioStubs, generateGreeterStubs, PYTHON } from './helpers/grpcio.js';
 import { UNKNOWN_METHOD } from './helpers/http.js';
+import { listenH2c } from './helpers/listen-h2c.js';
 import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -155,5 +164,53 @@ describe('a Greet from Python’s grpcio', () => {
     const { reply, localPort } = JSON.parse(stdout) as { reply: string; localPort: number };
     expect(reply).toContain('Python');
     await expectPeer(parent.traceId, localPort);
+  });
+});
+
+describe('the peers of the backend’s connections', () => {
+  it('are known while a connection is open, and not kept once it closes', async () => {
+    // The session, once closed, can only be found by the garbage collector if nothing keeps it.
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const peers = createNetworkPeers();
+    const seen: unknown[] = [];
+    let closed: WeakRef<Http2Session> | undefined;
+    const server = createServer((request, response) => {
+      seen.push(peers.of(request));
+      response.end();
+    });
+    server.on('session', (session) => {
+      peers.add(session);
+      closed = new WeakRef(session);
+    });
+    const listening = await listenH2c(server);
+    const session = http2Connect(listening.url);
+    try {
+      await once(session, 'connect');
+      const stream = session.request({ ':path': '/' });
+      stream.end();
+      stream.resume();
+      await once(stream, 'end');
+      expect(seen).toEqual([{ address: '127.0.0.1', port: session.socket.localPort }]);
+      session.close();
+      await once(session, 'close');
+      await eventually(async () => {
+        gc();
+        await new Promise((resolve) => setImmediate(resolve));
+        expect(closed?.deref()).toBeUndefined();
+      });
+    } finally {
+      session.destroy();
+      await listening.close();
+    }
+  });
+
+  it('are unknown for a connection whose socket closed before its session was seen', () => {
+    const peers = createNetworkPeers();
+    // A socket that is not connected (any more) has no remote address or port.
+    const session = Object.assign(new EventEmitter(), { socket: new Socket() });
+    peers.add(session as unknown as Http2Session);
+    const request = { stream: { session } } as unknown as Http2ServerRequest;
+    expect(peers.of(request)).toBeUndefined();
   });
 });

@@ -261,6 +261,21 @@ describe('a slow or hanging token source', () => {
     // connections idle in a pool close on their own within seconds).
     await eventually(() => expect(metadata.openConnections()).toBe(0), 15_000);
   }, 30_000);
+  it('a source that does not stop when its signal aborts is given up at 3 s all the same', async () => {
+    let asked = 0;
+    const deaf = createIdTokenCredentials(AUDIENCE, () => {
+      asked++;
+      return new Promise<string>(() => {});
+    });
+    const started = performance.now();
+    const error = await failure(deaf);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(2_900);
+    expect(error.rawMessage).toBe(
+      `could not get a Google ID token for audience ${AUDIENCE}: the token source did not answer within 3000 ms; the next call asks again`,
+    );
+    expect(asked).toBe(1);
+  }, 15_000);
+
   it('a search for the credentials given up at 3 s is not joined by the next call, which asks afresh', async () => {
     // The whole metadata server hangs (20 s), gcp-metadata's probe and project lookup included.
     metadata.setDelayMs(20_000);

@@ -313,6 +313,12 @@ describe('createLogger', () => {
       new ConnectError('outer', Code.Internal, undefined, undefined, { reason: 13 }),
       { message: '{"reason":13}' },
     ],
+    ['a BigInt, which JSON cannot write', new Error('outer', { cause: 13n }), { message: '13' }],
+    [
+      'a symbol, which JSON writes as nothing',
+      new Error('outer', { cause: Symbol('gone') }),
+      { message: 'Symbol(gone)' },
+    ],
   ])("an error's cause is an object of its own, read once: %s", (_, error, cause) => {
     const { logger, lines } = recordingLogger();
     logger.error({ error }, 'm');
@@ -336,6 +342,31 @@ describe('createLogger', () => {
       aggregateErrors: [{ type: 'ConnectError' }, { type: 'BackendDown' }],
       cause: { type: 'ConnectError', message: '[internal] why' },
     });
+  });
+
+  it('names every level by its name where that is not its class’s (a timeout’s DOMException), as errorType does', () => {
+    const { logger, lines } = recordingLogger();
+    const timeout = () => new DOMException('The operation timed out.', 'TimeoutError');
+    const error = new AggregateError([timeout()], 'all failed', {
+      cause: new Error('gave up', { cause: timeout() }),
+    });
+    logger.error({ error }, 'm');
+    expect(lines[0]?.error).toMatchObject({
+      type: 'AggregateError',
+      aggregateErrors: [{ type: 'TimeoutError' }],
+      cause: { type: 'Error', cause: { type: 'TimeoutError' } },
+    });
+  });
+
+  it("serialises Fastify's err as error: the cause an object of its own, a string as message", () => {
+    const { logger, lines } = recordingLogger();
+    logger.error({ err: new Error('outer', { cause: failure() }) }, 'm');
+    logger.warn({ err: 'socket hang up' }, 'm');
+    expect(lines[0]?.err).toMatchObject({
+      message: 'outer',
+      cause: { type: 'TypeError', message: 'boom' },
+    });
+    expect(lines[1]?.err).toEqual({ message: 'socket hang up' });
   });
 });
 

@@ -166,27 +166,33 @@ describe('the production image, assembled the way the Dockerfile does it', () =>
     expect(await response.json()).toEqual({ reply: 'Hello Container!!' });
   });
 
-  it('fails the image build, naming WARM_REQUESTS, when a warm-up request is not served (a fork without /greet)', async () => {
-    const script = await readFile('scripts/warm-compile-cache.mjs', 'utf8');
-    const forked = script.replace("path: '/greet'", "path: '/orders'");
-    expect(forked).not.toBe(script);
-    await writeFile(join(app, 'scripts/warm-forked.mjs'), forked);
-    const failed = await run(process.execPath, ['scripts/warm-forked.mjs'], {
-      cwd: app,
-      env: { ...process.env, NODE_ENV: 'production', NODE_COMPILE_CACHE: join(root, 'cc-forked') },
-      timeout: 60_000,
-    }).then(
-      () => undefined,
-      (error: { code?: number; stderr?: string }) => error,
-    );
-    expect(failed?.code).toBe(1);
-    expect(failed?.stderr).toMatch(
-      /^warm-compile-cache: POST http:\/\/127\.0\.0\.1:\d+\/orders answered 404: /,
-    );
-    expect(failed?.stderr).toContain(
-      'Each of WARM_REQUESTS (at the top of scripts/warm-compile-cache.mjs) must answer 200',
-    );
-  });
+  it.each([
+    ['a fork without /greet', "path: '/greet'", "path: '/orders'", 'POST', '/orders'],
+    ['the last request failing', "path: '/docs/'", "path: '/no-docs/'", 'GET', '/no-docs/'],
+  ])(
+    'fails the image build, naming WARM_REQUESTS, when a warm-up request is not served: %s',
+    async (_, request, replacement, method, path) => {
+      const script = await readFile('scripts/warm-compile-cache.mjs', 'utf8');
+      const forked = script.replace(request, replacement);
+      expect(forked).not.toBe(script);
+      const name = `warm-${path.replaceAll('/', '')}`;
+      await writeFile(join(app, `scripts/${name}.mjs`), forked);
+      const failed = await run(process.execPath, [`scripts/${name}.mjs`], {
+        cwd: app,
+        env: { ...process.env, NODE_ENV: 'production', NODE_COMPILE_CACHE: join(root, name) },
+        timeout: 60_000,
+      }).then(
+        () => undefined,
+        (error: { code?: number; stderr?: string }) => error,
+      );
+      expect(failed?.code).toBe(1);
+      expect(failed?.stderr).toContain(`warm-compile-cache: ${method} http://127.0.0.1:`);
+      expect(failed?.stderr).toMatch(new RegExp(`:\\d+${path} answered 404: `));
+      expect(failed?.stderr).toContain(
+        'Each of WARM_REQUESTS (at the top of scripts/warm-compile-cache.mjs) must answer 200',
+      );
+    },
+  );
 
   it('serves the Swagger UI page and its assets from the shipped @fastify/swagger-ui', async () => {
     expect(api, 'the api started by the test before').toBeDefined();

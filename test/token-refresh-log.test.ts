@@ -1,7 +1,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
 import { createLogger } from '../src/telemetry/logger.js';
 import { type MetadataServer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
@@ -49,9 +49,12 @@ describe('the credentials module', () => {
       K_SERVICE: 'greeter-api',
     });
   });
+  afterEach(() => {
+    metadata.setIdentityAnswer(undefined);
+    metadata.setDelayMs(0);
+  });
   afterAll(() => {
     process.env = saved;
-    metadata.setIdentityAnswer(undefined);
     metadata.setIdTokenLifetimeSeconds(3600);
   });
 
@@ -73,7 +76,16 @@ describe('the credentials module', () => {
     expect(await credentials.authorization()).toBe(inHand);
     await eventually(() => expect(refreshWarnings(lines)).toHaveLength(1));
     expect(metadata.idTokenRequests() - before).toBe(1);
+    // Within the 10 s after a failure, calls send the token in hand and leave the source alone.
+    for (let i = 0; i < 3; i++) expect(await credentials.authorization()).toBe(inHand);
     const [warning] = refreshWarnings(lines);
+    // Sent until a minute before it expires, as long as a token is used.
+    const { exp } = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()) as {
+      exp: number;
+    };
+    expect(warning?.message).toContain(
+      `Calls go on with the token in hand until ${new Date(exp * 1000 - 60_000).toISOString()},`,
+    );
     expect(warning?.message).toMatch(
       /^the ID token for the backend could not be refreshed in the background: could not get a Google ID token for audience https:\/\/backend\.example: the token source answered something that is not an ID token \(a JWT\)\. On Cloud Run this is the metadata server; locally check GCE_METADATA_HOST and GOOGLE_APPLICATION_CREDENTIALS\. Calls go on with the token in hand until \d{4}-\d\d-\d\dT[\d:.]+Z, trying again at most every 10 s; if it still fails then, calls fail with 503 until a token is fetched\.$/,
     );
@@ -93,6 +105,37 @@ describe('the credentials module', () => {
       `the ID token for the backend (audience ${AUDIENCE}) was fetched again after 2 failed background refreshes`,
     ]);
     expect(JSON.stringify(lines)).not.toContain(token.split('.')[2]);
+  }, 30_000);
+
+  it('counts a failed refresh once however many calls see it fail, and warns again for a later streak', async () => {
+    const lines: Line[] = [];
+    const logger = createLogger({
+      level: 'info',
+      projectId: () => 'test',
+      labels: {},
+      destination: { write: (line: string) => lines.push(JSON.parse(line) as Line) },
+    });
+    metadata.setIdTokenLifetimeSeconds(SHORT_LIFETIME_SECONDS);
+    const credentials = createIdTokenCredentials(AUDIENCE, undefined, logger);
+    const inHand = await credentials.authorization();
+    // A slow failure: every call below is made while the one refresh waits for it.
+    metadata.setIdentityAnswer({ status: 500, body: 'metadata server down' });
+    metadata.setDelayMs(1_000);
+    for (let i = 0; i < 5; i++) expect(await credentials.authorization()).toBe(inHand);
+    await eventually(() => expect(refreshWarnings(lines)).toHaveLength(1));
+    metadata.setDelayMs(0);
+    metadata.setIdentityAnswer(undefined);
+    credentials.refused(inHand);
+    const next = await credentials.authorization();
+    expect(next).not.toBe(inHand);
+    expect(lines.filter((line) => line.severity === 'INFO').map((line) => line.message)).toEqual([
+      `the ID token for the backend (audience ${AUDIENCE}) was fetched again after 1 failed background refresh`,
+    ]);
+
+    // The next failure starts a new streak, reported as the first was.
+    metadata.setIdentityAnswer({ body: 'not a token' });
+    expect(await credentials.authorization()).toBe(next);
+    await eventually(() => expect(refreshWarnings(lines)).toHaveLength(2));
   }, 30_000);
 });
 
@@ -128,6 +171,10 @@ describe('the api', () => {
     expect(metadata.idTokenRequests() - before).toBe(1);
     expect(refreshWarnings(api.logs())[0]?.message).toContain(
       'the metadata server answered HTTP 500 for the ID token. On Cloud Run check the service account of this service',
+    );
+    // The reason's own full stop ends its sentence: one full stop, not two.
+    expect(refreshWarnings(api.logs())[0]?.message).toContain(
+      'impersonated or service-account credentials. Calls go on with the token in hand until',
     );
     expect(JSON.stringify(api.logs())).not.toMatch(/eyJ[\w-]+\.eyJ[\w-]+\./);
   });
