@@ -24,9 +24,9 @@ import {
   GreetResponseSchema,
 } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { applicationServices, createHealthStatus, registerRpcs } from '../src/rpc/index.js';
-import { createLogger } from '../src/telemetry/logger.js';
 import { createServerSpans } from '../src/telemetry/server-span.js';
 import type { Telemetry } from '../src/telemetry/start-telemetry.js';
+import { recordingLogger } from './helpers/recording-logger.js';
 
 /*
  * The backend as buildBackend assembles it (the unary gRPC fast path, Connect's adapter, the
@@ -147,13 +147,7 @@ function telemetryInMemory() {
     exportIntervalMillis: 3_600_000,
   });
   const meterProvider = new MeterProvider({ readers: [reader] });
-  const lines: Record<string, unknown>[] = [];
-  const logger = createLogger({
-    level: 'info',
-    labels: {},
-    projectId: () => 'test-project',
-    destination: { write: (line: string) => lines.push(JSON.parse(line)) },
-  });
+  const { logger, lines } = recordingLogger({}, 'test-project');
   const tracer = tracerProvider.getTracer('test');
   const telemetry: Telemetry = {
     tracer,

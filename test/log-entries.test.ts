@@ -5,10 +5,11 @@ import { Code, ConnectError } from '@connectrpc/connect';
 import { describe, expect, it } from 'vitest';
 import { grpcCodeName } from '../src/errors/status.js';
 import { clientAddress } from '../src/telemetry/http-tracing.js';
-import { createLogger, type Logger } from '../src/telemetry/logger.js';
+import type { Logger } from '../src/telemetry/logger.js';
 import { type ReceivedSpan, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
+import { recordingLogger } from './helpers/recording-logger.js';
 import { type RoleProcess, rolesExportingForSuite, runToExit, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
@@ -235,16 +236,7 @@ describe('TRUSTED_PROXY_HOPS', () => {
 });
 
 describe('createLogger', () => {
-  function recordingLogger() {
-    const lines: Line[] = [];
-    const logger = createLogger({
-      level: 'info',
-      projectId: () => 'test',
-      labels: { 'service.name': 'greeter-test', 'service.version': '1.2.3' },
-      destination: { write: (line: string) => lines.push(JSON.parse(line) as Line) },
-    });
-    return { logger, lines };
-  }
+  const labels = { 'service.name': 'greeter-test', 'service.version': '1.2.3' };
   const failure = () => Object.assign(new TypeError('boom'), { code: 'E_BOOM' });
 
   it.each([
@@ -261,7 +253,7 @@ describe('createLogger', () => {
       (logger: Logger, error: Error) => logger.fatal({ error }, 'm'),
     ],
   ])('%s: severity %s, the stack as stack_trace, serviceContext', (_, severity, write) => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     const error = failure();
     write(logger, error);
     expect(lines).toHaveLength(1);
@@ -273,7 +265,7 @@ describe('createLogger', () => {
   });
 
   it('no stack_trace below ERROR, nor without a stack', () => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     logger.warn({ error: failure() }, 'a warning about an error');
     logger.info({ error: failure() }, 'information about an error');
     logger.error({ error: { message: 'no stack' } }, 'an error without a stack');
@@ -292,7 +284,7 @@ describe('createLogger', () => {
     ['a number', 13, { message: '13' }],
     ['a plain object', { code: 13 }, { code: 13 }],
   ])('error is always an object: %s', (_, error, expected) => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     logger.warn({ error }, 'm');
     expect(lines[0]?.error).toMatchObject(expected);
   });
@@ -320,7 +312,7 @@ describe('createLogger', () => {
       { message: 'Symbol(gone)' },
     ],
   ])("an error's cause is an object of its own, read once: %s", (_, error, cause) => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     logger.error({ error }, 'm');
     const logged = lines[0]?.error as { message: string; stack: string; cause: unknown };
     expect(logged.message).toMatch(/outer$/);
@@ -329,7 +321,7 @@ describe('createLogger', () => {
   });
 
   it("names the types in a cause chain and an AggregateError's entries as the code names them", () => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     class BackendDown extends Error {}
     const error = new AggregateError(
       [new ConnectError('one', Code.Unavailable), new BackendDown('two')],
@@ -345,7 +337,7 @@ describe('createLogger', () => {
   });
 
   it('names every level by its name where that is not its class’s (a timeout’s DOMException), as errorType does', () => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     const timeout = () => new DOMException('The operation timed out.', 'TimeoutError');
     const error = new AggregateError([timeout()], 'all failed', {
       cause: new Error('gave up', { cause: timeout() }),
@@ -359,7 +351,7 @@ describe('createLogger', () => {
   });
 
   it("serialises Fastify's err as error: the cause an object of its own, a string as message", () => {
-    const { logger, lines } = recordingLogger();
+    const { logger, lines } = recordingLogger(labels);
     logger.error({ err: new Error('outer', { cause: failure() }) }, 'm');
     logger.warn({ err: 'socket hang up' }, 'm');
     expect(lines[0]?.err).toMatchObject({

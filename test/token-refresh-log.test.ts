@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createIdTokenCredentials } from '../src/identity/id-token-credentials.js';
-import { createLogger } from '../src/telemetry/logger.js';
 import { type MetadataServer, startMetadataServer } from '../tools/cloud-run-local/index.ts';
 import { postGreet } from './helpers/http.js';
+import { recordingLogger } from './helpers/recording-logger.js';
 import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 
 /*
@@ -59,13 +59,7 @@ describe('the credentials module', () => {
   });
 
   it('one WARNING per streak of failed refreshes, one INFO line once a token is fetched again', async () => {
-    const lines: Line[] = [];
-    const logger = createLogger({
-      level: 'info',
-      projectId: () => 'test',
-      labels: {},
-      destination: { write: (line: string) => lines.push(JSON.parse(line) as Line) },
-    });
+    const { logger, lines } = recordingLogger();
     metadata.setIdTokenLifetimeSeconds(SHORT_LIFETIME_SECONDS);
     const credentials = createIdTokenCredentials(AUDIENCE, undefined, logger);
     const inHand = await credentials.authorization();
@@ -108,13 +102,7 @@ describe('the credentials module', () => {
   }, 30_000);
 
   it('counts a failed refresh once however many calls see it fail, and warns again for a later streak', async () => {
-    const lines: Line[] = [];
-    const logger = createLogger({
-      level: 'info',
-      projectId: () => 'test',
-      labels: {},
-      destination: { write: (line: string) => lines.push(JSON.parse(line) as Line) },
-    });
+    const { logger, lines } = recordingLogger();
     metadata.setIdTokenLifetimeSeconds(SHORT_LIFETIME_SECONDS);
     const credentials = createIdTokenCredentials(AUDIENCE, undefined, logger);
     const inHand = await credentials.authorization();
