@@ -2,6 +2,7 @@ import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
 import type { Logger } from '../telemetry/logger.js';
 import { isTokenRefusal } from './caller-refusal.js';
 import { createGoogleIdTokenSource } from './google-id-token-source.js';
+import { decodeJwtPart } from './jwt-part.js';
 import { settledOrAborted } from './settled-or-aborted.js';
 
 /** Refresh this long before expiry, so a token never expires on the wire. */
@@ -198,15 +199,6 @@ function checkIdToken(answer: unknown, now: number): CachedToken | string {
 
 /** `exp` from the JWT payload, in seconds; undefined when there is no date to read. */
 function expiryOf(token: string): number | undefined {
-  try {
-    const payload = token.split('.')[1] ?? '';
-    const { exp } = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as {
-      exp?: unknown;
-    };
-    return typeof exp === 'number' && !Number.isNaN(new Date(exp * 1000).getTime())
-      ? exp
-      : undefined;
-  } catch {
-    return undefined;
-  }
+  const exp = decodeJwtPart(token.split('.')[1])?.exp;
+  return typeof exp === 'number' && !Number.isNaN(new Date(exp * 1000).getTime()) ? exp : undefined;
 }

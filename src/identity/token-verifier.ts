@@ -13,6 +13,7 @@ import { INFRASTRUCTURE_SERVICES } from '../rpc/index.js';
 import type { Logger } from '../telemetry/logger.js';
 import { markCallerRefusal } from './caller-refusal.js';
 import { loadGoogleAuthLibrary } from './google-auth-library.js';
+import { decodeJwtPart } from './jwt-part.js';
 import {
   createSigningKeySource,
   MIN_REFETCH_INTERVAL_MS,
@@ -186,8 +187,8 @@ function bearerTokenOf(authorization: string | null): string {
  */
 function decodeJwt(token: string): DecodedJwt {
   const segments = token.split('.');
-  const header = decodeSegment(segments[0]);
-  const claims = decodeSegment(segments[1]);
+  const header = decodeJwtPart(segments[0]);
+  const claims = decodeJwtPart(segments[1]);
   if (!header || !claims || segments.length !== 3 || !segments[2]) {
     throw refusal(
       Code.Unauthenticated,
@@ -201,18 +202,6 @@ function decodeJwt(token: string): DecodedJwt {
     );
   }
   return { kid: header.kid, claims };
-}
-
-function decodeSegment(segment: string | undefined): JwtClaims | undefined {
-  if (!segment) return undefined;
-  try {
-    const value: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString('utf8'));
-    return typeof value === 'object' && value !== null && !Array.isArray(value)
-      ? (value as JwtClaims)
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /**
