@@ -1,4 +1,23 @@
-import * as z from 'zod';
+import {
+  type Field,
+  flag,
+  InvalidValue,
+  isFlagSet,
+  list,
+  lowerCase,
+  milliseconds,
+  millisecondsOrOff,
+  mustBeOneOf,
+  oneOf,
+  optional,
+  type Reader,
+  required,
+  serviceUrl,
+  text,
+  url,
+  wholeNumber,
+  withDefault,
+} from './config-readers.js';
 
 export const ROLES = ['api', 'backend'] as const;
 export type Role = (typeof ROLES)[number];
@@ -7,59 +26,6 @@ export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const DEFAULT_SERVICE_NAMESPACE = 'greeter';
 
 const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
-
-const oneOf = <const T extends readonly [string, ...string[]]>(values: T) =>
-  z.enum(values, { error: `must be one of: ${values.join(', ')}` });
-
-const flag = z
-  .enum(['true', 'false', '1', '0'], { error: 'must be true or false' })
-  .transform((value) => value === 'true' || value === '1');
-
-/**
- * A whole number written in decimal digits: `Number()` would also take `0x1f`, `5e3` or `1_0`,
- * which no one means in an environment variable.
- */
-const wholeNumber = (error: string) =>
-  z
-    .string()
-    .trim()
-    .regex(/^\d{1,16}$/, { error })
-    .transform(Number);
-
-const milliseconds = (max: number) =>
-  wholeNumber('must be a whole number of milliseconds').pipe(
-    z
-      .number()
-      .min(1, { error: 'must be at least 1 ms' })
-      .max(max, { error: `must be at most ${max} ms` }),
-  );
-
-/** 0 turns the check off. */
-const millisecondsOrOff = (max: number) =>
-  wholeNumber('must be a whole number of milliseconds (0 turns it off)').pipe(
-    z.number().max(max, { error: `must be at most ${max} ms` }),
-  );
-
-/** A service's base URL: scheme, host and port only, so that nothing in it is silently dropped. */
-const serviceUrl = z
-  .url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' })
-  .transform((value) => new URL(value))
-  .refine(
-    (url) => url.pathname === '/' && !url.search && !url.hash && !url.username && !url.password,
-    {
-      error:
-        "must be the service's base URL (scheme, host and port), without path, query or credentials",
-    },
-  );
-
-/** Case-insensitive, as log levels usually are in environment variables. */
-const lowerCase = <T extends z.ZodType>(schema: T) =>
-  z.preprocess((value) => (typeof value === 'string' ? value.toLowerCase() : value), schema);
-
-const list = z
-  .string()
-  .transform((value) => value.split(',').map((item) => item.trim()))
-  .transform((items) => items.filter((item) => item.length > 0));
 
 /** What a token's `email` looks like: name@domain, nothing around it. */
 const EMAIL = /^[^\s@:;,]+@[^\s@:;,]+\.[^\s@:;,]+$/;
@@ -84,80 +50,90 @@ function callerProblem(entry: string): string | undefined {
  * Service-account emails as tokens carry them: lower case (Google's are), and the IAM member
  * form that `gcloud ... get-iam-policy` prints (`serviceAccount:…`) taken as its email.
  */
-const callerList = list
-  .transform((entries, context) => {
-    const callers: string[] = [];
-    for (const entry of entries) {
-      const caller = entry.replace(/^serviceAccount:/i, '').toLowerCase();
-      const problem = callerProblem(caller);
-      if (problem) context.issues.push({ code: 'custom', message: problem, input: entry });
-      else callers.push(caller);
-    }
-    return callers;
-  })
-  .refine((callers) => callers.length > 0, {
-    error: 'lists no service account: name the callers, comma-separated, or leave it unset',
-  });
+const callerList: Reader<string[]> = (value) => {
+  const callers: string[] = [];
+  const problems: string[] = [];
+  for (const entry of list(value)) {
+    const caller = entry.replace(/^serviceAccount:/i, '').toLowerCase();
+    const problem = callerProblem(caller);
+    if (problem) problems.push(problem);
+    else callers.push(caller);
+  }
+  const [first, ...rest] = problems;
+  if (first !== undefined) throw new InvalidValue([first, ...rest]);
+  if (callers.length === 0) {
+    throw new InvalidValue([
+      'lists no service account: name the callers, comma-separated, or leave it unset',
+    ]);
+  }
+  return callers;
+};
 
-const EnvSchema = z.object({
-  SERVICE_ROLE: oneOf(ROLES),
-  PORT: wholeNumber('must be a TCP port (0-65535)')
-    .pipe(z.number().max(65535, { error: 'must be a TCP port (0-65535)' }))
-    .default(8080),
-  HOST: z.string().min(1).default('0.0.0.0'),
-  LOG_LEVEL: lowerCase(oneOf(LOG_LEVELS).default('info')),
-  LOG_FORMAT: oneOf(LOG_FORMATS).optional(),
-  SERVICE_NAMESPACE: z.string().min(1).default(DEFAULT_SERVICE_NAMESPACE),
-  DEPLOYMENT_ENVIRONMENT: z.string().min(1).default('local'),
-  SHUTDOWN_TIMEOUT_MS: milliseconds(9_000).default(8_000),
-  BACKEND_URL: serviceUrl.optional(),
-  BACKEND_AUDIENCE: z
-    .url({ protocol: /^https?$/, error: 'must be a URL (the backend service URL)' })
-    .optional(),
-  BACKEND_TIMEOUT_MS: milliseconds(300_000).default(5_000),
-  BACKEND_MAX_ATTEMPTS: wholeNumber('must be a whole number of attempts, 1 to 10')
-    .pipe(
-      z
-        .number()
-        .min(1, { error: 'must be at least 1 (1 means no retry)' })
-        .max(10, { error: 'must be at most 10' }),
-    )
-    .default(5),
-  HTTP_HEADERS_TIMEOUT_MS: milliseconds(300_000).default(10_000),
-  HTTP_REQUEST_TIMEOUT_MS: milliseconds(300_000).default(30_000),
-  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: millisecondsOrOff(60_000).default(200),
-  OVERLOAD_SAMPLE_INTERVAL_MS: wholeNumber('must be a whole number of milliseconds')
-    .pipe(
-      z
-        .number()
-        .min(10, { error: 'must be at least 10 ms (the event-loop delay resolution)' })
-        .max(60_000, { error: 'must be at most 60000 ms' }),
-    )
-    .default(1_000),
-  TRUSTED_PROXY_HOPS: wholeNumber(
-    'must be a whole number of proxies in front (1 on Cloud Run, 2 behind an external load balancer)',
-  )
-    .pipe(z.number().max(10, { error: 'must be at most 10' }))
-    .default(1),
-  GRPC_REFLECTION: flag.default(true),
-  GRPC_MAX_TIMEOUT_MS: milliseconds(3_600_000).default(60_000),
-  AUTH_VERIFY_TOKENS: flag.default(false),
-  AUTH_AUDIENCE: z.url({ error: 'must be a URL (this service URL)' }).optional(),
-  AUTH_ALLOWED_CALLERS: callerList.optional(),
-  AUTH_CERTS_URL: z
-    .url({
-      protocol: /^https?$/,
-      error: "must be the URL of Google's token signing keys (the default is right on Cloud Run)",
-    })
-    .default('https://www.googleapis.com/oauth2/v1/certs'),
-  TELEMETRY_EXPORT_MODE: oneOf(TELEMETRY_EXPORT_MODES).optional(),
-  TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: flag.default(false),
-  TELEMETRY_BAGGAGE_ATTRIBUTES: list.default(['enduser.id']),
-  K_SERVICE: z.string().optional(),
-  GOOGLE_CLOUD_PROJECT: z.string().optional(),
-});
+const PORT_PROBLEM = 'must be a TCP port (0-65535)';
+const HTTP_URL = { httpOnly: true };
 
-type Env = z.infer<typeof EnvSchema>;
+/** Every variable the roles read, in the order their problems are listed. */
+const FIELDS = {
+  SERVICE_ROLE: required(oneOf(ROLES), mustBeOneOf(ROLES)),
+  PORT: withDefault(wholeNumber(PORT_PROBLEM, { max: [65535, PORT_PROBLEM] }), 8080),
+  HOST: withDefault(text, '0.0.0.0'),
+  LOG_LEVEL: withDefault(lowerCase(oneOf(LOG_LEVELS)), 'info'),
+  LOG_FORMAT: optional(oneOf(LOG_FORMATS)),
+  SERVICE_NAMESPACE: withDefault(text, DEFAULT_SERVICE_NAMESPACE),
+  DEPLOYMENT_ENVIRONMENT: withDefault(text, 'local'),
+  SHUTDOWN_TIMEOUT_MS: withDefault(milliseconds(9_000), 8_000),
+  BACKEND_URL: optional(
+    serviceUrl(
+      'must be an http:// or https:// URL',
+      "must be the service's base URL (scheme, host and port), without path, query or credentials",
+    ),
+  ),
+  BACKEND_AUDIENCE: optional(url('must be a URL (the backend service URL)', HTTP_URL)),
+  BACKEND_TIMEOUT_MS: withDefault(milliseconds(300_000), 5_000),
+  BACKEND_MAX_ATTEMPTS: withDefault(
+    wholeNumber('must be a whole number of attempts, 1 to 10', {
+      min: [1, 'must be at least 1 (1 means no retry)'],
+      max: [10, 'must be at most 10'],
+    }),
+    5,
+  ),
+  HTTP_HEADERS_TIMEOUT_MS: withDefault(milliseconds(300_000), 10_000),
+  HTTP_REQUEST_TIMEOUT_MS: withDefault(milliseconds(300_000), 30_000),
+  OVERLOAD_MAX_EVENT_LOOP_DELAY_MS: withDefault(millisecondsOrOff(60_000), 200),
+  OVERLOAD_SAMPLE_INTERVAL_MS: withDefault(
+    wholeNumber('must be a whole number of milliseconds', {
+      min: [10, 'must be at least 10 ms (the event-loop delay resolution)'],
+      max: [60_000, 'must be at most 60000 ms'],
+    }),
+    1_000,
+  ),
+  TRUSTED_PROXY_HOPS: withDefault(
+    wholeNumber(
+      'must be a whole number of proxies in front (1 on Cloud Run, 2 behind an external load balancer)',
+      { max: [10, 'must be at most 10'] },
+    ),
+    1,
+  ),
+  GRPC_REFLECTION: withDefault(flag, true),
+  GRPC_MAX_TIMEOUT_MS: withDefault(milliseconds(3_600_000), 60_000),
+  AUTH_VERIFY_TOKENS: withDefault(flag, false),
+  AUTH_AUDIENCE: optional(url('must be a URL (this service URL)', { httpOnly: false })),
+  AUTH_ALLOWED_CALLERS: optional(callerList),
+  AUTH_CERTS_URL: withDefault(
+    url(
+      "must be the URL of Google's token signing keys (the default is right on Cloud Run)",
+      HTTP_URL,
+    ),
+    'https://www.googleapis.com/oauth2/v1/certs',
+  ),
+  TELEMETRY_EXPORT_MODE: optional(oneOf(TELEMETRY_EXPORT_MODES)),
+  TELEMETRY_WRITE_CLOUD_TRACE_CONTEXT: withDefault(flag, false),
+  TELEMETRY_BAGGAGE_ATTRIBUTES: withDefault(list, ['enduser.id']),
+  K_SERVICE: optional(text),
+  GOOGLE_CLOUD_PROJECT: optional(text),
+} satisfies Record<string, Field<unknown>>;
+
+type Env = { [Name in keyof typeof FIELDS]: ReturnType<(typeof FIELDS)[Name]> };
 
 export type BackendTarget = {
   url: URL;
@@ -189,36 +165,40 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
   const present = Object.fromEntries(
     Object.entries(env).filter(([, value]) => value !== undefined && value !== ''),
   );
-  const result = EnvSchema.safeParse(present);
-  const problems = result.success
-    ? []
-    : result.error.issues.map((issue) => {
-        const name = issue.path.join('.');
-        const got = present[name];
-        return `${name}: ${issue.message}${got === undefined ? ' (not set)' : ` (got ${JSON.stringify(got)})`}`;
-      });
+  const problems: string[] = [];
+  const values: Record<string, unknown> = {};
+  for (const [name, read] of Object.entries(FIELDS)) {
+    const got = present[name];
+    try {
+      const value = read(got);
+      if (value !== undefined) values[name] = value;
+    } catch (error) {
+      if (!(error instanceof InvalidValue)) throw error;
+      const suffix = got === undefined ? ' (not set)' : ` (got ${JSON.stringify(got)})`;
+      for (const problem of error.problems) problems.push(`${name}: ${problem}${suffix}`);
+    }
+  }
+  const valid = problems.length === 0;
+  const data = values as Env;
   if (present.SERVICE_ROLE === 'api' && present.BACKEND_URL === undefined) {
     problems.push(
       'BACKEND_URL: required when SERVICE_ROLE=api (http://host:port for a local h2c backend, https://<service>.run.app on Cloud Run)',
     );
   }
-  if (
-    flag.safeParse(present.AUTH_VERIFY_TOKENS).data === true &&
-    present.AUTH_AUDIENCE === undefined
-  ) {
+  if (isFlagSet(present.AUTH_VERIFY_TOKENS) && present.AUTH_AUDIENCE === undefined) {
     problems.push(
       'AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)',
     );
   }
-  if (result.success && result.data.HTTP_HEADERS_TIMEOUT_MS > result.data.HTTP_REQUEST_TIMEOUT_MS) {
-    const { HTTP_HEADERS_TIMEOUT_MS: headers, HTTP_REQUEST_TIMEOUT_MS: request } = result.data;
+  if (valid && data.HTTP_HEADERS_TIMEOUT_MS > data.HTTP_REQUEST_TIMEOUT_MS) {
+    const { HTTP_HEADERS_TIMEOUT_MS: headers, HTTP_REQUEST_TIMEOUT_MS: request } = data;
     problems.push(
       `HTTP_HEADERS_TIMEOUT_MS: must not exceed HTTP_REQUEST_TIMEOUT_MS (got ${headers} > ${request})`,
     );
   }
-  if (!result.success || problems.length > 0) throw new ConfigError(problems);
+  if (problems.length > 0) throw new ConfigError(problems);
 
-  const { BACKEND_URL, BACKEND_AUDIENCE, TELEMETRY_EXPORT_MODE, ...rest } = result.data;
+  const { BACKEND_URL, BACKEND_AUDIENCE, TELEMETRY_EXPORT_MODE, ...rest } = data;
   const onCloudRun = rest.K_SERVICE !== undefined;
   return Object.freeze({
     ...rest,

@@ -125,6 +125,30 @@ describe('parseConfig', () => {
     expect(config.backend?.url.href).toBe('https://greeter-backend-abc-ew.a.run.app/');
   });
 
+  it('reads a URL trimmed, and an http(s) URL only with its //', () => {
+    expect(
+      problemsOf({
+        SERVICE_ROLE: 'api',
+        BACKEND_URL: 'http:backend.example',
+        BACKEND_AUDIENCE: 'https:/backend.example',
+        AUTH_CERTS_URL: 'certs.example/keys',
+      }),
+    ).toEqual([
+      'BACKEND_URL: must be an http:// or https:// URL (got "http:backend.example")',
+      'BACKEND_AUDIENCE: must be a URL (the backend service URL) (got "https:/backend.example")',
+      'AUTH_CERTS_URL: must be the URL of Google\'s token signing keys (the default is right on Cloud Run) (got "certs.example/keys")',
+    ]);
+    const config = parseConfig({
+      SERVICE_ROLE: 'api',
+      BACKEND_URL: ' HTTPS://Backend.example ',
+      BACKEND_AUDIENCE: ' https://aud.example ',
+      AUTH_AUDIENCE: 'urn:backend',
+    });
+    expect(config.backend).toMatchObject({ transport: 'tls', audience: 'https://aud.example' });
+    expect(config.backend?.url.href).toBe('https://backend.example/');
+    expect(config.AUTH_AUDIENCE).toBe('urn:backend');
+  });
+
   it('refuses an AUTH_ALLOWED_CALLERS that lists nobody (it would refuse every caller)', () => {
     expect(
       problemsOf({
