@@ -14,9 +14,10 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 /**
- * Requests to the api, each of which must answer 200: they run the code a first request runs
- * (a route, its schemas, the backend call, the backend's handler), so that it is in the cache,
- * and prove the image serves. A fork that replaces the greeting lists its own routes here: ones
+ * Requests to the api, each of which must answer 200: they load the modules a first request
+ * loads (the API docs are imported on first use), so that those are in the cache too, and prove
+ * the image serves. Node writes a module's code cache when it compiles the module: it holds the
+ * module's top-level code, not the functions V8 compiles later, on their first call. A fork that replaces the greeting lists its own routes here: ones
  * that need nothing but the two roles (no database, no other service), and have no side effects.
  */
 const WARM_REQUESTS = [
