@@ -16,6 +16,7 @@ import {
   batchOptionsFromEnv,
   diagLogLevelFromEnv,
   exporterChoices,
+  hasOtlpEndpoint,
   isSdkDisabled,
   metricReaderTimingFromEnv,
   otlpEndpointIsGoogle,
@@ -105,6 +106,20 @@ describe("Google's token goes only to Google's endpoints", () => {
     expect(otlpEndpointIsGoogle('METRICS')).toBe(true);
   });
 
+  it('an endpoint that is not a URL is named once and counts as unset', () => {
+    process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = 'collector';
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = 'https://telemetry.googleapis.com';
+    expect(otlpEndpointIsGoogle('TRACES')).toBe(true);
+    expect(otlpEndpointIsGoogle('TRACES')).toBe(true);
+    process.env.OTEL_EXPORTER_OTLP_ENDPOINT = 'otel collector';
+    expect(otlpEndpointIsGoogle('METRICS')).toBe(false);
+    expect(hasOtlpEndpoint('METRICS')).toBe(false);
+    expect(warnings).toEqual([
+      'OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=collector is not a URL (such as http://host:4318); ignored, as if unset.',
+      'OTEL_EXPORTER_OTLP_ENDPOINT=otel collector is not a URL (such as http://host:4318); ignored, as if unset.',
+    ]);
+  });
+
   it('no endpoint set: the default is decided elsewhere', () => {
     expect(otlpEndpointIsGoogle('TRACES')).toBe(false);
   });
@@ -120,6 +135,19 @@ describe('enum values are case-insensitive, as the specification asks', () => {
     expect(otlpProtocol('TRACES')).toBe('http/json');
     expect(samplerFromEnv().toString()).toContain('AlwaysOffSampler');
     expect(isSdkDisabled()).toBe(true);
+  });
+
+  it('an OTLP protocol it cannot use is named once, with its variable and http/protobuf used', () => {
+    process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'grpc';
+    expect(otlpProtocol('TRACES')).toBe('http/protobuf');
+    expect(otlpProtocol('METRICS')).toBe('http/protobuf');
+    process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL = 'Thrift';
+    expect(otlpProtocol('TRACES')).toBe('http/protobuf');
+    expect(warnings).toEqual([
+      'OTEL_EXPORTER_OTLP_PROTOCOL=grpc is not supported here (use http/protobuf or http/json); using http/protobuf.',
+      'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=Thrift is not supported here (use http/protobuf or http/json); using http/protobuf.',
+    ]);
+    delete process.env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL;
   });
 
   it('TraceIdRatio with its argument, and ALWAYS_OFF', () => {
@@ -273,17 +301,30 @@ describe('numbers: a value it cannot use is named with the default used instead'
     expect(warnings).toEqual(said);
   });
 
-  it('text that is not a number is reported once, by @opentelemetry/core', () => {
+  it('text that is not a number is named once, with the default used instead', () => {
     process.env.OTEL_BSP_SCHEDULE_DELAY = 'soon';
-    process.env.OTEL_METRIC_EXPORT_TIMEOUT = 'later';
+    process.env.OTEL_METRIC_EXPORT_TIMEOUT = '5s';
     expect(batchOptionsFromEnv()).toEqual({});
     expect(metricReaderTimingFromEnv()).toEqual({
       exportIntervalMillis: 60_000,
       exportTimeoutMillis: 30_000,
     });
-    expect(warnings).toHaveLength(2);
-    expect(warnings[0]).toContain('OTEL_BSP_SCHEDULE_DELAY');
-    expect(warnings[1]).toContain('OTEL_METRIC_EXPORT_TIMEOUT');
+    expect(warnings).toEqual([
+      `OTEL_BSP_SCHEDULE_DELAY=soon is not ${range('milliseconds', 0)}; using the default, 5000.`,
+      `OTEL_METRIC_EXPORT_TIMEOUT=5s is not ${range('milliseconds', 0)}; using the default, 30000.`,
+    ]);
+  });
+
+  it('OTEL_TRACES_SAMPLER_ARG that is not a number from 0 to 1 is named, and 1 used', () => {
+    process.env.OTEL_TRACES_SAMPLER = 'traceidratio';
+    for (const arg of ['half', '1.5']) {
+      process.env.OTEL_TRACES_SAMPLER_ARG = arg;
+      expect(samplerFromEnv().toString()).toBe('TraceIdRatioBased{1}');
+    }
+    expect(warnings).toEqual([
+      'OTEL_TRACES_SAMPLER_ARG=half is not a number from 0 to 1; using 1.',
+      'OTEL_TRACES_SAMPLER_ARG=1.5 is not a number from 0 to 1; using 1.',
+    ]);
   });
 });
 
@@ -489,11 +530,12 @@ describe('span and attribute limits', () => {
     expect(warnings).toEqual(said);
   });
 
-  it('text that is not a number is reported once, by @opentelemetry/core', () => {
+  it('text that is not a number is named once, with the default used instead', () => {
     process.env.OTEL_SPAN_EVENT_COUNT_LIMIT = 'many';
     expect(spanLimitsFromEnv()).toEqual(SPEC_DEFAULTS);
-    expect(warnings).toHaveLength(1);
-    expect(warnings[0]).toContain('OTEL_SPAN_EVENT_COUNT_LIMIT');
+    expect(warnings).toEqual([
+      'OTEL_SPAN_EVENT_COUNT_LIMIT=many is not a whole number of events from 0 to 2147483647; using the default, 128.',
+    ]);
   });
 
   /** The attributes a span keeps, made by a provider with these options. */

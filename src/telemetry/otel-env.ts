@@ -1,10 +1,5 @@
 import { DiagLogLevel, diag } from '@opentelemetry/api';
-import {
-  getBooleanFromEnv,
-  getNumberFromEnv,
-  getStringFromEnv,
-  getStringListFromEnv,
-} from '@opentelemetry/core';
+import { getBooleanFromEnv, getStringFromEnv, getStringListFromEnv } from '@opentelemetry/core';
 import {
   AlwaysOffSampler,
   AlwaysOnSampler,
@@ -70,22 +65,45 @@ function exporting(choice: ExporterChoice): ExporterChoice[] {
   return choice === 'none' ? [] : [choice];
 }
 
+/** Warnings already written: a variable read for both signals, or read again, is reported once. */
+const reported = new Set<string>();
+
 export function otlpProtocol(signal: 'TRACES' | 'METRICS'): OtlpProtocol {
-  const value =
-    enumFromEnv(`OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`) ??
-    enumFromEnv('OTEL_EXPORTER_OTLP_PROTOCOL') ??
-    'http/protobuf';
+  const own = `OTEL_EXPORTER_OTLP_${signal}_PROTOCOL`;
+  const variable = enumFromEnv(own) === undefined ? 'OTEL_EXPORTER_OTLP_PROTOCOL' : own;
+  const value = enumFromEnv(variable) ?? 'http/protobuf';
   if (value === 'http/protobuf' || value === 'http/json') return value;
-  diag.warn(`OTLP protocol ${value} is not supported here (use http/protobuf or http/json).`);
+  warnOnce(
+    `${variable}=${getStringFromEnv(variable)} is not supported here (use http/protobuf or http/json); using http/protobuf.`,
+  );
   return 'http/protobuf';
 }
 
-/** The OTLP endpoint set for this signal: its own variable, else the general one. */
+function warnOnce(warning: string): void {
+  if (!reported.has(warning)) diag.warn(warning);
+  reported.add(warning);
+}
+
+/** A number as the spec writes one (`Number()`'s reading, blanks trimmed); NaN if it is not. */
+function numberFromEnv(variable: string): number | undefined {
+  const text = getStringFromEnv(variable);
+  return text === undefined ? undefined : Number(text);
+}
+
+/**
+ * The OTLP endpoint set for this signal: its own variable, else the general one. One that is not
+ * a URL counts as unset (the exporter would send to its default while our lines named it).
+ */
 export function otlpEndpoint(signal: 'TRACES' | 'METRICS'): string | undefined {
-  return (
-    getStringFromEnv(`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`) ??
-    getStringFromEnv('OTEL_EXPORTER_OTLP_ENDPOINT')
-  );
+  for (const variable of [`OTEL_EXPORTER_OTLP_${signal}_ENDPOINT`, 'OTEL_EXPORTER_OTLP_ENDPOINT']) {
+    const endpoint = getStringFromEnv(variable)?.trim();
+    if (!endpoint) continue;
+    if (URL.canParse(endpoint)) return endpoint;
+    warnOnce(
+      `${variable}=${endpoint} is not a URL (such as http://host:4318); ignored, as if unset.`,
+    );
+  }
+  return undefined;
 }
 
 export function hasOtlpEndpoint(signal: 'TRACES' | 'METRICS'): boolean {
@@ -103,9 +121,12 @@ export function otlpEndpointIsGoogle(signal: 'TRACES' | 'METRICS'): boolean {
 export function samplerFromEnv(): Sampler {
   const name = enumFromEnv('OTEL_TRACES_SAMPLER') ?? 'parentbased_always_on';
   const ratio = () => {
-    const arg = getNumberFromEnv('OTEL_TRACES_SAMPLER_ARG');
-    if (arg === undefined || Number.isNaN(arg) || arg < 0 || arg > 1) {
-      if (arg !== undefined) diag.warn('OTEL_TRACES_SAMPLER_ARG must be in [0, 1]; using 1.');
+    const arg = numberFromEnv('OTEL_TRACES_SAMPLER_ARG');
+    if (arg === undefined) return 1;
+    if (Number.isNaN(arg) || arg < 0 || arg > 1) {
+      diag.warn(
+        `OTEL_TRACES_SAMPLER_ARG=${getStringFromEnv('OTEL_TRACES_SAMPLER_ARG')} is not a number from 0 to 1; using 1.`,
+      );
       return 1;
     }
     return arg;
@@ -153,12 +174,9 @@ function spans(variable: string, fallback: number): NumberVariable {
   return { variable, min: 1, fallback, unit: 'spans' };
 }
 
-/**
- * A whole number in [min, 2³¹ − 1], else undefined (the default applies). Text that is not a
- * number is reported by `getNumberFromEnv` itself; anything else out of range is reported here.
- */
+/** A whole number in [min, 2³¹ − 1], else undefined (the default applies) and a warning. */
 function wholeNumberFromEnv({ variable, min, fallback, unit }: NumberVariable): number | undefined {
-  const value = getNumberFromEnv(variable);
+  const value = numberFromEnv(variable);
   if (value === undefined) return undefined;
   if (Number.isInteger(value) && value >= min && value <= LONGEST_TIMER_MS) return value;
   const used = fallback === NO_LIMIT ? 'no limit' : fallback;
