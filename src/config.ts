@@ -24,6 +24,7 @@ export type Role = (typeof ROLES)[number];
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export const LOG_FORMATS = ['json', 'pretty'] as const;
 export const DEFAULT_SERVICE_NAMESPACE = 'greeter';
+export const DEFAULT_DEPLOYMENT_ENVIRONMENT = 'local';
 
 const TELEMETRY_EXPORT_MODES = ['batch', 'request'] as const;
 
@@ -80,7 +81,7 @@ const FIELDS = {
   LOG_LEVEL: withDefault(lowerCase(oneOf(LOG_LEVELS)), 'info'),
   LOG_FORMAT: optional(oneOf(LOG_FORMATS)),
   SERVICE_NAMESPACE: withDefault(text, DEFAULT_SERVICE_NAMESPACE),
-  DEPLOYMENT_ENVIRONMENT: withDefault(text, 'local'),
+  DEPLOYMENT_ENVIRONMENT: withDefault(text, DEFAULT_DEPLOYMENT_ENVIRONMENT),
   SHUTDOWN_TIMEOUT_MS: withDefault(milliseconds(9_000), 8_000),
   BACKEND_URL: optional(
     serviceUrl(

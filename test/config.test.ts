@@ -229,7 +229,13 @@ describe('a role started with a bad environment', () => {
   it('exits with 78 before listening, logging every problem in one CRITICAL line', async () => {
     const main = resolve(import.meta.dirname, '../dist/entry/main.js');
     const failed = await execFileAsync(process.execPath, [main], {
-      env: { PATH: process.env.PATH ?? '', SERVICE_ROLE: 'api', LOG_LEVEL: 'loud', PORT: '0' },
+      env: {
+        PATH: process.env.PATH ?? '',
+        SERVICE_ROLE: 'api',
+        LOG_LEVEL: 'loud',
+        PORT: '0',
+        DEPLOYMENT_ENVIRONMENT: 'staging',
+      },
       timeout: 15_000,
     }).then(
       () => undefined,
@@ -242,6 +248,11 @@ describe('a role started with a bad environment', () => {
     const line = JSON.parse(lines[0] ?? '') as { severity: string; message: string };
     expect(line).toMatchObject({
       severity: 'CRITICAL',
+      'logging.googleapis.com/labels': {
+        'service.name': 'greeter-api',
+        'service.namespace': 'greeter',
+        'deployment.environment.name': 'staging',
+      },
       problems: [
         expect.stringMatching(/^LOG_LEVEL: must be one of:/),
         expect.stringMatching(/^BACKEND_URL: required when SERVICE_ROLE=api/),
