@@ -9,7 +9,7 @@
 export class InvalidValue extends Error {
   override name = 'InvalidValue';
   readonly problems: readonly string[];
-  constructor(problems: readonly [string, ...string[]]) {
+  constructor(problems: readonly string[]) {
     super(problems.join('; '));
     this.problems = problems;
   }
@@ -59,10 +59,6 @@ export const flag: Reader<boolean> = (value) => {
   if (set === undefined) throw new InvalidValue(['must be true or false']);
   return set;
 };
-
-/** Whether a flag's text reads as true; false for anything else, unset included. */
-export const isFlagSet = (value: string | undefined): boolean =>
-  value !== undefined && FLAGS[value] === true;
 
 type Bound = readonly [limit: number, problem: string];
 

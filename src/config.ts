@@ -2,7 +2,6 @@ import {
   type Field,
   flag,
   InvalidValue,
-  isFlagSet,
   list,
   lowerCase,
   milliseconds,
@@ -60,8 +59,7 @@ const callerList: Reader<string[]> = (value) => {
     if (problem) problems.push(problem);
     else callers.push(caller);
   }
-  const [first, ...rest] = problems;
-  if (first !== undefined) throw new InvalidValue([first, ...rest]);
+  if (problems.length > 0) throw new InvalidValue(problems);
   if (callers.length === 0) {
     throw new InvalidValue([
       'lists no service account: name the callers, comma-separated, or leave it unset',
@@ -186,7 +184,7 @@ export function parseConfig(env: Record<string, string | undefined>): Config {
       'BACKEND_URL: required when SERVICE_ROLE=api (http://host:port for a local h2c backend, https://<service>.run.app on Cloud Run)',
     );
   }
-  if (isFlagSet(present.AUTH_VERIFY_TOKENS) && present.AUTH_AUDIENCE === undefined) {
+  if (values.AUTH_VERIFY_TOKENS === true && present.AUTH_AUDIENCE === undefined) {
     problems.push(
       'AUTH_AUDIENCE: required when AUTH_VERIFY_TOKENS=true (this service URL, as callers name it)',
     );
