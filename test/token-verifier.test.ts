@@ -245,13 +245,13 @@ describe('the signing keys of the token check', () => {
     expect(certs.requests()).toBe(1);
 
     // Past the max-age: answered with the keys in hand while they are fetched again.
-    await clock.set(10 * MINUTE + 1_000);
+    await clock.set(11 * MINUTE);
     expect(await greet(running, mint(k1, clock))).toBe('OK');
     await eventually(() => expect(certs.requests()).toBe(2));
 
     // The URL fails after the new set's max-age: the last good set is used for an hour more.
     certs.answer = 'http-500';
-    await clock.set(20 * MINUTE + 2_000);
+    await clock.set(22 * MINUTE);
     expect(await greet(running, mint(k1, clock))).toBe('OK');
     await eventually(() => expect(certs.requests()).toBe(3));
     await clock.set(50 * MINUTE);
@@ -262,7 +262,7 @@ describe('the signing keys of the token check', () => {
     expect(stale.message).toContain(`${certs.url} answered HTTP 500`);
 
     // Past the grace: the keys are no longer trusted, and the failure is ours, not the caller's.
-    await clock.set(81 * MINUTE + 3_000);
+    await clock.set(83 * MINUTE);
     expect(await greet(running, mint(k1, clock))).toBe(
       "Unavailable: cannot check ID tokens right now: the signing keys could not be fetched (the reason is in this service's log); call again later",
     );

@@ -4,7 +4,6 @@ import { resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll } from 'vitest';
 import { type OtlpReceiver, startOtlpReceiver } from '../../tools/otlp-receiver/index.ts';
-import { freePort } from './free-port.js';
 
 export type RoleProcess = {
   url: string;
@@ -40,22 +39,23 @@ export type StartRoleOptions = {
   /** Defaults to dist/entry/main.js of this repository. */
   main?: string;
   cwd?: string;
-  /** Wait for this log message fragment before resolving (default: "listening"). */
-  readyMessage?: string;
 };
 
-/** Starts `node dist/entry/main.js` for a role on a free port and waits until it listens. */
+/**
+ * Starts `node dist/entry/main.js` for a role and waits until it listens. Without a PORT in
+ * `env` the role takes a port of the kernel's choosing (PORT=0) and says which in its listening
+ * line, so that no other test can take the port between a probe and the role's bind.
+ */
 export async function startRole(
   role: 'api' | 'backend',
   options: StartRoleOptions = {},
 ): Promise<RoleProcess> {
-  const port = options.env?.PORT ? Number(options.env.PORT) : await freePort();
   const child = spawn(process.execPath, [options.main ?? MAIN], {
     cwd: options.cwd ?? process.cwd(),
     env: {
       ...baseEnv(),
       SERVICE_ROLE: role,
-      PORT: String(port),
+      PORT: '0',
       HOST: '127.0.0.1',
       ...options.env,
     },
@@ -75,9 +75,10 @@ export async function startRole(
     stderr += chunk;
   });
   const exited = once(child, 'exit').then(([code]) => code as number | null);
-  const ready = options.readyMessage ?? 'listening';
+  const listening = () =>
+    lines.find((line) => line.role === role && typeof line.address === 'string');
   const deadline = Date.now() + 15_000;
-  while (!lines.some((line) => String(line.message ?? '').includes(ready))) {
+  while (!listening()) {
     if (child.exitCode !== null) {
       throw new Error(
         `${role} exited with ${child.exitCode} before listening:\n${stderr}\n${JSON.stringify(lines)}`,
@@ -89,6 +90,7 @@ export async function startRole(
     }
     await new Promise((r) => setTimeout(r, 25));
   }
+  const port = Number(/:(\d+)(?=\s|$)/.exec(String(listening()?.address))?.[1]);
   return {
     url: `http://127.0.0.1:${port}`,
     port,
