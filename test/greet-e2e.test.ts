@@ -309,6 +309,10 @@ describe('a server fault that comes after the caller left', () => {
       env: { BACKEND_URL: 'https://127.0.0.1:9', GCE_METADATA_HOST: `127.0.0.1:${port}` },
     });
     try {
+      // The listening line says where calls go, how, and for which audience tokens are asked.
+      expect(api.logs().find((line) => line.role === 'api')?.address).toMatch(
+        /\(backend https:\/\/127\.0\.0\.1:9 over tls, ID tokens for https:\/\/127\.0\.0\.1\)$/,
+      );
       const caller = new AbortController();
       const answered = postGreet(api.url, { name: 'David' }, {}, caller.signal).catch(
         (error: unknown) => error,

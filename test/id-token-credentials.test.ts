@@ -182,13 +182,16 @@ describe('what the token source answers', () => {
   );
 
   it('a source that fails: the reason once, with what to check; no cause to repeat it', async () => {
+    // google-auth-library's own message, which ends with a period.
+    const reason =
+      'Could not load the default credentials. Browse to https://cloud.google.com/docs/authentication/getting-started for more information.';
     const credentials = createIdTokenCredentials(AUDIENCE, async () => {
-      throw new Error('Could not load the default credentials');
+      throw new Error(reason);
     });
     const error = await failure(credentials);
     expect(isCredentialsError(error)).toBe(true);
     expect(error.rawMessage).toBe(
-      `could not get a Google ID token for audience ${AUDIENCE}: Could not load the default credentials. ` +
+      `could not get a Google ID token for audience ${AUDIENCE}: ${reason} ` +
         'On Cloud Run check the service account of this service; locally set ' +
         'GOOGLE_APPLICATION_CREDENTIALS to impersonated or service-account credentials.',
     );

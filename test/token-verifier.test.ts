@@ -1,15 +1,18 @@
-import { createHash, type KeyObject, X509Certificate } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { createHash, createPrivateKey, type KeyObject, sign, X509Certificate } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
 import { Code, ConnectError, createClient } from '@connectrpc/connect';
 import { createGrpcTransport } from '@connectrpc/connect-node';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { BackendService } from '../src/gen/backend_service/v1/backend_service_pb.js';
 import { signRs256Jwt } from '../tools/cloud-run-local/jwt.ts';
 import { createSelfSignedCertificate } from '../tools/cloud-run-local/self-signed-certificate.ts';
+import { startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
 
 /*
@@ -36,11 +39,48 @@ async function createSigningKey(name: string): Promise<SigningKey> {
   return { kid: createHash('sha1').update(spki).digest('hex'), privateKey, certificatePem };
 }
 
+/** A P-256 key and its self-signed certificate (openssl), as a key set could wrongly carry. */
+async function createEcSigningKey(): Promise<SigningKey> {
+  const dir = await mkdtemp(join(tmpdir(), 'token-verifier-ec-'));
+  try {
+    const [keyFile, certificateFile] = [join(dir, 'key.pem'), join(dir, 'certificate.pem')];
+    await promisify(execFile)('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      certificateFile,
+      '-subj',
+      '/CN=ec',
+      '-days',
+      '1',
+    ]);
+    const certificatePem = await readFile(certificateFile, 'utf8');
+    const spki = new X509Certificate(certificatePem).publicKey.export({
+      type: 'spki',
+      format: 'der',
+    });
+    return {
+      kid: createHash('sha1').update(spki).digest('hex'),
+      privateKey: createPrivateKey(await readFile(keyFile, 'utf8')),
+      certificatePem,
+    };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 type CertsServer = {
   url: string;
   /** The keys published, in Google's v1 shape (kid to PEM). */
   published: Set<SigningKey>;
-  answer: 'keys' | 'http-500' | 'empty';
+  answer: 'keys' | 'http-500' | 'empty' | 'not-json' | 'jwk' | 'oversized';
   cacheControl: string | undefined;
   requests(): number;
   close(): Promise<void>;
@@ -66,15 +106,27 @@ async function startCertsServer(keys: SigningKey[]): Promise<CertsServer> {
       response.writeHead(500).end('boom');
       return;
     }
-    const body =
-      certs.answer === 'empty'
-        ? {}
-        : Object.fromEntries([...certs.published].map((key) => [key.kid, key.certificatePem]));
+    const keys = Object.fromEntries([...certs.published].map((k) => [k.kid, k.certificatePem]));
+    const bodies = {
+      keys: () => JSON.stringify(keys),
+      empty: () => '{}',
+      'not-json': () => '<html>sign in</html>',
+      jwk: () => JSON.stringify({ keys: [{ kty: 'RSA', kid: 'k', n: 'AQAB', e: 'AQAB' }] }),
+      // A valid key set padded past 1 MiB, sent in chunks without a Content-Length.
+      oversized: () => JSON.stringify({ ...keys, padding: 'x'.repeat(2 * 1024 * 1024) }),
+    };
     response.writeHead(200, {
       'content-type': 'application/json',
       ...(certs.cacheControl ? { 'cache-control': certs.cacheControl } : {}),
     });
-    response.end(JSON.stringify(body));
+    const body = bodies[certs.answer]();
+    if (certs.answer !== 'oversized') {
+      response.end(body);
+      return;
+    }
+    for (let at = 0; at < body.length; at += 64 * 1024)
+      response.write(body.slice(at, at + 64 * 1024));
+    response.end();
   });
   await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
   certs.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/oauth2/v1/certs`;
@@ -272,6 +324,7 @@ describe('the signing keys of the token check', () => {
     expect(linesSaying(running, 'could not fetch the signing keys again')).toHaveLength(1);
 
     certs.answer = 'keys';
+    await clock.set(83 * MINUTE + 5_000);
     expect(await greet(running, mint(k1, clock))).toBe('OK');
     await lastLineSaying(running, 'signing keys fetched again');
     expect(linesSaying(running, 'signing keys fetched again')).toHaveLength(1);
@@ -286,9 +339,98 @@ describe('the signing keys of the token check', () => {
     expect((await lastLineSaying(backend, 'call refused')).message).toContain(
       `${certs.url} answered an empty key set`,
     );
+    // Within 5 s of the failure, calls get it again without a fetch; then the URL is asked again.
     certs.answer = 'keys';
+    expect(await greet(backend, mint(k1, clock))).toMatch(/^Unavailable: /);
+    expect(certs.requests()).toBe(1);
+    await clock.set(5_000);
     expect(await greet(backend, mint(k1, clock))).toBe('OK');
     expect(certs.requests()).toBe(2);
+  });
+
+  it('with no key set in hand, asks a failing URL at most every 5 s, whatever callers send', async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    certs.answer = 'http-500';
+    backend = await startVerifyingBackend(certs, clock);
+    // Shaped like a Google token, signed by nobody: nothing about it is checked before the keys.
+    const forged = [{ alg: 'RS256', kid: 'made-up' }, { aud: AUDIENCE }]
+      .map((part) => Buffer.from(JSON.stringify(part)).toString('base64url'))
+      .concat('AAAA')
+      .join('.');
+    for (let call = 0; call < 10; call++) {
+      expect(await greet(backend, forged)).toMatch(/^Unavailable: cannot check ID tokens/);
+    }
+    expect(certs.requests()).toBe(1);
+    const refused = await lastLineSaying(backend, 'call refused', 10);
+    expect(refused.message).toContain(`${certs.url} answered HTTP 500 (AUTH_CERTS_URL)`);
+
+    await clock.set(5_000);
+    expect(await greet(backend, forged)).toMatch(/^Unavailable: /);
+    expect(certs.requests()).toBe(2);
+    certs.answer = 'keys';
+    await clock.set(10_000);
+    expect(await greet(backend, mint(k1, clock))).toBe('OK');
+    expect(certs.requests()).toBe(3);
+  });
+
+  it.each([
+    ['not-json', 'did not answer with JSON'],
+    ['jwk', 'answered a JWK set (v3)'],
+    ['oversized', 'the answer is over 1048576 bytes: it is not a key set'],
+  ] as const)('refuses a key set that is %s (UNAVAILABLE, saying why)', async (answer, why) => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    certs.answer = answer;
+    backend = await startVerifyingBackend(certs, clock);
+    expect(await greet(backend, mint(k1, clock))).toMatch(/^Unavailable: /);
+    const refused = await lastLineSaying(backend, 'call refused');
+    expect(refused.message).toContain(why);
+    if (answer !== 'jwk') expect(refused.message).not.toContain('JWK');
+  });
+
+  it('takes only RSA keys: a set with an EC certificate is refused, so an ECDSA signature labelled RS256 cannot pass', async () => {
+    clock = await createClock();
+    const ec = await createEcSigningKey();
+    certs = await startCertsServer([k1, ec]);
+    backend = await startVerifyingBackend(certs, clock);
+    const [header, claims] = mint(k1, clock, {}, { kid: ec.kid }).split('.');
+    const signature = sign('sha256', Buffer.from(`${header}.${claims}`), ec.privateKey);
+    expect(await greet(backend, `${header}.${claims}.${signature.toString('base64url')}`)).toMatch(
+      /^Unavailable: /,
+    );
+    const refused = await lastLineSaying(backend, 'call refused');
+    expect(refused.message).toContain('did not answer with RSA certificates (PEM) by key id');
+    expect(await greet(backend, mint(k1, clock))).toMatch(/^Unavailable: /);
+  });
+
+  it("records the caller's email on the span only when the token says Google verified it", async () => {
+    clock = await createClock();
+    certs = await startCertsServer([k1]);
+    const receiver = await startOtlpReceiver();
+    try {
+      // No allow-list: any caller gets in, so nothing else reads email_verified.
+      backend = await startVerifyingBackend(certs, clock, {
+        AUTH_ALLOWED_CALLERS: '',
+        OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+        OTEL_BSP_SCHEDULE_DELAY: '50',
+      });
+      const unverified = 'someone@example.com';
+      expect(
+        await greet(backend, mint(k1, clock, { email: unverified, email_verified: false })),
+      ).toBe('OK');
+      expect(await greet(backend, mint(k1, clock, { email_verified: undefined }))).toBe('OK');
+      expect(await greet(backend, mint(k1, clock))).toBe('OK');
+      const spans = await receiver.waitForSpans((received) => received.length >= 3);
+      expect(spans.map((span) => span.attributes['caller.service_account'])).toEqual([
+        undefined,
+        undefined,
+        CALLER,
+      ]);
+    } finally {
+      await backend?.stop();
+      await receiver.close();
+    }
   });
 
   it('warns at start when AUTH_CERTS_URL is plain http:// to another host, and not on loopback', async () => {

@@ -37,7 +37,7 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
   logListening(
     telemetry.logger,
     'api',
-    `${address} (backend ${target.url.origin} over ${target.transport})`,
+    `${address} (backend ${target.url.origin} over ${target.transport}${target.audience === undefined ? '' : `, ID tokens for ${target.audience}`})`,
   );
   stopOnSignals(
     {

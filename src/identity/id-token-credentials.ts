@@ -105,7 +105,7 @@ export function createIdTokenCredentials(
         audience,
         signal.aborted
           ? `the token source did not answer within ${FETCH_TIMEOUT_MS} ms; the next call asks again`
-          : `${error instanceof Error ? error.message : String(error)}. On Cloud Run check the ` +
+          : `${(error instanceof Error ? error.message : String(error)).replace(/\.$/, '')}. On Cloud Run check the ` +
               'service account of this service; locally set GOOGLE_APPLICATION_CREDENTIALS to ' +
               'impersonated or service-account credentials.',
       );

@@ -8,7 +8,8 @@ export type SigningKeySource = {
   /**
    * The key set to check a token signed with key `kid` against. A key id not in the set held
    * makes it fetch the set again (a key rotation), at most once per `MIN_REFETCH_INTERVAL_MS`
-   * for unknown key ids, and as often after a failed fetch.
+   * for unknown key ids. With no set held, a failed fetch is tried again at most once per
+   * `RETRY_AFTER_FAILURE_MS`; the calls in between get its failure.
    * Rejects when no usable set can be had: the fault is ours, never the caller's.
    */
   forKid(kid: string): Promise<SigningKeys>;
@@ -22,7 +23,11 @@ const MAX_MAX_AGE_MS = 24 * 60 * 60_000;
 export const MIN_REFETCH_INTERVAL_MS = 30_000;
 /** How long past its max-age a key set is still used while fetching a new one fails. */
 export const STALE_GRACE_MS = 60 * 60_000;
+/** With no key set held, so that callers (their tokens unchecked yet) cannot drive fetches. */
+const RETRY_AFTER_FAILURE_MS = 5_000;
 const FETCH_TIMEOUT_MS = 5_000;
+/** Google's answer is a few KiB; one far larger is not a key set, and is not read to its end. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 
 type HeldKeys = { keys: SigningKeys; fetchedAt: number; expiresAt: number };
 
@@ -36,6 +41,7 @@ export function createSigningKeySource(url: string, logger: Logger): SigningKeyS
   let pending: Promise<HeldKeys> | undefined;
   let lastFetchAt = Number.NEGATIVE_INFINITY;
   let lastUnknownKidFetchAt = Number.NEGATIVE_INFINITY;
+  let lastFailure: { error: unknown; at: number } | undefined;
   let warnedStale = false;
 
   const fetchAgain = (): Promise<HeldKeys> => {
@@ -45,8 +51,13 @@ export function createSigningKeySource(url: string, logger: Logger): SigningKeyS
       .then((fetched) => {
         if (warnedStale) logger.info(`signing keys fetched again from AUTH_CERTS_URL (${url})`);
         warnedStale = false;
+        lastFailure = undefined;
         held = fetched;
         return fetched;
+      })
+      .catch((error: unknown) => {
+        lastFailure = { error, at: Date.now() };
+        throw error;
       })
       .finally(() => {
         pending = undefined;
@@ -66,7 +77,12 @@ export function createSigningKeySource(url: string, logger: Logger): SigningKeyS
     async forKid(kid) {
       const now = Date.now();
       if (held && now >= held.expiresAt + STALE_GRACE_MS) held = undefined;
-      if (!held) return (await fetchAgain()).keys;
+      if (!held) {
+        if (!pending && lastFailure && now - lastFailure.at < RETRY_AFTER_FAILURE_MS) {
+          throw lastFailure.error;
+        }
+        return (await fetchAgain()).keys;
+      }
       if (!Object.hasOwn(held.keys, kid)) {
         if (pending) return (await pending).keys;
         if (now - lastUnknownKidFetchAt < MIN_REFETCH_INTERVAL_MS) return held.keys;
@@ -85,19 +101,17 @@ export function createSigningKeySource(url: string, logger: Logger): SigningKeyS
 
 async function fetchSigningKeys(url: string): Promise<HeldKeys> {
   let response: Response;
-  let body: unknown;
+  let text = '';
   try {
     response = await fetch(url, { signal: AbortSignal.timeout(FETCH_TIMEOUT_MS) });
-    body = response.ok ? await response.json().catch(() => undefined) : undefined;
+    if (response.ok) text = await readCapped(response);
+    else await response.body?.cancel();
   } catch (error) {
     throw new Error(`fetching ${url} failed: ${messageOf(error)}`);
   }
   if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
-  if (!isPemMap(body)) {
-    throw new Error(
-      `${url} did not answer with PEM certificates by key id; AUTH_CERTS_URL takes Google's v1 format (https://www.googleapis.com/oauth2/v1/certs), not JWK (v3)`,
-    );
-  }
+  const body = parseJson(text);
+  if (!isRsaCertificateMap(body)) throw new Error(`${url} ${notAKeySet(body)}`);
   if (Object.keys(body).length === 0) {
     throw new Error(`${url} answered an empty key set: no token could be checked against it`);
   }
@@ -116,20 +130,56 @@ export function maxAgeOf(cacheControl: string | null): number {
   return Math.min(MAX_MAX_AGE_MS, Math.max(MIN_MAX_AGE_MS, Number(seconds) * 1000));
 }
 
-function isPemMap(value: unknown): value is Record<string, string> {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    !Array.isArray(value) &&
-    Object.values(value).every(isCertificate)
-  );
+/** The body as text, refused past `MAX_ANSWER_BYTES` without reading the rest. */
+async function readCapped(response: Response): Promise<string> {
+  if (Number(response.headers.get('content-length')) > MAX_ANSWER_BYTES) {
+    await response.body?.cancel();
+    throw tooLarge();
+  }
+  const chunks: Uint8Array[] = [];
+  let bytes = 0;
+  for await (const chunk of response.body ?? []) {
+    bytes += chunk.length;
+    if (bytes > MAX_ANSWER_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
 }
 
-function isCertificate(pem: unknown): boolean {
+function tooLarge(): Error {
+  return new Error(`the answer is over ${MAX_ANSWER_BYTES} bytes: it is not a key set`);
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Why an answer is not Google's v1 key set, with the JWK (v3) URL named when it is that. */
+function notAKeySet(body: unknown): string {
+  const v1 =
+    "AUTH_CERTS_URL takes Google's v1 format: RSA certificates (PEM) by key id, as https://www.googleapis.com/oauth2/v1/certs answers";
+  if (body === undefined) return `did not answer with JSON; ${v1}`;
+  if (isObject(body) && Array.isArray(body.keys)) return `answered a JWK set (v3); ${v1}`;
+  return `did not answer with RSA certificates (PEM) by key id; ${v1}`;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function isRsaCertificateMap(value: unknown): value is Record<string, string> {
+  return isObject(value) && Object.values(value).every(isRsaCertificate);
+}
+
+/** Google signs ID tokens with RSA (RS256): a key of another type must not verify one. */
+function isRsaCertificate(pem: unknown): boolean {
   if (typeof pem !== 'string') return false;
   try {
-    new X509Certificate(pem);
-    return true;
+    return new X509Certificate(pem).publicKey.asymmetricKeyType === 'rsa';
   } catch {
     return false;
   }

@@ -28,6 +28,7 @@ const KEY_ID = /^[\w-]{1,128}$/;
 /** google-auth-library's (`OAuth2Client.CLOCK_SKEW_SECS_`), on both `iat` and `exp`. */
 const CLOCK_SKEW_SECONDS = 300;
 
+/** `email` only when the token says Google verified it (`email_verified: true`). */
 export type VerifiedCaller = { email: string | undefined; subject: string };
 
 /** The verified caller of the current RPC, for handlers: `context.values.get(CALLER)`. */
@@ -116,7 +117,10 @@ export function createTokenVerifier(config: Config, logger: Logger): TokenVerifi
     const token = bearerTokenOf(authorization);
     const claims = await checkSignedToken(token, decodeJwt(token));
     const caller: VerifiedCaller = {
-      email: typeof claims.email === 'string' ? claims.email : undefined,
+      email:
+        typeof claims.email === 'string' && claims.email_verified === true
+          ? claims.email
+          : undefined,
       subject: typeof claims.sub === 'string' ? claims.sub : '',
     };
     if (allowed) checkAllowed(allowed, claims);
