@@ -853,11 +853,28 @@ describe('slow clients (slowloris)', () => {
       0,
       1_000,
     ).closed;
-    expect(result.received).toMatch(/^HTTP\/1\.1 (400|501) /m);
-    const line = await accessLine(slow, traceId);
-    const status = (line?.httpRequest as { status?: number } | undefined)?.status;
-    expect([200, 499]).toContain(status);
+    // HTTP/1.1 clients match answers to requests in order: the request's own comes first.
+    expect(result.received.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400']);
+    expect(result.received).toContain('{"reply":"Hello a!!"}');
+    expect(await accessLine(slow, traceId)).toMatchObject({ httpRequest: { status: 200 } });
   });
+
+  it.each<[string, string, string]>([
+    ['a method it does not know', 'BREW /greet HTTP/1.1\r\nHost: api\r\n\r\n', 'HTTP/1.1 501'],
+    ['bytes that are not HTTP', '\u0001\r\n', 'HTTP/1.1 400'],
+  ])(
+    'pipelined requests followed by %s: each answered in order, then the refusal',
+    async (_label, after, refusal) => {
+      const greet = `POST /greet HTTP/1.1\r\nHost: api\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\n\r\n{"name":"a"}`;
+      const health = 'GET /healthz HTTP/1.1\r\nHost: api\r\n\r\n';
+      const result = await drip(`${greet}${health}${after}`, 0, 2_000).closed;
+      expect(result.received.match(/HTTP\/1\.1 \d{3}/g)).toEqual([
+        'HTTP/1.1 200',
+        'HTTP/1.1 200',
+        refusal,
+      ]);
+    },
+  );
 
   it('answers a broken chunk in the body with 400 and logs the 400', async () => {
     const traceId = '6ce0e9a56015fec5aadfa328ae398116';

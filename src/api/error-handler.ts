@@ -227,17 +227,49 @@ const NOT_HTTP = { status: 400, detail: 'The request is not valid HTTP/1.1.' };
 
 /** `METHOD target HTTP/x.y`: a request line, whatever its method. */
 const REQUEST_LINE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+ \S+ HTTP\/\d\.\d\r?\n/;
+const TOKEN_CHAR = /^[!#$%&'*+.^_`|~0-9A-Za-z-]$/;
 
 function clientErrorAnswer(error: ConnectionError): { status: number; detail: string } {
   // Node's parser calls any first word it does not know an invalid method: a request line with
   // a method it lacks is 501, bytes that are not HTTP at all (TLS, SSH, a word) are 400.
-  if (error.code === 'HPE_INVALID_METHOD') {
-    // Fastify types it as a Buffer's JSON; Node hands the Buffer itself.
-    const raw: unknown = error.rawPacket;
-    const packet = Buffer.isBuffer(raw) ? raw.toString('latin1') : '';
-    if (!REQUEST_LINE.test(packet)) return NOT_HTTP;
+  if (error.code === 'HPE_INVALID_METHOD' && !REQUEST_LINE.test(refusedLine(error))) {
+    return NOT_HTTP;
   }
   return CLIENT_ERRORS[error.code] ?? NOT_HTTP;
+}
+
+/**
+ * The bytes refused, from the start of the word the parser stopped in: the packet also holds
+ * what was read before them on the connection (pipelined requests and their bodies).
+ */
+function refusedLine(error: ConnectionError): string {
+  // Fastify types it as a Buffer's JSON; Node hands the Buffer itself.
+  const raw: unknown = error.rawPacket;
+  const packet = Buffer.isBuffer(raw) ? raw.toString('latin1') : '';
+  let start = Math.min(Math.max(error.bytesParsed, 0), packet.length);
+  while (start > 0 && TOKEN_CHAR.test(packet.charAt(start - 1))) start--;
+  return packet.slice(start);
+}
+
+/**
+ * Runs `then` once the answers owed on the connection are sent: requests read whole before the
+ * bytes refused (pipelined) keep their answers, in order, as HTTP/1.1 clients match them.
+ */
+function afterAnswersOwed(socket: Socket, then: () => void): void {
+  const owed = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (!owed || owed.writableFinished || !owed.req.complete || socket.destroyed) {
+    then();
+    return;
+  }
+  let done = false;
+  const next = () => {
+    if (done) return;
+    done = true;
+    // Node hands the socket to the next pipelined answer on 'finish', before this runs.
+    afterAnswersOwed(socket, then);
+  };
+  owed.once('finish', next);
+  owed.once('close', next);
 }
 
 /**
@@ -255,7 +287,7 @@ export function createClientErrorHandler(logger: FastifyBaseLogger) {
     // Debug only: scanners and slow clients would otherwise flood the logs.
     logger.debug({ code: error.code }, `connection rejected with ${status}`);
     noteParserAnswer(socket, status, detail);
-    writeProblemAndClose(socket, status, detail);
+    afterAnswersOwed(socket, () => writeProblemAndClose(socket, status, detail));
   };
 }
 

@@ -39,6 +39,8 @@ import { resetError } from './reset-error.js';
 /** Connect's default: smaller messages are not worth compressing. */
 const COMPRESS_MIN_BYTES = 1024;
 const PROTO_CONTENT_TYPE = 'application/grpc+proto';
+/** How long a call that ended without its message waits for a reset that may follow. */
+const RESET_GRACE_MS = 100;
 
 type UnarySpec = MethodImplSpec & { kind: 'unary' };
 
@@ -260,7 +262,11 @@ function readBody(
     /** Where the next envelope starts, once the current one's header has been read. */
     let nextEnvelope = 0;
     let envelopes = 0;
+    let finished = false;
     const done = (error?: ConnectError) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(waitingForReset);
       request.off('data', onData);
       request.off('end', onEnd);
       request.off('close', onClose);
@@ -280,7 +286,14 @@ function readBody(
       }
       if (envelopes === 2 && received >= nextEnvelope) done();
     };
-    const onEnd = () => done();
+    let waitingForReset: NodeJS.Timeout | undefined;
+    const onEnd = () => {
+      if (received > 0) return done();
+      // Node's clients end a stream before they reset it (the end of its writable side first),
+      // so a call cancelled before its message arrives as one sent without a message: the
+      // reset that follows, if one does, makes it CANCELLED (onClose) rather than a refusal.
+      waitingForReset = setTimeout(done, RESET_GRACE_MS);
+    };
     const onClose = () => done(closedEarly(request.stream.rstCode));
     request.on('data', onData);
     request.once('end', onEnd);
