@@ -240,7 +240,7 @@ describe('bodies the api cannot take as sent: a problem that says what to send',
       const problem = expectProblem(await greet({ type: JSON_TYPE, body }), 400);
       // The bundle carries the § escaped (charset: ascii); the answer has it as written.
       expect(problem.detail, label).toBe(
-        'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 §8.1).',
+        'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 section 8.1).',
       );
     }
     // A U+FFFD the client really sent is data like any other.
@@ -453,11 +453,18 @@ describe('query strings, methods and URLs', () => {
     },
   );
 
-  it('HEAD /greet: 405 with Allow: POST and no body', async () => {
-    const answer = await call(api, '/greet', { method: 'HEAD' });
+  it('HEAD /greet: 405 with Allow: POST and no body, and its access line counts no body', async () => {
+    const traceId = 'ace0e9a56015fec5aadfa328ae39811a';
+    const answer = await call(api, '/greet', {
+      method: 'HEAD',
+      headers: { traceparent: `00-${traceId}-b7ad6b7169203331-01` },
+    });
     expect(answer.status).toBe(405);
     expect(answer.headers.allow).toBe('POST');
     expect(answer.body).toBe('');
+    const line = await accessLine(api, traceId);
+    expect(line?.httpRequest).toMatchObject({ requestMethod: 'HEAD', status: 405 });
+    expect(line?.httpRequest).not.toHaveProperty('responseSize');
   });
 
   it('TRACE /greet: 405 (fetch refuses to send TRACE, so a raw socket does)', async () => {
@@ -479,6 +486,14 @@ describe('query strings, methods and URLs', () => {
     expectProblem(await call(api, '/wp-login.php', { method: 'GET' }), 404);
   });
 
+  it('a long path: 404 or 405 naming at most 200 characters of it', async () => {
+    const long = `/${'a'.repeat(15_000)}`;
+    const notFound = expectProblem(await call(api, long, { method: 'GET' }), 404);
+    expect(notFound.detail).toBe(`No route GET ${long.slice(0, 200)}...`);
+    const wrongMethod = await call(api, `/healthz?${'q'.repeat(15_000)}`, { method: 'PUT' });
+    expect(String(expectProblem(wrongMethod, 405).detail).length).toBeLessThan(300);
+  });
+
   it('a body to an unknown path or the wrong method: 404 or 405, whatever the body', async () => {
     const text = { type: 'text/plain', body: 'hello' };
     expectProblem(await call(api, '/wp-login.php', { method: 'POST', ...text }), 404);
@@ -486,11 +501,21 @@ describe('query strings, methods and URLs', () => {
     expectProblem(await call(api, '/healthz', { method: 'POST', type: JSON_TYPE, body: '{' }), 405);
   });
 
-  it('a URL that cannot be decoded: 400 problem', async () => {
-    expectProblem(
-      await raw(api.port, 'POST /greet%zz HTTP/1.1\r\nHost: api\r\nConnection: close\r\n\r\n'),
+  it('a URL that cannot be decoded: 400 problem saying why, without repeating its query', async () => {
+    const traceId = '9ce0e9a56015fec5aadfa328ae398119';
+    const body = expectProblem(
+      await raw(
+        api.port,
+        `POST /greet%zz?sig=SECRET HTTP/1.1\r\nHost: api\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\nConnection: close\r\n\r\n`,
+      ),
       400,
     );
+    expect(body.detail).toMatch(
+      /^The path cannot be decoded: a % must be followed by two hex digits/,
+    );
+    const line = await accessLine(api, traceId);
+    expect(JSON.stringify(line)).not.toContain('SECRET');
+    expect(line).toMatchObject({ httpRequest: { requestUrl: '/greet%zz?sig=REDACTED' } });
   });
 
   it('path traversal under /docs: 403 problem', async () => {

@@ -6,12 +6,13 @@ import Fastify, {
   type HTTPMethods,
 } from 'fastify';
 import type { Config } from '../config.js';
+import { echoed } from '../errors/caller-text.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import type { BackendClient } from './backend-client.js';
 import { createApiDocs } from './docs.js';
-import { createClientErrorHandler, sendProblem } from './error-handler.js';
+import { createClientErrorHandler, noRouteError, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { parseJsonBody } from './json-body-parser.js';
@@ -95,7 +96,10 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     const flushing = tracing.end(request.raw, {
       statusCode: reply.statusCode,
       error: errors.get(request),
-      ...(typeof payload === 'string' ? { responseSize: Buffer.byteLength(payload) } : {}),
+      // A HEAD answer's body is not sent: Node drops it.
+      ...(typeof payload === 'string' && request.method !== 'HEAD'
+        ? { responseSize: Buffer.byteLength(payload) }
+        : {}),
     });
     if (!flushing) return send(reply, payload, done);
     flushing.then(() => send(reply, payload, done), done);
@@ -106,17 +110,11 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
   const answerUnrouted = (request: FastifyRequest, reply: FastifyReply) => {
     const path = request.url.split('?', 1)[0] ?? '/';
     const allowed = allowedMethods(app, path);
-    if (allowed.length === 0) {
-      return sendProblem(
-        Object.assign(new Error(`No route ${request.method} ${path}`), { statusCode: 404 }),
-        request,
-        reply,
-      );
-    }
+    if (allowed.length === 0) return sendProblem(noRouteError(request), request, reply);
     // The path has a route, for other methods: the span and metrics name it (`PUT /greet`).
     tracing.setRoute(request.raw, routeTemplates.find(allowed[0] as string, path));
     reply.header('allow', allowed.join(', '));
-    const message = `${path} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
+    const message = `${echoed(path)} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
     return sendProblem(Object.assign(new Error(message), { statusCode: 405 }), request, reply);
   };
   app.setNotFoundHandler(answerUnrouted);

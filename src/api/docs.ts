@@ -5,7 +5,7 @@ import packageJson from '../../package.json' with { type: 'json' };
 import { lazy } from '../lazy.js';
 import { routes } from '../routes/index.js';
 import type { RouteDeps } from '../routes/route-deps.js';
-import { sendProblem } from './error-handler.js';
+import { noRouteError, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 
 export type ApiDocs = {
@@ -42,15 +42,7 @@ async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise
   app.setErrorHandler((error, request, reply) =>
     sendProblem(error instanceof Error ? error : new Error(String(error)), request, reply),
   );
-  app.setNotFoundHandler((request, reply) =>
-    sendProblem(
-      Object.assign(new Error(`No route ${request.method} ${request.url.split('?', 1)[0]}`), {
-        statusCode: 404,
-      }),
-      request,
-      reply,
-    ),
-  );
+  app.setNotFoundHandler((request, reply) => sendProblem(noRouteError(request), request, reply));
   await app.register(fastifySwagger, {
     openapi: {
       openapi: '3.1.0',

@@ -11,6 +11,7 @@ import type {
   FastifyRequest,
 } from 'fastify';
 import { hasZodFastifySchemaValidationErrors } from 'fastify-type-provider-zod';
+import { echoed } from '../errors/caller-text.js';
 import { PROBLEM_CONTENT_TYPE, type ProblemDetails, problem } from '../errors/problem-details.js';
 import { codeToHttpStatus, connectCodeName } from '../errors/status.js';
 import { isCallerRefusal } from '../identity/caller-refusal.js';
@@ -63,6 +64,14 @@ const FASTIFY_REFUSALS = new Map<string, Refusal>([
     },
   ],
   [
+    // Fastify's message quotes the whole URL, query included (signed URLs' secrets among it).
+    'FST_ERR_BAD_URL',
+    {
+      detail: () =>
+        'The path cannot be decoded: a % must be followed by two hex digits, and the bytes they make must be UTF-8 (RFC 3986 section 2.1).',
+    },
+  ],
+  [
     'FST_ERR_CTP_BODY_TOO_LARGE',
     {
       detail: ({ routeOptions: { bodyLimit } }) =>
@@ -75,6 +84,14 @@ const RETRY_AFTER_SECONDS = '1';
 
 /** The `code` of the error the api sends when it sheds load (see `overloadedError`). */
 const OVERLOADED = 'API_OVERLOADED';
+
+/** A 404 for a path no route has, naming at most 200 characters of it. */
+export function noRouteError(request: FastifyRequest): Error {
+  const path = request.url.split('?', 1)[0] ?? '/';
+  return Object.assign(new Error(`No route ${request.method} ${echoed(path)}`), {
+    statusCode: 404,
+  });
+}
 
 /** The request was refused because the process is past capacity; answered 503 + Retry-After. */
 export function overloadedError(): Error {
@@ -215,7 +232,7 @@ const CLIENT_ERRORS: Record<string, { status: number; detail: string }> = {
   HPE_INVALID_METHOD: {
     status: 501,
     detail:
-      'The request method is not one the api implements (methods are case-sensitive: GET, POST, …).',
+      'The request method is not one the api implements (methods are case-sensitive: GET, POST, ...).',
   },
   HPE_HEADER_OVERFLOW: {
     status: 431,

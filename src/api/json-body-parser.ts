@@ -40,7 +40,7 @@ export function parseJsonBody(request: FastifyRequest, body: Buffer, done: Done)
 function parse(body: Buffer): unknown {
   if (body.length === 0) throw refused(400, 'The body is empty: send a JSON object.');
   if (!isUtf8(body)) {
-    throw refused(400, 'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 §8.1).');
+    throw refused(400, 'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 section 8.1).');
   }
   try {
     return secureJsonParse(body.toString('utf8'), PARSE_OPTIONS);
