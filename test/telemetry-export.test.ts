@@ -99,6 +99,27 @@ async function startHangingEndpoint(): Promise<{ url: string; close(): Promise<v
   };
 }
 
+/**
+ * An OTLP endpoint that takes every export only in part: its answer (protobuf) carries a
+ * partial_success of `rejected` items and a reason, the same field numbers for traces and metrics.
+ */
+async function startPartialEndpoint(rejected: number, reason: string) {
+  const why = Buffer.from(reason);
+  const partial = Buffer.concat([Buffer.from([0x08, rejected, 0x12, why.length]), why]);
+  const answer = Buffer.concat([Buffer.from([0x0a, partial.length]), partial]);
+  const server = createServer((request, response) => {
+    request.resume().on('end', () => {
+      response.writeHead(200, { 'content-type': 'application/x-protobuf' }).end(answer);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
 describe('span export', () => {
   it('loses no span on SIGTERM: everything sent before the signal reaches the receiver', async () => {
     const receiver = await startOtlpReceiver();
@@ -462,6 +483,40 @@ describe('export at shutdown', () => {
     } finally {
       await Promise.all([api.stop(), backend.stop()]);
       await receiver.close();
+    }
+  });
+});
+
+describe('an endpoint that takes exports only in part (OTLP partial success)', () => {
+  it('says so once, with its reason and outside any trace, and gives the count at shutdown', async () => {
+    const endpoint = await startPartialEndpoint(1, 'attribute value too long');
+    const backend = await startRole('backend', {
+      env: { OTEL_EXPORTER_OTLP_ENDPOINT: endpoint.url, TELEMETRY_EXPORT_MODE: 'request' },
+    });
+    try {
+      for (let call = 0; call < 4; call++) {
+        const { header } = newTraceParent();
+        // An empty GreetRequest: INVALID_ARGUMENT, a sampled call like any other.
+        await grpcCallTo(backend.url, '/backend_service.v1.BackendService/Greet', {
+          traceparent: header,
+        });
+      }
+      expect(await backend.stop('SIGTERM')).toBe(0);
+      const lines = backend.logs().filter((line) => String(line.message).includes('only in part'));
+      expect(lines.map((line) => line.message)).toEqual([
+        'the telemetry endpoint took an export only in part: 1 spans rejected ("attribute value too long"); later partial answers are counted, and reported at shutdown',
+        expect.stringMatching(
+          /^the telemetry endpoint took \d+ exports only in part: \d+ spans and \d+ metric data points rejected in all$/,
+        ),
+      ]);
+      for (const line of lines) expect(line).not.toHaveProperty('logging.googleapis.com/trace');
+      expect(Number(lines[1]?.rejectedSpans)).toBeGreaterThanOrEqual(4);
+      expect(
+        backend.logs().filter((line) => line.message === 'Received Partial Success response:'),
+      ).toEqual([]);
+    } finally {
+      await backend.stop();
+      await endpoint.close();
     }
   });
 });

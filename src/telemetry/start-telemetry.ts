@@ -90,7 +90,7 @@ export async function startTelemetry(
     projectId: () => projectId ?? 'unknown',
     ...(options.logDestination ? { destination: options.logDestination } : {}),
   });
-  routeOtelDiagnostics(logger);
+  const diagnostics = routeOtelDiagnostics(logger);
 
   context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
   warnIfPropagatorsSet();
@@ -214,6 +214,7 @@ export async function startTelemetry(
       const capMs = Math.min(withinMs, SHUTDOWN_FLUSH_CAP_MS);
       stopping ??= shutDownInOrder(tracerProvider, meterProvider, capMs).then(() => {
         for (const exporter of reporting) exporter.reportUnsent();
+        diagnostics.reportRejected();
         return new Promise<void>((resolve) => logger.flush(() => resolve()));
       });
       return stopping;
