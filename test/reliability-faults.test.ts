@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
@@ -26,7 +27,7 @@ import { startLocalStack } from '../tools/local-stack/index.ts';
 import { type OtlpReceiver, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { postGreetTls } from './helpers/http.js';
-import { eventually, type RoleProcess, startRole } from './helpers/roles.js';
+import { baseEnv, eventually, MAIN, type RoleProcess, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 /*
@@ -37,6 +38,7 @@ import { newTraceParent } from './helpers/traces.js';
  */
 
 /** Everything a test starts, stopped after it whatever happens. */
+const SLOW_LISTEN = join(import.meta.dirname, 'fixtures/slow-listen.mjs');
 const cleanups: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
@@ -1292,6 +1294,50 @@ describe('SIGTERM with requests in flight', () => {
     expect(await api.exited).toBe(0);
     expect(messagesOf(api)).toContain('SIGTERM while stopping: ignored');
   }, 30_000);
+
+  it.each(['api', 'backend'] as const)(
+    '%s: a SIGTERM while it starts is held, then it stops as on any SIGTERM: its lines, exit 0',
+    async (name) => {
+      // Its servers listen 400 ms late: the signal comes while it is still starting.
+      const child = spawn(process.execPath, [MAIN], {
+        env: {
+          ...baseEnv(),
+          SERVICE_ROLE: name,
+          PORT: '0',
+          HOST: '127.0.0.1',
+          BACKEND_URL: 'http://127.0.0.1:9',
+          NODE_OPTIONS: `--import ${SLOW_LISTEN}`,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      cleanups.push(() => child.kill('SIGKILL'));
+      let stdout = '';
+      child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+        stdout += chunk;
+      });
+      let stderr = '';
+      child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+        stderr += chunk;
+      });
+      const exited = once(child, 'exit');
+      await eventually(() => expect(stderr).toContain('slow-listen: listen delayed'));
+      child.kill('SIGTERM');
+      const [code, signal] = await exited;
+      expect({ code, signal }).toEqual({ code: 0, signal: null });
+      const messages = stdout
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => (JSON.parse(line) as { message: string }).message);
+      expect(messages).toEqual(
+        expect.arrayContaining([
+          expect.stringMatching(new RegExp(`^${name} role listening on `)),
+          'SIGTERM received while starting',
+          expect.stringMatching(/^SIGTERM received: draining for up to \d+ ms$/),
+        ]),
+      );
+    },
+    15_000,
+  );
 
   it('api: a second Ctrl-C (SIGINT) while draining exits at once with 130, saying so', async () => {
     const slow = await startFakeBackend(5_000);

@@ -16,11 +16,29 @@ const CUT_GRACE_MS = 250;
 /** A second Ctrl-C: exit at once, as a shell reports SIGINT (128 + 2). */
 const FORCED_EXIT_CODE = 130;
 
+let signalWhileStarting: NodeJS.Signals | undefined;
+const holdSignal = (signal: NodeJS.Signals) => {
+  // A second one while a start hangs: no drain to wait for, exit as a shell reports the signal.
+  if (signalWhileStarting) process.exit(signal === 'SIGINT' ? FORCED_EXIT_CODE : 143);
+  signalWhileStarting = signal;
+};
+
+/**
+ * Until the role can stop, a SIGTERM or Ctrl-C is held (Node's default would end the process
+ * without a word, exit 143): `stopOnSignals` then stops at once, with its log lines and exit 0.
+ * A second signal while starting exits at once.
+ */
+export function holdSignalsWhileStarting(): void {
+  process.on('SIGTERM', holdSignal);
+  process.on('SIGINT', holdSignal);
+}
+
 /**
  * Cloud Run's contract: on SIGTERM (and Ctrl-C) stop accepting, finish in-flight requests, flush
  * telemetry and exit 0, all within `timeoutMs` (under the 10 s before SIGKILL). Requests still
  * running when the drain's share of it is up are cut, so that the flush keeps the rest. While
  * stopping, a repeated SIGTERM is ignored; a SIGINT (a second Ctrl-C) exits at once with 130.
+ * A signal held while the role was starting stops it now.
  */
 export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs: number): void {
   const { logger } = telemetry;
@@ -60,6 +78,12 @@ export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs
     );
     process.exit(FORCED_EXIT_CODE);
   });
+  process.off('SIGTERM', holdSignal);
+  process.off('SIGINT', holdSignal);
+  if (signalWhileStarting) {
+    logger.info({ signal: signalWhileStarting }, `${signalWhileStarting} received while starting`);
+    void stop(signalWhileStarting);
+  }
 }
 
 /** Whether `promise` settles within `ms`. */

@@ -1,6 +1,7 @@
 import { ConfigError, parseConfig, type Role } from '../config.js';
 import { startTelemetry } from '../telemetry/start-telemetry.js';
 import { createEarlyLogger } from './early-logger.js';
+import { holdSignalsWhileStarting } from './lifecycle.js';
 import { handleProcessFaults } from './process-faults.js';
 
 /*
@@ -10,6 +11,7 @@ import { handleProcessFaults } from './process-faults.js';
  */
 const early = createEarlyLogger(process.env);
 const faults = handleProcessFaults(early);
+holdSignalsWhileStarting();
 
 let config: ReturnType<typeof parseConfig>;
 try {

@@ -16,7 +16,7 @@ export type RoleProcess = {
   exited: Promise<number | null>;
 };
 
-const MAIN = resolve(import.meta.dirname, '../../dist/entry/main.js');
+export const MAIN = resolve(import.meta.dirname, '../../dist/entry/main.js');
 
 /** Environment every test role starts from: no inherited OTEL_*, K_SERVICE or GCE settings. */
 export function baseEnv(): Record<string, string> {
