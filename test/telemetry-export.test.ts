@@ -369,7 +369,8 @@ describe('metric export', () => {
       expect(metricLines().map((line) => [line.severity, line.message])).toEqual([
         [
           'WARNING',
-          `metric export to ${receiver.url} failed; metrics are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
+          // The endpoint's status and the reason its google.rpc.Status gives (protobuf here).
+          `metric export to ${receiver.url} failed (HTTP 403: "otlp-receiver: behaviour is forbidden"); metrics are dropped until it recovers (check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles)`,
         ],
       ]);
 

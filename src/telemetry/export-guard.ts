@@ -63,7 +63,7 @@ function exportHealth(
       if (healthy) {
         warn(
           { error: result.error },
-          `${signal} export to ${target} failed; ${signal}s are dropped until it recovers (${CHECK})`,
+          `${signal} export to ${target} failed${answerOf(result.error)}; ${signal}s are dropped until it recovers (${CHECK})`,
         );
       }
       healthy = false;
@@ -87,6 +87,52 @@ function exportHealth(
 }
 
 const CHECK = "check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles";
+
+/**
+ * What the endpoint answered a refused export, when the exporter kept it: ` (HTTP 403: "...")`,
+ * the reason read from the answer's google.rpc.Status (JSON or protobuf), where OTLP puts it.
+ */
+function answerOf(error: Error | undefined): string {
+  const { code, data } = (error ?? {}) as { code?: unknown; data?: unknown };
+  if (typeof code !== 'number') return '';
+  const reason = typeof data === 'string' ? statusMessageOf(data) : undefined;
+  return ` (HTTP ${code}${reason ? `: ${JSON.stringify(reason)}` : ''})`;
+}
+
+/** google.rpc.Status's `message` (field 2) from an answer's body, or undefined. */
+function statusMessageOf(body: string): string | undefined {
+  try {
+    const message: unknown = (JSON.parse(body) as { message?: unknown } | null)?.message;
+    return typeof message === 'string' ? message : undefined;
+  } catch {
+    // Not JSON: protobuf, which the exporter read as UTF-8 text.
+  }
+  const bytes = Buffer.from(body, 'utf8');
+  let at = 0;
+  const varint = () => {
+    let value = 0;
+    for (let shift = 0; at < bytes.length && shift < 35; shift += 7) {
+      const byte = bytes[at++] as number;
+      value += (byte & 0x7f) * 2 ** shift;
+      if (byte < 0x80) return value;
+    }
+    return Number.NaN;
+  };
+  while (at < bytes.length) {
+    const tag = varint();
+    if (tag % 8 === 0) {
+      if (Number.isNaN(varint())) return undefined;
+    } else if (tag % 8 === 2) {
+      const length = varint();
+      if (Number.isNaN(length) || at + length > bytes.length) return undefined;
+      if (tag >> 3 === 2) return bytes.toString('utf8', at, at + length);
+      at += length;
+    } else {
+      return undefined;
+    }
+  }
+  return undefined;
+}
 
 /** An exporter that reports its trouble once (see `exportHealth`), and at shutdown. */
 export type ReportingExporter = { reportUnsent(): void };
