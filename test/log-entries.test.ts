@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import { createServer as createHttp2Server } from 'node:http2';
 import { createServer as createTcpServer } from 'node:net';
 import { resolve } from 'node:path';
 import { Code, ConnectError } from '@connectrpc/connect';
@@ -9,6 +10,7 @@ import type { Logger } from '../src/telemetry/logger.js';
 import { type ReceivedSpan, startOtlpReceiver } from '../tools/otlp-receiver/index.ts';
 import { freePort } from './helpers/free-port.js';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
+import { listenH2c } from './helpers/listen-h2c.js';
 import { recordingLogger } from './helpers/recording-logger.js';
 import { type RoleProcess, rolesExportingForSuite, runToExit, startRole } from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
@@ -496,6 +498,47 @@ describe('process faults', () => {
       expect(critical[0]?.stack_trace).toMatch(/^TypeError: a callback failed on purpose\n {4}at /);
       expect(receiver.spans().map((span) => span.traceId)).toContain(parent.traceId);
     } finally {
+      await receiver.close();
+    }
+  });
+
+  it('a crash with a request in flight: the request is cut, and its span and 499 line leave with the flush', async () => {
+    const receiver = await startOtlpReceiver();
+    // A backend that takes calls and never answers: the request stays in flight.
+    let calls = 0;
+    const silent = await listenH2c(
+      createHttp2Server((request) => {
+        calls++;
+        request.on('error', () => {});
+      }),
+    );
+    try {
+      const api = await startRole('api', {
+        env: {
+          NODE_OPTIONS: `--import ${FAULT_FIXTURE}`,
+          TEST_PROCESS_FAULT: 'throw',
+          BACKEND_URL: silent.url,
+          OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+          OTEL_BSP_SCHEDULE_DELAY: '60000',
+          OTEL_METRICS_EXPORTER: 'none',
+        },
+      });
+      const parent = newTraceParent();
+      const answer = postGreet(api.url, { name: 'a' }, { traceparent: parent.header }).then(
+        (response) => response.status,
+        () => 'cut',
+      );
+      await expect.poll(() => calls).toBe(1);
+      api.child.kill('SIGUSR2');
+      expect(await api.exited).toBe(1);
+      expect(await answer).toBe('cut');
+      expect(linesOfTrace(api, parent.traceId).map((line) => line.httpRequest)).toEqual([
+        expect.objectContaining({ status: 499 }),
+      ]);
+      const spans = receiver.spans().filter((span) => span.traceId === parent.traceId);
+      expect(spans.map((span) => span.kind).sort()).toEqual(['CLIENT', 'SERVER']);
+    } finally {
+      await silent.close();
       await receiver.close();
     }
   });

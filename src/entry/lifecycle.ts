@@ -16,6 +16,20 @@ const CUT_GRACE_MS = 250;
 /** A second Ctrl-C: exit at once, as a shell reports SIGINT (128 + 2). */
 const FORCED_EXIT_CODE = 130;
 
+/** The role's server once it listens: a crash stops it too. */
+let serving: Stoppable | undefined;
+
+/**
+ * After a crash: stop taking work and cut what is open (the process is not safe to go on), so
+ * that the cut requests end, with their spans and lines, before the crash's flush.
+ */
+export async function cutOnCrash(): Promise<void> {
+  if (!serving) return;
+  serving.drain().catch(() => undefined);
+  serving.destroy();
+  await nextTurn();
+}
+
 let signalWhileStarting: NodeJS.Signals | undefined;
 const holdSignal = (signal: NodeJS.Signals) => {
   // A second one while a start hangs: no drain to wait for, exit as a shell reports the signal.
@@ -42,6 +56,7 @@ export function holdSignalsWhileStarting(): void {
  */
 export function stopOnSignals(target: Stoppable, telemetry: Telemetry, timeoutMs: number): void {
   const { logger } = telemetry;
+  serving = target;
   let stopping = false;
   const stop = async (signal: NodeJS.Signals) => {
     stopping = true;

@@ -1,7 +1,7 @@
 import { ConfigError, parseConfig, type Role } from '../config.js';
 import { startTelemetry } from '../telemetry/start-telemetry.js';
 import { createEarlyLogger } from './early-logger.js';
-import { holdSignalsWhileStarting } from './lifecycle.js';
+import { cutOnCrash, holdSignalsWhileStarting } from './lifecycle.js';
 import { handleProcessFaults } from './process-faults.js';
 
 /*
@@ -25,7 +25,11 @@ try {
 const telemetry = await startTelemetry(config, {
   untrustedBaggageKeys: config.SERVICE_ROLE === 'api' ? config.TELEMETRY_BAGGAGE_ATTRIBUTES : [],
 });
-faults.use(telemetry);
+faults.use({
+  logger: telemetry.logger,
+  shutdown: (withinMs) => telemetry.shutdown(withinMs),
+  cut: cutOnCrash,
+});
 
 const role: Role = config.SERVICE_ROLE;
 try {

@@ -11,12 +11,17 @@ export type FaultTarget = {
   logger: Logger;
   /** Flushes telemetry within `withinMs` (Telemetry.shutdown). */
   shutdown?(withinMs: number): Promise<void>;
+  /** Before the flush: stops the server and cuts the requests in flight. */
+  cut?(): Promise<void>;
 };
 
 export type ProcessFaults = {
   /** From now on, log with `target.logger` and flush `target` before a crash's exit. */
   use(target: FaultTarget): void;
-  /** One CRITICAL line about `error`, a telemetry flush of at most 2 s, then exit 1. */
+  /**
+   * One CRITICAL line about `error`; the server stopped and the requests in flight cut; a
+   * telemetry flush of at most 2 s; then exit 1.
+   */
   crash(error: unknown, message: string): Promise<never>;
 };
 
@@ -42,6 +47,7 @@ export function handleProcessFaults(logger: Logger): ProcessFaults {
     log(() => target.logger.fatal({ error }, message));
     // Also when the flush itself hangs past its bound.
     setTimeout(() => process.exit(1), CRASH_FLUSH_MS + EXIT_GRACE_MS);
+    await target.cut?.().catch(() => undefined);
     await target.shutdown?.(CRASH_FLUSH_MS).catch(() => undefined);
     process.exit(1);
   };
