@@ -221,34 +221,44 @@ describe('the private role under bad input (token check on)', () => {
       expect(answer.grpcMessage).toContain(message);
     });
 
-    it('takes a call its client cancels before sending the message as CANCELLED, not as one sent without it', async () => {
-      // Node's clients end the stream, then reset it: the server first sees a call that ended
-      // with no message (a refusal, UNIMPLEMENTED), then the reset that says why.
-      const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
-      const session = connect(backend.url);
-      session.on('error', () => {});
-      try {
-        const stream = session.request({
-          ':method': 'POST',
-          ':path': GREET,
-          ...grpc,
-          traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
-        });
-        stream.on('error', () => {});
-        await new Promise((resolve) => setTimeout(resolve, 50));
-        stream.close(constants.NGHTTP2_CANCEL);
-        const line = await eventually(() => {
-          const found = backend
-            .logs()
-            .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
-          expect(found).toBeDefined();
-          return found;
-        });
-        expect(line).toMatchObject({ severity: 'INFO', message: `POST ${GREET} CANCELLED` });
-      } finally {
-        session.destroy();
-      }
-    });
+    it.each([
+      ['before sending the message', Buffer.alloc(0), '4bf92f3577b34da6a3ce929d0e0e4736'],
+      [
+        'part way through it',
+        envelope(GREET_ADA).subarray(0, 7),
+        '4bf92f3577b34da6a3ce929d0e0e4737',
+      ],
+    ])(
+      'takes a call its client cancels %s as CANCELLED, not as one sent without it',
+      async (_case, sent, traceId) => {
+        // Node's clients end the stream, then reset it: the server first sees a call that ended
+        // with no message (a refusal, UNIMPLEMENTED), then the reset that says why.
+        const session = connect(backend.url);
+        session.on('error', () => {});
+        try {
+          const stream = session.request({
+            ':method': 'POST',
+            ':path': GREET,
+            ...grpc,
+            traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+          });
+          stream.on('error', () => {});
+          if (sent.length > 0) stream.write(sent);
+          await new Promise((resolve) => setTimeout(resolve, 50));
+          stream.close(constants.NGHTTP2_CANCEL);
+          const line = await eventually(() => {
+            const found = backend
+              .logs()
+              .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
+            expect(found).toBeDefined();
+            return found;
+          });
+          expect(line).toMatchObject({ severity: 'INFO', message: `POST ${GREET} CANCELLED` });
+        } finally {
+          session.destroy();
+        }
+      },
+    );
 
     it('answers a message over 4 MiB with RESOURCE_EXHAUSTED at once and stops the upload', async () => {
       const answer = await rawCall(

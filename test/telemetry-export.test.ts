@@ -449,6 +449,42 @@ describe('export at shutdown', () => {
     }
   });
 
+  it('counts the spans a full queue dropped that no line reported yet: every span is accounted for', async () => {
+    // An endpoint that never answers and a queue of 4: most spans are dropped, and the SDK says
+    // how many only when a later span finds room, which never comes.
+    const endpoint = await startHangingEndpoint();
+    const backend = await startRole('backend', {
+      env: {
+        OTEL_EXPORTER_OTLP_ENDPOINT: endpoint.url,
+        OTEL_METRICS_EXPORTER: 'none',
+        OTEL_BSP_MAX_QUEUE_SIZE: '4',
+        OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '2',
+        OTEL_BSP_SCHEDULE_DELAY: '20',
+        SHUTDOWN_TIMEOUT_MS: '2000',
+      },
+    });
+    try {
+      const calls = 20;
+      for (let call = 0; call < calls; call++) {
+        const { header } = newTraceParent();
+        await grpcCallTo(backend.url, `/${UNKNOWN_METHOD}`, { traceparent: header });
+      }
+      expect(await backend.stop('SIGTERM')).toBe(0);
+      const lost = (fragment: string) =>
+        backend
+          .logs()
+          .filter((line) => String(line.message).includes(fragment))
+          .reduce((sum, line) => sum + Number(line.lost), 0);
+      const inFlight = lost('had not finished when the shutdown flush ended');
+      const neverSent = lost('spans never reached the span export');
+      expect(neverSent).toBeGreaterThan(0);
+      expect(inFlight + neverSent).toBe(calls);
+    } finally {
+      await backend.stop();
+      await endpoint.close();
+    }
+  });
+
   it('counts the spans failed exports lost before with those still in flight', async () => {
     const receiver = await startOtlpReceiver();
     receiver.setBehaviour('forbidden');
@@ -475,7 +511,12 @@ describe('export at shutdown', () => {
       await eventually(() => expect(receiver.requests()).toBeGreaterThan(before), 5_000);
       expect(await api.stop('SIGTERM')).toBe(0);
       expect(spanLines().map((line) => [line.message, line.lost])).toEqual([
-        [expect.stringMatching(/^span export to .* failed; /), undefined],
+        [
+          expect.stringMatching(
+            /^span export to .* failed \(HTTP 403: "otlp-receiver: behaviour is forbidden"\); /,
+          ),
+          undefined,
+        ],
         [
           `span export to ${receiver.url} had not finished when the shutdown flush ended; 4 spans are lost with the process ${check}`,
           4,

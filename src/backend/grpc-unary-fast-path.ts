@@ -288,10 +288,10 @@ function readBody(
     };
     let waitingForReset: NodeJS.Timeout | undefined;
     const onEnd = () => {
-      if (received > 0) return done();
+      if (envelopes > 0 && received >= nextEnvelope) return done();
       // Node's clients end a stream before they reset it (the end of its writable side first),
-      // so a call cancelled before its message arrives as one sent without a message: the
-      // reset that follows, if one does, makes it CANCELLED (onClose) rather than a refusal.
+      // so a call cancelled before its message was sent whole arrives as one that ended without
+      // it: the reset that follows, if one does, makes it CANCELLED (onClose), not a refusal.
       waitingForReset = setTimeout(done, RESET_GRACE_MS);
     };
     const onClose = () => done(closedEarly(request.stream.rstCode));

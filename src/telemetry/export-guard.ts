@@ -1,7 +1,7 @@
-import { context, ROOT_CONTEXT } from '@opentelemetry/api';
+import { context, ROOT_CONTEXT, TraceFlags } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
-import type { ReadableSpan, SpanExporter } from '@opentelemetry/sdk-trace';
+import type { ReadableSpan, SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace';
 import type { Logger } from './logger.js';
 import { deliveredOf } from './telemetry-api-limits.js';
 
@@ -9,6 +9,11 @@ export type GuardedSpanExporter = SpanExporter &
   ReportingExporter & {
     /** Whether exports currently succeed within `promptMs`: only then is it worth waiting for one. */
     isPrompt(promptMs: number): boolean;
+    /**
+     * Counts the sampled spans that end, beside the batch processor: at shutdown, those that
+     * never reached this exporter (dropped on a full queue, or still queued) are reported.
+     */
+    endedSpans: SpanProcessor;
   };
 
 type ExportHealth = {
@@ -146,7 +151,17 @@ export function guardSpanExporter(
   const health = exportHealth(logger, 'span', target, 'spans');
   let lastDurationMs = 0;
   const inFlight = new Set<number>();
+  let ended = 0;
+  let handed = 0;
   return {
+    endedSpans: {
+      onStart: () => {},
+      onEnd(span) {
+        if (span.spanContext().traceFlags & TraceFlags.SAMPLED) ended++;
+      },
+      shutdown: () => Promise.resolve(),
+      forceFlush: () => Promise.resolve(),
+    },
     isPrompt(promptMs) {
       const now = performance.now();
       const oldest = Math.min(...inFlight);
@@ -155,6 +170,7 @@ export function guardSpanExporter(
     export(spans: ReadableSpan[], done: (result: ExportResult) => void) {
       const startedAt = performance.now();
       inFlight.add(startedAt);
+      handed += spans.length;
       health.started(spans.length);
       inner.export(spans, (result) => {
         inFlight.delete(startedAt);
@@ -163,7 +179,17 @@ export function guardSpanExporter(
         done(result);
       });
     },
-    reportUnsent: () => health.reportUnsent(),
+    reportUnsent() {
+      health.reportUnsent();
+      const neverSent = ended - handed;
+      if (neverSent <= 0) return;
+      context.with(ROOT_CONTEXT, () =>
+        logger.warn(
+          { lost: neverSent, lostUnit: 'spans' },
+          `${neverSent} spans never reached the span export to ${target}: dropped because the queue was full (OTEL_BSP_MAX_QUEUE_SIZE), or still queued when the shutdown flush ended`,
+        ),
+      );
+    },
     shutdown: () => inner.shutdown(),
     forceFlush: () => inner.forceFlush?.() ?? Promise.resolve(),
   };

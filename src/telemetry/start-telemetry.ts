@@ -165,6 +165,7 @@ export async function startTelemetry(
             ...(meterProvider ? { selfObsMeterProvider: meterProvider } : {}),
           }),
         );
+        if (choice === 'otlp' && otlp) processors.push(otlp.endedSpans);
       }
       tracerProvider = new TracerProvider({
         resource,
