@@ -1,3 +1,4 @@
+import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { context, ROOT_CONTEXT, TraceFlags } from '@opentelemetry/api';
 import type { ExportResult } from '@opentelemetry/core';
 import type { PushMetricExporter, ResourceMetrics } from '@opentelemetry/sdk-metrics';
@@ -43,8 +44,7 @@ function exportHealth(
   let healthy = true;
   let lost = 0;
   let inFlight = 0;
-  const warn = (fields: object, message: string) =>
-    context.with(ROOT_CONTEXT, () => logger.warn(fields, message));
+  const warn = (fields: object, message: string) => warnOutsideRequests(logger, fields, message);
   return {
     get healthy() {
       return healthy;
@@ -93,6 +93,11 @@ function exportHealth(
 
 const CHECK = "check OTEL_EXPORTER_OTLP_ENDPOINT and the service account's telemetry roles";
 
+/** Export trouble is about the instance: its lines carry no request's trace. */
+function warnOutsideRequests(logger: Logger, fields: object, message: string): void {
+  context.with(ROOT_CONTEXT, () => logger.warn(fields, message));
+}
+
 /**
  * What the endpoint answered a refused export, when the exporter kept it: ` (HTTP 403: "...")`,
  * the reason read from the answer's google.rpc.Status (JSON or protobuf), where OTLP puts it.
@@ -112,29 +117,15 @@ function statusMessageOf(body: string): string | undefined {
   } catch {
     // Not JSON: protobuf, which the exporter read as UTF-8 text.
   }
-  const bytes = Buffer.from(body, 'utf8');
-  let at = 0;
-  const varint = () => {
-    let value = 0;
-    for (let shift = 0; at < bytes.length && shift < 35; shift += 7) {
-      const byte = bytes[at++] as number;
-      value += (byte & 0x7f) * 2 ** shift;
-      if (byte < 0x80) return value;
+  try {
+    const reader = new BinaryReader(Buffer.from(body, 'utf8'));
+    while (reader.pos < reader.len) {
+      const [field, wireType] = reader.tag();
+      if (field === 2 && wireType === WireType.LengthDelimited) return reader.string();
+      reader.skip(wireType, field);
     }
-    return Number.NaN;
-  };
-  while (at < bytes.length) {
-    const tag = varint();
-    if (tag % 8 === 0) {
-      if (Number.isNaN(varint())) return undefined;
-    } else if (tag % 8 === 2) {
-      const length = varint();
-      if (Number.isNaN(length) || at + length > bytes.length) return undefined;
-      if (tag >> 3 === 2) return bytes.toString('utf8', at, at + length);
-      at += length;
-    } else {
-      return undefined;
-    }
+  } catch {
+    // Not a google.rpc.Status either.
   }
   return undefined;
 }
@@ -183,11 +174,10 @@ export function guardSpanExporter(
       health.reportUnsent();
       const neverSent = ended - handed;
       if (neverSent <= 0) return;
-      context.with(ROOT_CONTEXT, () =>
-        logger.warn(
-          { lost: neverSent, lostUnit: 'spans' },
-          `${neverSent} spans never reached the span export to ${target}: dropped because the queue was full (OTEL_BSP_MAX_QUEUE_SIZE), or still queued when the shutdown flush ended`,
-        ),
+      warnOutsideRequests(
+        logger,
+        { lost: neverSent, lostUnit: 'spans' },
+        `${neverSent} spans never reached the span export to ${target}: dropped because the queue was full (OTEL_BSP_MAX_QUEUE_SIZE), or still queued when the shutdown flush ended`,
       );
     },
     shutdown: () => inner.shutdown(),
