@@ -77,12 +77,15 @@ describe('createBackendClient', () => {
     const grpc = await startGrpcServer(health);
     const client = createBackendClient(targetFor(grpc.url), { telemetry });
     try {
-      expect(await client.isServing()).toBe(false);
+      expect(await client.readiness()).toEqual({
+        ready: false,
+        reason: 'its grpc.health.v1 check answered NOT_SERVING',
+      });
       health.set('', 'SERVING');
-      expect(await client.isServing()).toBe(true);
+      expect((await client.readiness()).ready).toBe(true);
       // A backend draining says NOT_SERVING before it goes away.
       health.shutdown();
-      expect(await client.isServing()).toBe(false);
+      expect((await client.readiness()).ready).toBe(false);
     } finally {
       client.close();
       await grpc.close();

@@ -587,6 +587,16 @@ describe('the unary gRPC fast path answers exactly as Connect does', () => {
     expect(answer.status).toBe('415');
   });
 
+  it('leaves a deadline of zero to Connect, which still runs a handler that does not wait', async () => {
+    for (const timeout of ['0m', '0n', '00S']) {
+      const answer = await differential(
+        { body: valid, headers: { 'grpc-timeout': timeout } },
+        'fallback',
+      );
+      expect(grpcStatus(answer), timeout).toBe(String(OK));
+    }
+  });
+
   it('leaves unknown methods to Connect', async () => {
     const answer = await differential(
       { body: valid, path: '/backend_service.v1.BackendService/Nope' },

@@ -121,6 +121,8 @@ process.on('SIGUSR2', () => {
 });
 await import(${JSON.stringify(MAIN_URL)});
 `;
+const messagesOf = (started: RoleProcess) => started.logs().map((line) => String(line.message));
+
 async function measuredRole(name: 'api' | 'backend', env: Record<string, string>) {
   const dir = await mkdtemp(join(tmpdir(), 'measured-role-'));
   cleanups.push(() => rm(dir, { recursive: true, force: true }));
@@ -239,6 +241,13 @@ describe('backend down', () => {
     const readiness = await fetch(`${api.url}/readyz`);
     expect(readiness.status).toBe(503);
     expect(readiness.headers.get('retry-after')).toBe('1');
+    expect(readiness.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(await readiness.json()).toMatchObject({ status: 503, instance: '/readyz' });
+    // One WARNING naming the cause, however many probes fail for it.
+    await fetch(`${api.url}/readyz`);
+    const notReady = () => messagesOf(api).filter((line) => line.startsWith('not ready:'));
+    await expect.poll(notReady).toHaveLength(1);
+    expect(notReady()[0]).toContain('ECONNREFUSED');
     expect((await fetch(`${api.url}/healthz`)).status).toBe(200);
 
     // Memory across the outage: after a warm-up of 600 failing calls, then after 1,500 more.
@@ -265,6 +274,9 @@ describe('backend down', () => {
     }, 5_000);
     expect(recovered.status).toBe(200);
     expect((await fetch(`${api.url}/readyz`)).status).toBe(200);
+    await expect
+      .poll(() => messagesOf(api))
+      .toContain('ready again: the backend answers its health check as serving');
     expect(api.child.exitCode).toBeNull();
   }, 120_000);
 
@@ -1115,8 +1127,6 @@ describe('SIGTERM with work that never ends', () => {
 
 describe('SIGTERM with requests in flight', () => {
   const CUT = 'drain timed out; closing remaining connections';
-  const messagesOf = (started: RoleProcess) => started.logs().map((line) => String(line.message));
-
   /** POST /greet on a connection the agent keeps open after the answer, as a pool does. */
   function greetKeptAlive(port: number, agent: Agent, headers: Record<string, string> = {}) {
     return new Promise<{ status: number | undefined; connection: string | undefined }>(

@@ -352,7 +352,12 @@ describe('the private role under bad input (token check on)', () => {
 
     it('answers a malformed :authority with HTTP 400 on every protocol, and keeps serving', async () => {
       for (const authority of ['localhost:99999', '[']) {
-        for (const contentType of ['application/json', 'application/grpc-web+proto']) {
+        // application/grpc is the unary fast path's: it refuses the same way.
+        for (const contentType of [
+          'application/json',
+          'application/grpc-web+proto',
+          'application/grpc',
+        ]) {
           const answer = await rawCall(
             backend.url,
             GREET,

@@ -319,6 +319,36 @@ describe('bodies the api cannot take as sent: a problem that says what to send',
     }
   });
 
+  it('a transfer coding other than chunked alone: 415, never the compressed bytes read as the body', async () => {
+    const json = '{"name":"a"}';
+    for (const [coding, body] of [
+      ['gzip, chunked', gzipSync(json)],
+      ['deflate, chunked', Buffer.from(json)],
+      ['identity, chunked', Buffer.from(json)],
+    ] as const) {
+      const answer = await raw(
+        api.port,
+        Buffer.concat([
+          Buffer.from(
+            `POST /greet HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: ${JSON_TYPE}\r\nTransfer-Encoding: ${coding}\r\n\r\n${body.length.toString(16)}\r\n`,
+          ),
+          body,
+          Buffer.from('\r\n0\r\n\r\n'),
+        ]),
+      );
+      expect(expectProblem(answer, 415).detail, coding).toMatch(
+        /Compressed bodies are not accepted.*Transfer-Encoding: chunked alone/,
+      );
+      expect(answer.headers['accept-encoding']).toBe('identity');
+    }
+    // Transfer codings are case-insensitive too (RFC 9112 section 7).
+    const chunked = await raw(
+      api.port,
+      `POST /greet HTTP/1.1\r\nHost: api\r\nConnection: close\r\nContent-Type: ${JSON_TYPE}\r\nTransfer-Encoding: Chunked\r\n\r\n${json.length.toString(16)}\r\n${json}\r\n0\r\n\r\n`,
+    );
+    expect(chunked.status, chunked.body).toBe(200);
+  });
+
   it('another media type: 415 naming application/json, with Accept: application/json', async () => {
     for (const options of [
       { type: 'text/plain', body: '{"name":"a"}' },
@@ -334,6 +364,14 @@ describe('bodies the api cannot take as sent: a problem that says what to send',
   it('an empty body: 400 saying it is empty, not "not valid JSON"', async () => {
     const problem = expectProblem(await greet({ type: JSON_TYPE, body: '' }), 400);
     expect(problem.detail).toBe('The body is empty: send a JSON object.');
+    // Nothing to parse, so no parser sees it: the schema's check says the same, and the type.
+    for (const options of [{}, { body: '' }]) {
+      const answer = await greet(options);
+      expect(expectProblem(answer, 400).detail).toBe(
+        'The body is empty: send a JSON object, with content-type: application/json.',
+      );
+      expect(answer.headers.accept).toBe(JSON_TYPE);
+    }
   });
 
   it('a __proto__ or constructor.prototype key: 400 saying the key is not allowed, not "not valid JSON"', async () => {

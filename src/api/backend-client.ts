@@ -22,10 +22,13 @@ export type GreetInput = { name: string; withError: boolean };
 
 export type BackendClient = {
   greet(input: GreetInput, signal?: AbortSignal): Promise<string>;
-  /** Whether the backend reports SERVING on grpc.health.v1. Never throws. */
-  isServing(): Promise<boolean>;
+  /** Whether the backend reports SERVING on grpc.health.v1, and if not, why. Never throws. */
+  readiness(): Promise<Readiness>;
   close(): void;
 };
+
+/** `reason` names the backend's status or the call's failure: for the api's log, not callers. */
+export type Readiness = { ready: true } | { ready: false; reason: string };
 
 export type BackendClientDeps = {
   telemetry: Pick<Telemetry, 'tracer' | 'meter'>;
@@ -83,12 +86,19 @@ export function createBackendClient(target: BackendTarget, deps: BackendClientDe
       const { reply } = await backend.greet(input, await callOptions(signal));
       return reply;
     },
-    async isServing() {
+    async readiness() {
       try {
         const { status } = await health.check({ service: '' }, { timeoutMs: READINESS_TIMEOUT_MS });
-        return status === HealthCheckResponse_ServingStatus.SERVING;
-      } catch {
-        return false;
+        if (status === HealthCheckResponse_ServingStatus.SERVING) return { ready: true };
+        return {
+          ready: false,
+          reason: `its grpc.health.v1 check answered ${HealthCheckResponse_ServingStatus[status] ?? status}`,
+        };
+      } catch (error) {
+        return {
+          ready: false,
+          reason: `its grpc.health.v1 check failed: ${ConnectError.from(error).message}`,
+        };
       }
     },
     close() {

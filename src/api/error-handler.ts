@@ -80,6 +80,8 @@ const FASTIFY_REFUSALS = new Map<string, Refusal>([
   ],
 ]);
 
+const EMPTY_BODY = 'The body is empty: send a JSON object, with content-type: application/json.';
+
 const RETRY_AFTER_SECONDS = '1';
 
 /** The `code` of the error the api sends when it sheds load (see `overloadedError`). */
@@ -115,7 +117,9 @@ export function sendProblem(
   const traceId = trace.getActiveSpan()?.spanContext().traceId;
   if (traceId) body.traceId = traceId;
   body.instance = request.url.split('?', 1)[0];
-  const headers = refusalHeaders(error, body.status);
+  const headers = isMissingBody(error, request)
+    ? { accept: 'application/json' }
+    : refusalHeaders(error, body.status);
   if (headers) reply.headers(headers);
   if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
   // Shedding is the process protecting itself, not a fault to investigate per request.
@@ -144,6 +148,7 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
     );
   }
   if (hasZodFastifySchemaValidationErrors(error)) {
+    if (isMissingBody(error, request)) return problem(400, EMPTY_BODY);
     const errors = error.validation.map((issue) => ({
       field: [error.validationContext, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
       message: issue.message ?? 'is invalid',
@@ -209,6 +214,15 @@ function refusalHeaders(error: Error, status: number): Record<string, string> | 
   return (
     FASTIFY_REFUSALS.get((error as FastifyError).code)?.headers ??
     (error as { headers?: Record<string, string> }).headers
+  );
+}
+
+/** No body at all: no parser saw it (Fastify parses none without a content-type). */
+function isMissingBody(error: Error, request: FastifyRequest): boolean {
+  return (
+    hasZodFastifySchemaValidationErrors(error) &&
+    error.validationContext === 'body' &&
+    request.body == null
   );
 }
 

@@ -65,6 +65,16 @@ export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promis
       const error = new Error('A request must have one Host header, not several');
       return done(Object.assign(error, { statusCode: 400 }));
     }
+    // Node decodes the chunking of `gzip, chunked` and hands on the compressed bytes as the body.
+    // Refused as a content-encoding is (415), not as RFC 9112's 501: the caller's to change.
+    const coding = request.headers['transfer-encoding'];
+    if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') {
+      const error = new Error(
+        'Compressed bodies are not accepted: send the body with Content-Length, or with Transfer-Encoding: chunked alone.',
+      );
+      const headers = { 'accept-encoding': 'identity' };
+      return done(Object.assign(error, { statusCode: 415, headers }));
+    }
     done();
   });
   await app.register(fastifyUnderPressure, {

@@ -140,13 +140,14 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       const deadlineMs = capDeadline(request.headers, config.GRPC_MAX_TIMEOUT_MS);
       releaseUnreadRequest(request);
       advertiseCompression(request, response, acceptedNames);
-      if (fastPath.serve(request, response)) return;
       // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
-      // missing or malformed one (`[`, a port over 65535) would throw out of this listener.
+      // missing or malformed one (`[`, a port over 65535) would throw out of this listener. The
+      // fast path refuses it too, so that both paths give one answer.
       if (!URL.canParse(`http://${request.authority}`)) {
         refuseBadAuthority(response);
         return;
       }
+      if (fastPath.serve(request, response)) return;
       if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
       failRequestOnReset(request);
       connectCalls.add(request);

@@ -204,6 +204,9 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
       if (contentType !== 'application/grpc' && contentType !== PROTO_CONTENT_TYPE) return false;
       const spec = methods.get(request.url.split('?', 1)[0] ?? '');
       if (!spec) return false;
+      // Past before the body is read, so this path would fail the call where Connect's answers
+      // a handler that does not wait: that one answers it, as any other call it serves.
+      if (ZERO_TIMEOUT.test(headerValue(request.headers['grpc-timeout']) ?? '')) return false;
       serveUnary(spec, request, response).catch((error: unknown) => {
         // Headers Node refuses to send (an interceptor's `connection`, say): the call fails
         // on the wire instead of the process failing with an unhandled rejection.
@@ -214,6 +217,9 @@ export function createGrpcUnaryFastPath(options: GrpcUnaryFastPathOptions): Grpc
     },
   };
 }
+
+/** A `grpc-timeout` of zero in any unit. */
+const ZERO_TIMEOUT = /^0+[HMSmun]$/;
 
 /** The handler context's signal is aborted once the call is answered, as Connect does. */
 const CALL_COMPLETED = new DOMException('The call has completed.', 'AbortError');

@@ -1,25 +1,49 @@
-import type { FastifyPluginAsync } from 'fastify';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { PROBLEM_CONTENT_TYPE, problem } from '../errors/problem-details.js';
 import type { RouteDeps } from './route-deps.js';
 
 export type HealthDeps = RouteDeps & { isDraining: () => boolean };
+
+const DRAINING = 'The api is shutting down: send requests to another instance.';
+const NOT_READY =
+  "The backend does not answer its health check as serving. The reason is in the api's log.";
 
 /** Probes: untraced, and out of the OpenAPI document (it documents `routes` only). */
 export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (
   app,
   { backend, isDraining },
 ) => {
-  app.get('/healthz', async (_request, reply) => {
-    if (isDraining()) return reply.code(503).send({ status: 'draining' });
+  /**
+   * Probes come every few seconds: the log gets a line when readiness changes (or its reason
+   * does), not one per probe.
+   */
+  let lastFailure: string | undefined;
+  app.get('/healthz', async (request, reply) => {
+    if (isDraining()) return unavailable(request, reply, DRAINING);
     return { status: 'ok' };
   });
-  app.get('/readyz', async (_request, reply) => {
-    if (isDraining()) return reply.code(503).send({ status: 'draining' });
-    if (!(await backend.isServing())) {
-      return reply.code(503).header('retry-after', '1').send({ status: 'backend unavailable' });
+  app.get('/readyz', async (request, reply) => {
+    if (isDraining()) return unavailable(request, reply, DRAINING);
+    const readiness = await backend.readiness();
+    if (!readiness.ready) {
+      if (readiness.reason !== lastFailure) {
+        lastFailure = readiness.reason;
+        request.log.warn(`not ready: the backend is not serving: ${readiness.reason}`);
+      }
+      return unavailable(request, reply, NOT_READY);
+    }
+    if (lastFailure !== undefined) {
+      lastFailure = undefined;
+      request.log.info('ready again: the backend answers its health check as serving');
     }
     return { status: 'ready' };
   });
 };
+
+function unavailable(request: FastifyRequest, reply: FastifyReply, detail: string) {
+  const body = { ...problem(503, detail), instance: request.url.split('?', 1)[0] };
+  return reply.code(503).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(body);
+}
 
 /** Answered even when the api sheds load: a refused liveness probe would restart a busy instance. */
 export const PROBE_PATHS = ['/healthz', '/readyz'];
