@@ -221,6 +221,35 @@ describe('the private role under bad input (token check on)', () => {
       expect(answer.grpcMessage).toContain(message);
     });
 
+    it('keeps the access line of a 30,000-character path and user agent small, naming their start', async () => {
+      const traceId = '4bf92f3577b34da6a3ce929d0e0e4738';
+      // Together under the 64 KiB header list the backend takes.
+      const path = `/nope.v1.Nope/${'M'.repeat(30_000)}`;
+      const answer = await rawCall(
+        backend.url,
+        path,
+        {
+          ...grpc,
+          'user-agent': `ua-${'u'.repeat(30_000)}`,
+          traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+        },
+        envelope(GREET_ADA),
+      );
+      expect(answer.grpcStatus).toBe('12');
+      const line = await eventually(() => {
+        const found = backend
+          .logs()
+          .find((entry) => String(entry['logging.googleapis.com/trace']).endsWith(traceId));
+        expect(found).toBeDefined();
+        return found as Record<string, unknown>;
+      });
+      const httpRequest = line.httpRequest as { requestUrl: string; userAgent: string };
+      expect(httpRequest.requestUrl).toBe(`${path.slice(0, 4_096)}...`);
+      expect(httpRequest.userAgent).toBe(`ua-${'u'.repeat(1_021)}...`);
+      expect(line.message).toBe(`POST ${path.slice(0, 4_096)}... UNIMPLEMENTED`);
+      expect(JSON.stringify(line).length).toBeLessThan(16_000);
+    });
+
     it.each([
       ['before sending the message', Buffer.alloc(0), '4bf92f3577b34da6a3ce929d0e0e4736'],
       [

@@ -530,6 +530,23 @@ describe('query strings, methods and URLs', () => {
     expect(notFound.detail).toBe(`No route GET ${long.slice(0, 200)}...`);
     const wrongMethod = await call(api, `/healthz?${'q'.repeat(15_000)}`, { method: 'PUT' });
     expect(String(expectProblem(wrongMethod, 405).detail).length).toBeLessThan(300);
+    // The access line names the first 4,096 characters of it, and of the user agent 1,024
+    // (together within the 16 KiB of headers the api takes).
+    const traceId = '9ce0e9a56015fec5aadfa328ae398120';
+    const longer = `/${'a'.repeat(12_000)}`;
+    await call(api, longer, {
+      method: 'GET',
+      headers: {
+        traceparent: `00-${traceId}-b7ad6b7169203331-01`,
+        'user-agent': `ua-${'u'.repeat(2_000)}`,
+      },
+    });
+    const line = await accessLine(api, traceId);
+    expect(line?.httpRequest).toMatchObject({
+      requestUrl: `${longer.slice(0, 4_096)}...`,
+      userAgent: `ua-${'u'.repeat(1_021)}...`,
+    });
+    expect(line?.message).toBe(`GET ${longer.slice(0, 4_096)}... 404`);
   });
 
   it('a body to an unknown path or the wrong method: 404 or 405, whatever the body', async () => {

@@ -7,8 +7,13 @@ const ECHOED_CHARACTERS = 200;
  * inside a surrogate pair, which `grpc-message`'s percent-encoding cannot take.
  */
 export function echoed(text: string): string {
-  if (text.length <= ECHOED_CHARACTERS) return text;
-  const cut = text.slice(0, ECHOED_CHARACTERS);
+  return clipped(text, ECHOED_CHARACTERS);
+}
+
+/** `text` cut to `max` characters and marked with `...`, never inside a surrogate pair. */
+export function clipped(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const cut = text.slice(0, max);
   const last = cut.charCodeAt(cut.length - 1);
   return `${last >= 0xd800 && last <= 0xdbff ? cut.slice(0, -1) : cut}...`;
 }

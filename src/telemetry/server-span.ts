@@ -21,11 +21,20 @@ import {
   ATTR_EXCEPTION_TYPE,
   EVENT_EXCEPTION,
 } from '@opentelemetry/semantic-conventions';
+import { clipped } from '../errors/caller-text.js';
 import { errorType } from './error-type.js';
 import type { Logger } from './logger.js';
 import { getLinkedSpanContext } from './propagation/index.js';
 import { withRequestScope } from './request-attributes.js';
 import { ATTR_LINK_FRONT_END_SPAN } from './semconv.js';
+
+/**
+ * How much of the caller's URL and user agent an access line keeps: the whole of any real one,
+ * but not the 60,000 characters a caller can send to make 120 KB lines (and, for an unknown
+ * method, Error Reporting events) of them.
+ */
+const MAX_LOGGED_URL = 4_096;
+const MAX_LOGGED_USER_AGENT = 1_024;
 
 /** Cloud Logging's `httpRequest` object for the access line. */
 export type HttpRequestLog = {
@@ -141,6 +150,10 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           outcome.metric.histogram.record(seconds, outcome.metric.attributes);
           const { httpRequest } = outcome;
           httpRequest.latency = `${seconds.toFixed(6)}s`;
+          httpRequest.requestUrl = clipped(httpRequest.requestUrl, MAX_LOGGED_URL);
+          if (httpRequest.userAgent) {
+            httpRequest.userAgent = clipped(httpRequest.userAgent, MAX_LOGGED_USER_AGENT);
+          }
           context.with(ctx, () => {
             const { rpc } = outcome;
             const message = `${httpRequest.requestMethod} ${httpRequest.requestUrl} ${rpc ? rpc.grpcStatus : httpRequest.status}`;
