@@ -1030,6 +1030,20 @@ describe('overload', () => {
     expect(all.filter((o) => o.status !== 200 && o.status !== 503)).toEqual([]);
     expect(all.filter((o) => o.path === '/healthz' && o.status !== 200)).toEqual([]);
     expect(outcomes.some(healthzAnsweredWhileShedding)).toBe(true);
+    // A 503 like any other (the one rule), but without a stack: the load is the cause, and it is
+    // not an Error Reporting event per shed request.
+    const shedLines = busy
+      .logs()
+      .filter((line) => (line.httpRequest as { status?: number } | undefined)?.status === 503);
+    expect(shedLines.length).toBeGreaterThan(0);
+    for (const line of shedLines) {
+      expect(line).toMatchObject({
+        severity: 'ERROR',
+        problem: expect.stringMatching(/over capacity/),
+        error: { type: 'ApiOverloaded', message: 'The api is over capacity' },
+      });
+      expect(line).not.toHaveProperty('stack_trace');
+    }
 
     await eventually(() => expectServing(busy), 10_000);
   }, 30_000);

@@ -95,12 +95,21 @@ export function noRouteError(request: FastifyRequest): Error {
   });
 }
 
+/**
+ * What a shed request failed with: a 503 like any other, so its span and line follow the one
+ * rule, but without a stack. The load is the cause, not a line of code: it is not an Error
+ * Reporting event per request, and costs an overloaded process nothing to build.
+ */
+const OVERLOADED_ERROR: Error = Object.assign(new Error('The api is over capacity'), {
+  name: 'ApiOverloaded',
+  code: OVERLOADED,
+  statusCode: 503,
+  stack: undefined,
+});
+
 /** The request was refused because the process is past capacity; answered 503 + Retry-After. */
 export function overloadedError(): Error {
-  return Object.assign(new Error('The api is over capacity'), {
-    code: OVERLOADED,
-    statusCode: 503,
-  });
+  return OVERLOADED_ERROR;
 }
 
 /**
@@ -122,21 +131,14 @@ export function sendProblem(
     : refusalHeaders(error, body.status);
   if (headers) reply.headers(headers);
   if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
-  // Shedding is the process protecting itself, not a fault to investigate per request.
-  const fault = body.status >= 500 && !isOverloaded(error) ? error : undefined;
+  const fault = body.status >= 500 ? error : undefined;
   const detail = body.detail ?? body.title;
-  if (!noteProblem(request.raw, detail, fault)) logProblem(error, request, detail, fault);
+  if (!noteProblem(request.raw, detail, fault)) logProblem(request, detail, fault);
   return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
-function logProblem(
-  error: Error,
-  request: FastifyRequest,
-  detail: string,
-  fault: Error | undefined,
-): void {
+function logProblem(request: FastifyRequest, detail: string, fault: Error | undefined): void {
   if (fault) request.log.error({ error: fault, problem: detail }, `request failed: ${detail}`);
-  else if (isOverloaded(error)) request.log.warn(`request shed: ${detail}`);
   else request.log.info({ problem: detail }, 'request rejected');
 }
 
