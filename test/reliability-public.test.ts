@@ -687,12 +687,19 @@ describe('headers and malformed HTTP', () => {
     expect(answer.headers).toMatchObject({ connection: 'keep-alive', 'keep-alive': 'timeout=65' });
   });
 
-  it('an Expect other than 100-continue: 417 problem', async () => {
+  it('an Expect other than 100-continue: 417 problem, traced and logged like any request', async () => {
+    const traceId = '9ce0e9a56015fec5aadfa328ae398121';
     const answer = await raw(
       api.port,
-      `POST /greet HTTP/1.1\r\nHost: api\r\nExpect: teapot\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\n\r\n{"name":"a"}`,
+      `POST /greet HTTP/1.1\r\nHost: api\r\nExpect: teapot\r\nConnection: close\r\ntraceparent: 00-${traceId}-b7ad6b7169203331-01\r\nContent-Type: ${JSON_TYPE}\r\nContent-Length: 12\r\n\r\n{"name":"a"}`,
     );
-    expectProblem(answer, 417);
+    expect(expectProblem(answer, 417).detail).toBe('Only "Expect: 100-continue" is supported.');
+    expect(answer.headers['x-frame-options']).toBe('DENY');
+    expect(await accessLine(api, traceId)).toMatchObject({
+      severity: 'INFO',
+      httpRequest: { status: 417 },
+      problem: 'Only "Expect: 100-continue" is supported.',
+    });
   });
 
   it('Expect: 100-continue is honoured', async () => {

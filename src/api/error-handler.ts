@@ -337,12 +337,6 @@ export function writeProblemAndClose(socket: Duplex, status: number, detail: str
   socket.destroy();
 }
 
-/** For Node's `checkExpectation` event and the like, where a raw response exists. */
-export function endWithProblem(response: ServerResponse, status: number, detail: string): void {
-  const body = rawProblemBody(status, detail);
-  response.writeHead(status, rawProblemHeaders(body)).end(body);
-}
-
 function rawProblemBody(status: number, detail: string): string {
   return JSON.stringify({ ...problem(status, detail), title: STATUS_CODES[status] ?? 'Error' });
 }

@@ -6,12 +6,7 @@ import helmet from 'helmet';
 import type { Config } from '../config.js';
 
 import { PROBE_PATHS } from '../routes/index.js';
-import {
-  endWithProblem,
-  overloadedError,
-  sendProblem,
-  writeProblemAndClose,
-} from './error-handler.js';
+import { overloadedError, sendProblem, writeProblemAndClose } from './error-handler.js';
 
 /** The api's HTTP server limits and load shedding; see docs/reliability.md. */
 type ApiLimits = Pick<
@@ -64,6 +59,12 @@ export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promis
     if (hostLines(request.raw.rawHeaders) > 1) {
       const error = new Error('A request must have one Host header, not several');
       return done(Object.assign(error, { statusCode: 400 }));
+    }
+    // Node answers 100-continue itself (configureServer) and hands on any other expectation.
+    const expectation = request.headers.expect;
+    if (expectation !== undefined && expectation.toLowerCase() !== '100-continue') {
+      const error = new Error('Only "Expect: 100-continue" is supported.');
+      return done(Object.assign(error, { statusCode: 417 }));
     }
     // Node decodes the chunking of `gzip, chunked` and hands on the compressed bytes as the body.
     // Refused as a content-encoding is (415), not as RFC 9112's 501: the caller's to change.
@@ -138,8 +139,9 @@ function configureServer(server: Server, limits: ApiLimits, bodyLimit: number): 
   server.on('connect', (_request: IncomingMessage, socket: Duplex) =>
     writeProblemAndClose(socket, 400, 'CONNECT is not supported: this server is not a proxy.'),
   );
-  server.on('checkExpectation', (_request: IncomingMessage, response: ServerResponse) =>
-    endWithProblem(response, 417, 'Only "Expect: 100-continue" is supported.'),
+  // Answered 417 by the hook in hardenApi, so it is traced and logged like any other request.
+  server.on('checkExpectation', (request: IncomingMessage, response: ServerResponse) =>
+    server.emit('request', request, response),
   );
   // The point of 100-continue is a refusal before the body is sent (RFC 9110 §10.1.1): a body
   // declared over the limit gets no "100 Continue", and Fastify refuses it (413) from the header.
