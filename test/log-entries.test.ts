@@ -12,7 +12,13 @@ import { freePort } from './helpers/free-port.js';
 import { grpcCallTo, postGreet, UNKNOWN_METHOD } from './helpers/http.js';
 import { listenH2c } from './helpers/listen-h2c.js';
 import { recordingLogger } from './helpers/recording-logger.js';
-import { type RoleProcess, rolesExportingForSuite, runToExit, startRole } from './helpers/roles.js';
+import {
+  type RoleProcess,
+  rolesExportingForSuite,
+  runToExit,
+  startRole,
+  startRoles,
+} from './helpers/roles.js';
 import { newTraceParent } from './helpers/traces.js';
 
 /*
@@ -181,6 +187,37 @@ describe('requests: one log entry each', () => {
       'client.address': expected,
       'network.peer.address': '127.0.0.1',
     });
+  });
+});
+
+describe('with the SDK disabled (OTEL_SDK_DISABLED=true)', () => {
+  it("lines carry no trace without a caller's, and the caller's trace when it sends one", async () => {
+    const { backend, api } = await startRoles({ OTEL_SDK_DISABLED: 'true' });
+    try {
+      const untraced = await fetch(`${api.url}/greet`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': 'no-trace' },
+        body: '{"name":" "}',
+      });
+      expect(untraced.status).toBe(400);
+      // No all-zero trace id offered as "the trace id" of a failure.
+      expect(await untraced.json()).not.toHaveProperty('traceId');
+      const parent = newTraceParent();
+      await postGreet(api.url, { name: 'David' }, { traceparent: parent.header });
+      await expect
+        .poll(() => [api, backend].map((role) => linesOfTrace(role, parent.traceId).length))
+        .toEqual([1, 1]);
+      const lines = [...api.logs(), ...backend.logs()];
+      expect(
+        lines.filter((line) => String(line[TRACE] ?? '').endsWith(`/traces/${'0'.repeat(32)}`)),
+      ).toEqual([]);
+      const noTrace = api.logs().find((line) => line.message === 'POST /greet 400');
+      expect(noTrace).toBeDefined();
+      expect(noTrace).not.toHaveProperty(TRACE);
+      expect(noTrace).not.toHaveProperty('logging.googleapis.com/spanId');
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+    }
   });
 });
 

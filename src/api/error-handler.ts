@@ -2,7 +2,7 @@ import { type ServerResponse, STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Code, ConnectError } from '@connectrpc/connect';
-import { trace } from '@opentelemetry/api';
+import { isSpanContextValid, trace } from '@opentelemetry/api';
 import type {
   ConnectionError,
   FastifyBaseLogger,
@@ -123,8 +123,8 @@ export function sendProblem(
   reply: FastifyReply,
 ) {
   const body = toProblem(error, request);
-  const traceId = trace.getActiveSpan()?.spanContext().traceId;
-  if (traceId) body.traceId = traceId;
+  const spanContext = trace.getActiveSpan()?.spanContext();
+  if (spanContext && isSpanContextValid(spanContext)) body.traceId = spanContext.traceId;
   body.instance = request.url.split('?', 1)[0];
   const headers = isMissingBody(error, request)
     ? { accept: 'application/json' }

@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { trace } from '@opentelemetry/api';
+import { isSpanContextValid, trace } from '@opentelemetry/api';
 import { type DestinationStream, type Logger, type LoggerOptions as PinoOptions, pino } from 'pino';
 import { errorType } from './error-type.js';
 import { batchedStdout } from './stdout-lines.js';
@@ -80,8 +80,9 @@ function isoTimeField(): () => string {
 
 function traceFields(projectId: () => string): Record<string, unknown> {
   const spanContext = trace.getActiveSpan()?.spanContext();
-  // A new object every line: pino merges the line's own fields into it.
-  if (!spanContext) return {};
+  // A new object every line: pino merges the line's own fields into it. With the SDK disabled,
+  // a request without a caller's trace has the all-zero one, which is no trace at all.
+  if (!spanContext || !isSpanContextValid(spanContext)) return {};
   return {
     'logging.googleapis.com/trace': `projects/${projectId()}/traces/${spanContext.traceId}`,
     'logging.googleapis.com/spanId': spanContext.spanId,
