@@ -186,7 +186,10 @@ describe('requests: one log entry each', () => {
     expect(server?.attributes).toMatchObject({
       'client.address': expected,
       'network.peer.address': '127.0.0.1',
+      // The client's own port, as the backend's span has its caller's.
+      'network.peer.port': expect.any(Number),
     });
+    expect(server?.attributes['network.peer.port']).not.toBe(roles.api.port);
   });
 });
 

@@ -6,6 +6,7 @@ import {
   type Http2ServerResponse,
   type Http2Session,
 } from 'node:http2';
+import { isIPv6 } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { DescMethod } from '@bufbuild/protobuf';
 import { createContextValues, type HandlerContext, type Interceptor } from '@connectrpc/connect';
@@ -142,12 +143,16 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       advertiseCompression(request, response, acceptedNames);
       // Connect's adapter builds the request's URL from `:authority` outside any handler, so a
       // missing or malformed one (`[`, a port over 65535) would throw out of this listener. The
-      // fast path refuses it too, so that both paths give one answer.
-      if (!URL.canParse(`http://${request.authority}`)) {
+      // fast path refuses it too, so that both paths give one answer, except for an IPv6 host
+      // without its brackets, which Node's own HTTP/2 client sends (`::1:8080`).
+      const authorityParses = URL.canParse(`http://${request.authority}`);
+      if (authorityParses || isUnbracketedIpv6(request.authority)) {
+        if (fastPath.serve(request, response)) return;
+      }
+      if (!authorityParses) {
         refuseBadAuthority(response);
         return;
       }
-      if (fastPath.serve(request, response)) return;
       if (deadlineMs !== undefined) expireUnfinishedRequest(request, deadlineMs);
       failRequestOnReset(request);
       connectCalls.add(request);
@@ -185,6 +190,11 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       for (const session of sessions) session.destroy();
     },
   };
+}
+
+/** `::1:8080` or `::1`: an IPv6 address, with or without a port, and no brackets. */
+function isUnbracketedIpv6(authority: string): boolean {
+  return isIPv6(authority) || isIPv6(authority.replace(/:\d+$/, ''));
 }
 
 function refuseBadAuthority(response: Http2ServerResponse): void {

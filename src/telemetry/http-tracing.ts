@@ -9,6 +9,7 @@ import {
   ATTR_HTTP_RESPONSE_STATUS_CODE,
   ATTR_HTTP_ROUTE,
   ATTR_NETWORK_PEER_ADDRESS,
+  ATTR_NETWORK_PEER_PORT,
   ATTR_NETWORK_PROTOCOL_VERSION,
   ATTR_URL_PATH,
   ATTR_URL_QUERY,
@@ -147,6 +148,7 @@ export function createHttpTracing(
       [ATTR_NETWORK_PROTOCOL_VERSION]: request.httpVersion,
       [ATTR_CLIENT_ADDRESS]: client,
       [ATTR_NETWORK_PEER_ADDRESS]: request.socket.remoteAddress,
+      [ATTR_NETWORK_PEER_PORT]: request.socket.remotePort,
     };
     if (!known) attributes[ATTR_HTTP_REQUEST_METHOD_ORIGINAL] = original;
     let loggedUrl = url;

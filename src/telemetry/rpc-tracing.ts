@@ -104,7 +104,7 @@ export function createServerTracingInterceptor(
       const access = accessLog(
         req.requestMethod,
         path,
-        httpStatus(system, req.stream, code),
+        clientLeft(code, req.signal) ? CLIENT_CLOSED : httpStatus(system, req.stream, code),
         req.header.get('user-agent'),
         peer,
       );
@@ -402,6 +402,14 @@ function endCall(
   };
   if (error) labels[ATTR_ERROR_TYPE] = status;
   duration.record((performance.now() - startedAt) / 1000, labels);
+}
+
+/** The access line's status for a call its client left, as the api's for a caller that left. */
+const CLIENT_CLOSED = codeToHttpStatus(Code.Canceled);
+
+/** CANCELLED because the client reset the call (see `abortOutcome`), not a handler's own. */
+function clientLeft(code: Code | undefined, signal: AbortSignal): boolean {
+  return code === Code.Canceled && signal.aborted && !isServerStop(signal.reason);
 }
 
 /**
