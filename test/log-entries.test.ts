@@ -193,6 +193,31 @@ describe('requests: one log entry each', () => {
   });
 });
 
+describe("a request's own attributes", () => {
+  it('are on the lines of both roles, sampled or not; forged baggage is not', async () => {
+    const { backend, api } = await startRoles();
+    try {
+      const unsampled = newTraceParent(false);
+      const headers = { traceparent: unsampled.header, 'x-user-id': 'u-7' };
+      expect((await postGreet(api.url, { name: 'David' }, headers)).status).toBe(200);
+      const forged = newTraceParent(false);
+      const forging = { traceparent: forged.header, baggage: 'enduser.id=evil' };
+      expect((await postGreet(api.url, { name: 'David' }, forging)).status).toBe(200);
+      for (const role of [api, backend]) {
+        const [line] = await requestLines(role, unsampled.traceId);
+        expect(line).toMatchObject({
+          'logging.googleapis.com/trace_sampled': false,
+          attributes: { 'enduser.id': 'u-7' },
+        });
+        const [forgedLine] = await requestLines(role, forged.traceId);
+        expect(forgedLine).not.toHaveProperty('attributes');
+      }
+    } finally {
+      await Promise.all([api.stop(), backend.stop()]);
+    }
+  });
+});
+
 describe('with the SDK disabled (OTEL_SDK_DISABLED=true)', () => {
   it("lines carry no trace without a caller's, and the caller's trace when it sends one", async () => {
     const { backend, api } = await startRoles({ OTEL_SDK_DISABLED: 'true' });

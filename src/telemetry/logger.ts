@@ -1,7 +1,8 @@
 import { createRequire } from 'node:module';
-import { isSpanContextValid, trace } from '@opentelemetry/api';
+import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { type DestinationStream, type Logger, type LoggerOptions as PinoOptions, pino } from 'pino';
 import { errorType } from './error-type.js';
+import { requestAttributesOf } from './request-attributes.js';
 import { batchedStdout } from './stdout-lines.js';
 
 export type { Logger };
@@ -14,6 +15,8 @@ export type LoggerOptions = {
   format?: 'json' | 'pretty' | undefined;
   /** Where JSON lines go; defaults to stdout (human-readable when stdout is a terminal). */
   destination?: DestinationStream;
+  /** Baggage keys a request's lines carry under `attributes`, as its spans do (see below). */
+  baggageKeys?: readonly string[];
 };
 
 /** pino's number for `error`: lines at this level and above report an error event. */
@@ -30,16 +33,19 @@ const SEVERITY: Record<string, string> = {
 
 /**
  * One JSON object per line in Cloud Logging's structured format. Trace fields come from the
- * active span, so every line written inside a request joins that request's trace. A line at
+ * active span, so every line written inside a request joins that request's trace, and the
+ * request's own attributes (`setRequestAttributes`, allow-listed baggage) go under `attributes`,
+ * as on its spans. A line at
  * ERROR or above whose `error` has a stack also gets it as `stack_trace`, the field Error
  * Reporting reads: such a line is one error event.
  */
 export function createLogger(options: LoggerOptions): Logger {
+  const baggageKeys = new Set(options.baggageKeys);
   const common: PinoOptions = {
     level: options.level,
     errorKey: 'error',
     serializers: { error: serializeError, err: serializeError },
-    mixin: () => traceFields(options.projectId),
+    mixin: () => requestFields(options.projectId, baggageKeys),
   };
   const pretty = options.format ? options.format === 'pretty' : process.stdout.isTTY;
   if (!options.destination && pretty) return prettyLogger(common);
@@ -48,7 +54,7 @@ export function createLogger(options: LoggerOptions): Logger {
     {
       ...common,
       mixin: (line, level) => {
-        const fields = traceFields(options.projectId);
+        const fields = requestFields(options.projectId, baggageKeys);
         if (level >= ERROR_LEVEL) addStackTrace(fields, line as ErrorFields);
         return fields;
       },
@@ -76,6 +82,17 @@ function isoTimeField(): () => string {
     }
     return field;
   };
+}
+
+/** The trace fields and the request's own `attributes` (`setRequestAttributes`) of a line. */
+function requestFields(
+  projectId: () => string,
+  baggageKeys: ReadonlySet<string>,
+): Record<string, unknown> {
+  const fields = traceFields(projectId);
+  const attributes = requestAttributesOf(context.active(), baggageKeys);
+  if (attributes) fields.attributes = attributes;
+  return fields;
 }
 
 function traceFields(projectId: () => string): Record<string, unknown> {

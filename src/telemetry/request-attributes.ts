@@ -77,12 +77,8 @@ export function createRequestAttributesSpanProcessor(
   const allowed = new Set(baggageKeys);
   return {
     onStart(span: Span, parentContext: Context): void {
-      const baggage = allowed.size > 0 ? propagation.getBaggage(parentContext) : undefined;
-      if (baggage) {
-        for (const [key, entry] of baggage.getAllEntries()) {
-          if (allowed.has(key)) span.setAttribute(key, entry.value);
-        }
-      }
+      const received = allowedBaggage(parentContext, allowed);
+      if (received) span.setAttributes(received);
       const scope = scopeOf(parentContext);
       if (!scope) return;
       span.setAttributes(scope.attributes);
@@ -92,4 +88,29 @@ export function createRequestAttributesSpanProcessor(
     forceFlush: () => Promise.resolve(),
     shutdown: () => Promise.resolve(),
   };
+}
+
+/**
+ * What the request's spans get from this hook (allow-listed baggage, then its own attributes),
+ * for its log lines: on Cloud Run most requests are not sampled, and have no spans to carry them.
+ */
+export function requestAttributesOf(
+  ctx: Context,
+  allowed: ReadonlySet<string>,
+): Attributes | undefined {
+  const received = allowedBaggage(ctx, allowed);
+  const own = scopeOf(ctx)?.attributes;
+  if (!own || Object.keys(own).length === 0) return received;
+  return received ? { ...received, ...own } : { ...own };
+}
+
+/** The baggage entries (received from the caller) whose keys are allowed, as attributes. */
+function allowedBaggage(ctx: Context, allowed: ReadonlySet<string>): Attributes | undefined {
+  const baggage = allowed.size > 0 ? propagation.getBaggage(ctx) : undefined;
+  if (!baggage) return undefined;
+  let attributes: Attributes | undefined;
+  for (const [key, entry] of baggage.getAllEntries()) {
+    if (allowed.has(key)) (attributes ??= {})[key] = entry.value;
+  }
+  return attributes;
 }

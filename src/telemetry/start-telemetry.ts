@@ -88,6 +88,7 @@ export async function startTelemetry(
     format: config.LOG_FORMAT,
     labels,
     projectId: () => projectId ?? 'unknown',
+    baggageKeys: config.TELEMETRY_BAGGAGE_ATTRIBUTES,
     ...(options.logDestination ? { destination: options.logDestination } : {}),
   });
   const diagnostics = routeOtelDiagnostics(logger);
