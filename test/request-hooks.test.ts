@@ -41,7 +41,7 @@ describe('request hooks', () => {
     backend = createBackendClient(config.backend, { telemetry });
     api = await buildApi(config, {
       telemetry,
-      backend,
+      routeDeps: { backend },
       requestHooks: [
         () => {
           throw new Error('hook exploded');

@@ -8,9 +8,9 @@ import Fastify, {
 import type { Config } from '../config.js';
 import { echoed } from '../errors/caller-text.js';
 import { healthRoutes, routes, UNTRACED_PATHS } from '../routes/index.js';
+import type { RouteDeps } from '../routes/route-deps.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
-import type { BackendClient } from './backend-client.js';
 import { createApiDocs } from './docs.js';
 import { createClientErrorHandler, noRouteError, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
@@ -24,7 +24,8 @@ export const BODY_LIMIT_BYTES = 64 * 1024;
 
 export type ApiDeps = {
   telemetry: Telemetry;
-  backend: BackendClient;
+  /** What every route plugin gets as its options; add your own in src/routes/route-deps.ts. */
+  routeDeps: RouteDeps;
   /** Run at the start of every traced request, inside its span; see README "Telemetry". */
   requestHooks?: readonly RequestHook[];
 };
@@ -40,7 +41,7 @@ export type Api = {
  * shedding (HTTP_*_TIMEOUT_MS, OVERLOAD_*) and TRUSTED_PROXY_HOPS.
  */
 export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
-  const { telemetry, backend, requestHooks = [] } = deps;
+  const { telemetry, routeDeps, requestHooks = [] } = deps;
   const tracing = createHttpTracing(telemetry.serverSpans, telemetry.meter, {
     untracedPaths: (url) =>
       UNTRACED_PATHS.some(
@@ -129,7 +130,7 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     else done(null, payload);
   });
 
-  const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, { backend });
+  const docs = createApiDocs(telemetry.logger as FastifyBaseLogger, routeDeps);
   app.get('/openapi.json', () => docs.document());
   const serveDocs = async (request: FastifyRequest, reply: FastifyReply) => {
     const serve = await docs.uiHandler();
@@ -143,8 +144,8 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
   app.get('/docs', serveDocs);
   app.get('/docs/*', serveDocs);
 
-  await app.register(healthRoutes, { backend, isDraining: () => draining });
-  for (const route of routes) await app.register(route, { backend });
+  await app.register(healthRoutes, { ...routeDeps, isDraining: () => draining });
+  for (const route of routes) await app.register(route, routeDeps);
 
   return {
     app,

@@ -28,7 +28,8 @@ export async function startApi(config: Config, telemetry: Telemetry): Promise<vo
   });
   const { app, startDraining } = await buildApi(config, {
     telemetry,
-    backend,
+    // Every route plugin's options (src/routes/route-deps.ts): add what your routes need here.
+    routeDeps: { backend },
     // Your hooks go here (README "Your own attributes"). This example trusts a header anyone
     // can send: replace it with the id your authentication verified.
     requestHooks: [enduserFromHeader('x-user-id')],

@@ -1,27 +1,17 @@
 import type { FastifyPluginAsyncZod } from 'fastify-type-provider-zod';
 import * as z from 'zod';
 import { callerSignal } from '../api/caller-signal.js';
-import { checkName, NAME_MAX_CHARACTERS } from '../domain/greeting.js';
+import { NAME_MAX_CHARACTERS } from '../domain/greeting.js';
 import { ProblemDetailsSchema } from '../errors/problem-details.js';
+import { NameSchema } from './name-schema.js';
 import type { RouteDeps } from './route-deps.js';
 
 const GreetBody = z
   .strictObject({
-    name: z
-      .string()
-      .superRefine((raw, ctx) => {
-        // JSON can carry lone surrogates (`"\ud800"`), which protobuf would turn into U+FFFD.
-        if (!raw.isWellFormed()) {
-          ctx.addIssue({ code: 'custom', message: 'name must be well-formed Unicode' });
-          return;
-        }
-        const check = checkName(raw);
-        if (!check.ok) ctx.addIssue({ code: 'custom', message: check.problem });
-      })
-      .meta({
-        description: `Who to greet: 1 to ${NAME_MAX_CHARACTERS} characters after trimming, no control characters.`,
-        examples: ['David'],
-      }),
+    name: NameSchema.meta({
+      description: `Who to greet: 1 to ${NAME_MAX_CHARACTERS} characters after trimming, no control characters.`,
+      examples: ['David'],
+    }),
     withError: z
       .boolean()
       .default(false)
