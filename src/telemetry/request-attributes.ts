@@ -110,7 +110,9 @@ function allowedBaggage(ctx: Context, allowed: ReadonlySet<string>): Attributes 
   if (!baggage) return undefined;
   let attributes: Attributes | undefined;
   for (const [key, entry] of baggage.getAllEntries()) {
-    if (allowed.has(key)) (attributes ??= {})[key] = entry.value;
+    if (!allowed.has(key)) continue;
+    attributes ??= {};
+    attributes[key] = entry.value;
   }
   return attributes;
 }
