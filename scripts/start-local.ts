@@ -95,7 +95,9 @@ const stack = await startLocalStack({
 
 const call = `curl -s${cloud ? ` --cacert ${stack.cloud?.caFile}` : ''} -X POST ${stack.apiUrl}/greet -H 'content-type: application/json' -d '{"name":"David"}'`;
 const grpcCall = `npx buf curl --protocol grpc --http2-prior-knowledge -d '{"name":"David"}' ${stack.backendDirectUrl}/backend_service.v1.BackendService/Greet`;
-const tryLines = [`  ${call}`, `  ${call.replace('"David"}', '"David","withError":true}')}`];
+// The example request hook (src/api/request-hooks.ts) puts this id on every span of the trace.
+const withUser = `${call} -H 'x-user-id: u-123'`;
+const tryLines = [`  ${withUser}`, `  ${call.replace('"David"}', '"David","withError":true}')}`];
 if (stack.cloud) {
   // Like Cloud Run's, the front end starts an unsampled trace for a request that brings none.
   const sampled = `00-${randomBytes(16).toString('hex')}-${randomBytes(8).toString('hex')}-01`;
@@ -109,7 +111,7 @@ if (stack.cloud) {
   identity.searchParams.set('format', 'full');
   const token = `$(curl -s -H 'Metadata-Flavor: Google' '${identity}')`;
   tryLines.push(
-    `  ${call} -H 'traceparent: ${sampled}'   # sampled: its trace is printed`,
+    `  ${withUser} -H 'traceparent: ${sampled}'   # sampled: its trace is printed`,
     `  ${grpcCall.replace('npx buf curl', `npx buf curl -H "authorization: Bearer ${token}"`)}`,
   );
 } else {
