@@ -127,6 +127,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       peers.of,
     ),
   });
+  const parsesAsAuthority = lastAuthorityRemembered();
   /** Calls Connect's adapter serves (streams among them), to end their requests at a drain. */
   const connectCalls = new Set<Http2ServerRequest>();
   const server = createServer(
@@ -145,7 +146,7 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
       // missing or malformed one (`[`, a port over 65535) would throw out of this listener. The
       // fast path refuses it too, so that both paths give one answer, except for an IPv6 host
       // without its brackets, which Node's own HTTP/2 client sends (`::1:8080`).
-      const authorityParses = URL.canParse(`http://${request.authority}`);
+      const authorityParses = parsesAsAuthority(request.authority);
       if (authorityParses || isUnbracketedIpv6(request.authority)) {
         if (fastPath.serve(request, response)) return;
       }
@@ -189,6 +190,20 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     destroy() {
       for (const session of sessions) session.destroy();
     },
+  };
+}
+
+/**
+ * Whether `http://<authority>` parses as a URL, remembering the last authority that did: the
+ * calls of one connection all name the same, so most calls cost a string comparison.
+ */
+function lastAuthorityRemembered(): (authority: string) => boolean {
+  let parsed: string | undefined;
+  return (authority) => {
+    if (authority === parsed) return true;
+    if (!URL.canParse(`http://${authority}`)) return false;
+    parsed = authority;
+    return true;
   };
 }
 
