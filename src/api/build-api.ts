@@ -12,7 +12,7 @@ import type { RouteDeps } from '../routes/route-deps.js';
 import { createHttpTracing } from '../telemetry/http-tracing.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { createApiDocs } from './docs.js';
-import { createClientErrorHandler, noRouteError, sendProblem } from './error-handler.js';
+import { createClientErrorHandler, noRouteError, refusal, sendProblem } from './error-handler.js';
 import { sharedFastifyOptions } from './fastify-options.js';
 import { hardenApi } from './harden-api.js';
 import { parseJsonBody } from './json-body-parser.js';
@@ -116,7 +116,7 @@ export async function buildApi(config: Config, deps: ApiDeps): Promise<Api> {
     tracing.setRoute(request.raw, routeTemplates.find(allowed[0] as string, path));
     reply.header('allow', allowed.join(', '));
     const message = `${echoed(path)} does not accept ${request.method}; it accepts ${allowed.join(', ')}`;
-    return sendProblem(Object.assign(new Error(message), { statusCode: 405 }), request, reply);
+    return sendProblem(refusal(405, message), request, reply);
   };
   app.setNotFoundHandler(answerUnrouted);
 

@@ -87,12 +87,22 @@ const RETRY_AFTER_SECONDS = '1';
 /** The `code` of the error the api sends when it sheds load (see `overloadedError`). */
 const OVERLOADED = 'API_OVERLOADED';
 
+/**
+ * A 4xx the error handler answers with this detail, and with `headers` that say what the api
+ * takes (Fastify's own error handler honours `error.headers` the same way).
+ */
+export function refusal(
+  statusCode: number,
+  detail: string,
+  headers?: Record<string, string>,
+): Error {
+  return Object.assign(new Error(detail), { statusCode }, headers ? { headers } : {});
+}
+
 /** A 404 for a path no route has, naming at most 200 characters of it. */
 export function noRouteError(request: FastifyRequest): Error {
   const path = request.url.split('?', 1)[0] ?? '/';
-  return Object.assign(new Error(`No route ${request.method} ${echoed(path)}`), {
-    statusCode: 404,
-  });
+  return refusal(404, `No route ${request.method} ${echoed(path)}`);
 }
 
 /**
@@ -118,22 +128,34 @@ export function overloadedError(): Error {
  * its stack, one Error Reporting event). Only a request without one gets a line here.
  */
 export function sendProblem(
-  error: FastifyError | Error,
+  thrown: FastifyError | Error,
   request: FastifyRequest,
   reply: FastifyReply,
 ) {
+  // No body at all never reaches a parser (Fastify parses none without a content-type): the
+  // schema's "expected object, received null" would say less than the parser's refusal does.
+  const error = isMissingBody(thrown, request)
+    ? refusal(400, EMPTY_BODY, { accept: 'application/json' })
+    : thrown;
   const body = toProblem(error, request);
   const spanContext = trace.getActiveSpan()?.spanContext();
   if (spanContext && isSpanContextValid(spanContext)) body.traceId = spanContext.traceId;
-  body.instance = request.url.split('?', 1)[0];
-  const headers = isMissingBody(error, request)
-    ? { accept: 'application/json' }
-    : refusalHeaders(error, body.status);
+  const headers = refusalHeaders(error, body.status);
   if (headers) reply.headers(headers);
-  if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
   const fault = body.status >= 500 ? error : undefined;
   const detail = body.detail ?? body.title;
   if (!noteProblem(request.raw, detail, fault)) logProblem(request, detail, fault);
+  return sendProblemBody(request, reply, body);
+}
+
+/** A problem body as the answer, naming the request's path (`instance`); 503 and 429 say when to retry. */
+export function sendProblemBody(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  body: ProblemDetails,
+) {
+  body.instance = request.url.split('?', 1)[0];
+  if (body.status === 503 || body.status === 429) reply.header('retry-after', RETRY_AFTER_SECONDS);
   return reply.code(body.status).type(PROBLEM_CONTENT_TYPE).send(body);
 }
 
@@ -150,7 +172,6 @@ function toProblem(error: FastifyError | Error, request: FastifyRequest): Proble
     );
   }
   if (hasZodFastifySchemaValidationErrors(error)) {
-    if (isMissingBody(error, request)) return problem(400, EMPTY_BODY);
     const errors = error.validation.map((issue) => ({
       field: [error.validationContext, ...issue.instancePath.split('/').filter(Boolean)].join('.'),
       message: issue.message ?? 'is invalid',
@@ -219,7 +240,7 @@ function refusalHeaders(error: Error, status: number): Record<string, string> | 
   );
 }
 
-/** No body at all: no parser saw it (Fastify parses none without a content-type). */
+/** A body schema's refusal of no body at all. */
 function isMissingBody(error: Error, request: FastifyRequest): boolean {
   return (
     hasZodFastifySchemaValidationErrors(error) &&

@@ -6,7 +6,7 @@ import helmet from 'helmet';
 import type { Config } from '../config.js';
 
 import { PROBE_PATHS } from '../routes/index.js';
-import { overloadedError, sendProblem, writeProblemAndClose } from './error-handler.js';
+import { overloadedError, refusal, sendProblem, writeProblemAndClose } from './error-handler.js';
 
 /** The api's HTTP server limits and load shedding; see docs/reliability.md. */
 type ApiLimits = Pick<
@@ -52,29 +52,28 @@ export async function hardenApi(app: FastifyInstance, limits: ApiLimits): Promis
   app.addHook('onRequest', (request, _reply, done) => {
     // RFC 9112 §3.2. Node's own check is off (configureServer): it answers with an empty body.
     if (request.raw.httpVersion === '1.1' && request.headers.host === undefined) {
-      const error = new Error('An HTTP/1.1 request needs a Host header');
-      return done(Object.assign(error, { statusCode: 400 }));
+      return done(refusal(400, 'An HTTP/1.1 request needs a Host header'));
     }
     // Node keeps the first of several and drops the others: which host was meant is unclear.
     if (hostLines(request.raw.rawHeaders) > 1) {
-      const error = new Error('A request must have one Host header, not several');
-      return done(Object.assign(error, { statusCode: 400 }));
+      return done(refusal(400, 'A request must have one Host header, not several'));
     }
     // Node answers 100-continue itself (configureServer) and hands on any other expectation.
     const expectation = request.headers.expect;
     if (expectation !== undefined && expectation.toLowerCase() !== '100-continue') {
-      const error = new Error('Only "Expect: 100-continue" is supported.');
-      return done(Object.assign(error, { statusCode: 417 }));
+      return done(refusal(417, 'Only "Expect: 100-continue" is supported.'));
     }
     // Node decodes the chunking of `gzip, chunked` and hands on the compressed bytes as the body.
     // Refused as a content-encoding is (415), not as RFC 9112's 501: the caller's to change.
     const coding = request.headers['transfer-encoding'];
     if (coding !== undefined && coding.trim().toLowerCase() !== 'chunked') {
-      const error = new Error(
-        'Compressed bodies are not accepted: send the body with Content-Length, or with Transfer-Encoding: chunked alone.',
+      return done(
+        refusal(
+          415,
+          'Compressed bodies are not accepted: send the body with Content-Length, or with Transfer-Encoding: chunked alone.',
+          { 'accept-encoding': 'identity' },
+        ),
       );
-      const headers = { 'accept-encoding': 'identity' };
-      return done(Object.assign(error, { statusCode: 415, headers }));
     }
     done();
   });

@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyRequest } from 'fastify';
 import { parse as secureJsonParse } from 'secure-json-parse';
+import { refusal } from './error-handler.js';
 
 type Done = (error: Error | null, body?: unknown) => void;
 
@@ -38,20 +39,20 @@ export function parseJsonBody(request: FastifyRequest, body: Buffer, done: Done)
 
 /** The body's JSON value; throws a 400 refusal that says what is wrong. */
 function parse(body: Buffer): unknown {
-  if (body.length === 0) throw refused(400, 'The body is empty: send a JSON object.');
+  if (body.length === 0) throw refusal(400, 'The body is empty: send a JSON object.');
   if (!isUtf8(body)) {
-    throw refused(400, 'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 section 8.1).');
+    throw refusal(400, 'The body is not valid UTF-8: send JSON in UTF-8 (RFC 8259 section 8.1).');
   }
   try {
     return secureJsonParse(body.toString('utf8'), PARSE_OPTIONS);
   } catch (thrown) {
     if (thrown instanceof SyntaxError && thrown.message === FORBIDDEN_KEY_MESSAGE) {
-      throw refused(
+      throw refusal(
         400,
         'The body has a "__proto__" key, or a "constructor" key holding "prototype": these keys are not allowed.',
       );
     }
-    throw refused(400, 'The body is not valid JSON (RFC 8259).');
+    throw refusal(400, 'The body is not valid JSON (RFC 8259).');
   }
 }
 
@@ -59,7 +60,7 @@ function parse(body: Buffer): unknown {
 function refusedHeaders(headers: IncomingHttpHeaders): Error | undefined {
   const encoding = headers['content-encoding'];
   if (encoding && encoding.trim().toLowerCase() !== 'identity') {
-    return refused(
+    return refusal(
       415,
       'Compressed bodies are not accepted: send the body without a content-encoding.',
       { 'accept-encoding': 'identity' },
@@ -69,7 +70,7 @@ function refusedHeaders(headers: IncomingHttpHeaders): Error | undefined {
   if (type?.includes(';')) {
     for (const [, quoted, token] of type.matchAll(CHARSET_PARAMETER)) {
       if ((quoted ?? token ?? '').toLowerCase() !== 'utf-8') {
-        return refused(
+        return refusal(
           415,
           'The api takes UTF-8 JSON only: send the body in UTF-8 with content-type: application/json (no charset, or charset=utf-8).',
           { accept: 'application/json' },
@@ -78,12 +79,4 @@ function refusedHeaders(headers: IncomingHttpHeaders): Error | undefined {
     }
   }
   return undefined;
-}
-
-/**
- * A 4xx the error handler answers with this detail, and with `headers` that say what the api
- * takes (Fastify's own error handler honours `error.headers` the same way).
- */
-function refused(statusCode: number, detail: string, headers?: Record<string, string>): Error {
-  return Object.assign(new Error(detail), { statusCode }, headers ? { headers } : {});
 }

@@ -1,5 +1,6 @@
 import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
-import { PROBLEM_CONTENT_TYPE, problem } from '../errors/problem-details.js';
+import { sendProblemBody } from '../api/error-handler.js';
+import { problem } from '../errors/problem-details.js';
 import type { RouteDeps } from './route-deps.js';
 
 export type HealthDeps = RouteDeps & { isDraining: () => boolean };
@@ -41,8 +42,7 @@ export const healthRoutes: FastifyPluginAsync<HealthDeps> = async (
 };
 
 function unavailable(request: FastifyRequest, reply: FastifyReply, detail: string) {
-  const body = { ...problem(503, detail), instance: request.url.split('?', 1)[0] };
-  return reply.code(503).header('retry-after', '1').type(PROBLEM_CONTENT_TYPE).send(body);
+  return sendProblemBody(request, reply, problem(503, detail));
 }
 
 /** Answered even when the api sheds load: a refused liveness probe would restart a busy instance. */

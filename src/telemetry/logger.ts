@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import { context, isSpanContextValid, trace } from '@opentelemetry/api';
+import { type Context, context, isSpanContextValid, trace } from '@opentelemetry/api';
 import { type DestinationStream, type Logger, type LoggerOptions as PinoOptions, pino } from 'pino';
 import { errorType } from './error-type.js';
 import { requestAttributesOf } from './request-attributes.js';
@@ -89,14 +89,15 @@ function requestFields(
   projectId: () => string,
   baggageKeys: ReadonlySet<string>,
 ): Record<string, unknown> {
-  const fields = traceFields(projectId);
-  const attributes = requestAttributesOf(context.active(), baggageKeys);
+  const active = context.active();
+  const fields = traceFields(active, projectId);
+  const attributes = requestAttributesOf(active, baggageKeys);
   if (attributes) fields.attributes = attributes;
   return fields;
 }
 
-function traceFields(projectId: () => string): Record<string, unknown> {
-  const spanContext = trace.getActiveSpan()?.spanContext();
+function traceFields(active: Context, projectId: () => string): Record<string, unknown> {
+  const spanContext = trace.getSpan(active)?.spanContext();
   // A new object every line: pino merges the line's own fields into it. With the SDK disabled,
   // a request without a caller's trace has the all-zero one, which is no trace at all.
   if (!spanContext || !isSpanContextValid(spanContext)) return {};
