@@ -22,7 +22,12 @@ import {
   registerRpcs,
 } from '../rpc/index.js';
 import { createNetworkPeers, NETWORK_PEER } from '../telemetry/network-peer.js';
-import { createServerTracingInterceptor, traceUnknownMethods } from '../telemetry/rpc-tracing.js';
+import {
+  createServerTracingInterceptor,
+  recordUninterceptedCalls,
+  traceUnknownMethods,
+} from '../telemetry/rpc-tracing.js';
+import { arrivingCall, SERVER_CALL } from '../telemetry/server-call.js';
 import type { Telemetry } from '../telemetry/start-telemetry.js';
 import { advertiseCompression } from './advertise-compression.js';
 import { capDeadline } from './deadline-cap.js';
@@ -94,12 +99,18 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
     telemetry.meter,
     INFRASTRUCTURE_SERVICES,
   );
+  const unintercepted = recordUninterceptedCalls(
+    telemetry.serverSpans,
+    telemetry.meter,
+    INFRASTRUCTURE_SERVICES,
+  );
   const peers = createNetworkPeers();
+  // For the tracing, which does not see the socket, nor when the call arrived.
+  const callValues = (request: Http2ServerRequest | IncomingMessage) =>
+    createContextValues().set(NETWORK_PEER, peers.of(request)).set(SERVER_CALL, arrivingCall());
   const callOptions = {
     interceptors: [tracing, ...(deps.interceptors ?? [])],
-    // For the tracing, which does not see the socket.
-    contextValues: (request: Http2ServerRequest | IncomingMessage) =>
-      createContextValues().set(NETWORK_PEER, peers.of(request)),
+    contextValues: callValues,
     ...(deps.requestGate ? { requestGate: deps.requestGate } : {}),
     // Never reached: capDeadline shortens longer deadlines first. Kept as the last word.
     maxTimeoutMs: config.GRPC_MAX_TIMEOUT_MS,
@@ -116,6 +127,8 @@ export function buildBackend(config: Config, deps: BackendDeps): Backend {
   });
   const handler = connectNodeAdapter({
     ...callOptions,
+    contextValues: (request) => unintercepted.watch(request, callValues(request)),
+    requestGate: unintercepted.requestGate(deps.requestGate),
     routes: (router) => {
       registerRpcs(fastPath.learn(router), { health, reflection: config.GRPC_REFLECTION });
       for (const service of applicationServices(router)) health.set(service, 'NOT_SERVING');

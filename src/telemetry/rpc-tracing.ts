@@ -1,5 +1,11 @@
-import type { IncomingHttpHeaders } from 'node:http2';
-import { Code, ConnectError, type Interceptor } from '@connectrpc/connect';
+import { constants, type Http2ServerRequest, type IncomingHttpHeaders } from 'node:http2';
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type HandlerContext,
+  type Interceptor,
+} from '@connectrpc/connect';
 import type { ConnectNodeAdapterOptions } from '@connectrpc/connect-node';
 import {
   type Attributes,
@@ -35,6 +41,7 @@ import {
   connectCodeName,
   grpcCodeName,
   isServerFault,
+  isServerFaultStatus,
   isServerStop,
 } from '../errors/status.js';
 import { isGrpcFamily } from '../grpc/envelope.js';
@@ -47,10 +54,12 @@ import {
   RPC_SYSTEM_NAME_VALUE_CONNECTRPC,
 } from './semconv.js';
 import { setServerAddress, splitUrl } from './server-address.js';
+import { SERVER_CALL, type ServerCall } from './server-call.js';
 import {
   type HttpRequestLog,
   recordException,
   type ServerOutcome,
+  type ServerSpan,
   type ServerSpans,
 } from './server-span.js';
 
@@ -91,6 +100,12 @@ export function createServerTracingInterceptor(
   const duration = serverCallDuration(meter);
   return (next) => async (req) => {
     if (untraced.has(req.service.typeName)) return next(req);
+    const call = req.contextValues.get(SERVER_CALL);
+    if (call) {
+      // Recorded already: the stream closed before the call reached its interceptors.
+      if (call.claimed) return next(req);
+      call.claimed = true;
+    }
     const method = rpcMethod(req);
     const system = rpcSystem(req.header.get('content-type'));
     const { authority, path } = splitUrl(req.url);
@@ -98,7 +113,13 @@ export function createServerTracingInterceptor(
     setServerAddress(attributes, authority);
     const peer = req.contextValues.get(NETWORK_PEER);
     setNetworkPeer(attributes, peer);
-    const serverSpan = serverSpans.start(method, req.header, headersGetter, attributes);
+    const serverSpan = serverSpans.start(
+      method,
+      req.header,
+      headersGetter,
+      attributes,
+      call?.arrivedAt,
+    );
     const finish: Finish = (error, exception) => {
       const code = error?.code;
       const access = accessLog(
@@ -214,6 +235,7 @@ function serverCallDuration(meter: Meter): Histogram {
 }
 
 type Fallback = NonNullable<ConnectNodeAdapterOptions['fallback']>;
+type NodeRequest = Parameters<Fallback>[0];
 
 /**
  * A SERVER span, duration point and access line for calls to a method the server does not have
@@ -225,31 +247,21 @@ export function traceUnknownMethods(
   serverSpans: ServerSpans,
   meter: Meter,
   answer: Fallback,
-  peerOf: (request: Parameters<Fallback>[0]) => NetworkPeer | undefined,
+  peerOf: (request: NodeRequest) => NetworkPeer | undefined,
 ): Fallback {
   const duration = serverCallDuration(meter);
   return (request, response) => {
     const system = rpcSystem(request.headers['content-type'] ?? null);
-    const path = (request.url ?? '').split('?', 1)[0] ?? '';
-    const attributes: Attributes = {
+    const path = requestPath(request);
+    const peer = peerOf(request);
+    const serverSpan = startFromRequest(serverSpans, request, system, peer, {
       [ATTR_RPC_SYSTEM_NAME]: system,
       [ATTR_RPC_METHOD]: RPC_METHOD_VALUE_OTHER,
       [ATTR_RPC_METHOD_ORIGINAL]: path.slice(1, 257),
-    };
-    const authority = request.headers[':authority'] ?? request.headers.host;
-    if (typeof authority === 'string') setServerAddress(attributes, authority);
-    const peer = peerOf(request);
-    setNetworkPeer(attributes, peer);
-    const serverSpan = serverSpans.start(system, request.headers, nodeHeadersGetter, attributes);
+    });
     // gRPC answers UNIMPLEMENTED in trailers (HTTP 200), the Connect protocol with a 404.
     const status = system === RPC_SYSTEM_NAME_VALUE_GRPC ? 200 : 404;
-    const access = accessLog(
-      request.method ?? '',
-      path,
-      status,
-      request.headers['user-agent'],
-      peer,
-    );
+    const access = accessLogOf(request, path, status, peer);
     const code = Code.Unimplemented;
     const error = new ConnectError(unknownMethodMessage(path), code);
     const ended = serverSpan.end(
@@ -262,6 +274,165 @@ export function traceUnknownMethods(
     if (ended) void ended.then(send, send);
     else send();
   };
+}
+
+type RequestGate = (context: HandlerContext) => Promise<void>;
+
+export type UninterceptedCalls = {
+  /** Connect's adapter's `contextValues`: watches the call `values` (SERVER_CALL) describe. */
+  watch(request: NodeRequest, values: ContextValues): ContextValues;
+  /** Connect's `requestGate`: keeps each call's handler context, then runs `gate`. */
+  requestGate(gate?: RequestGate): RequestGate;
+};
+
+/**
+ * Connect's adapter hands a unary call to its interceptors only once it has read the request,
+ * and refuses some calls before they have a handler context at all (415 for a content type it
+ * does not serve, 405 for a GET it does not allow). A call that ends before reaching the
+ * interceptors gets its SERVER span, duration point and access line here when its stream
+ * closes: a request refused while parsing, a deadline or a drain that came before the body, a
+ * client that reset the stream mid-body. Its handler context's signal says why it ended.
+ * Services in `untraced` are skipped, as by the interceptor; calls the gate refuses are logged
+ * by the gate (token-verifier.ts), as Cloud Run's front end would refuse them.
+ */
+export function recordUninterceptedCalls(
+  serverSpans: ServerSpans,
+  meter: Meter,
+  untraced: ReadonlySet<string> = new Set(),
+): UninterceptedCalls {
+  const duration = serverCallDuration(meter);
+
+  function record(request: Http2ServerRequest, path: string, call: ServerCall, peer?: NetworkPeer) {
+    const method = path.slice(1);
+    const system = rpcSystem(request.headers['content-type'] ?? null);
+    const serverSpan = startFromRequest(
+      serverSpans,
+      request,
+      method,
+      peer,
+      { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method },
+      call.arrivedAt,
+    );
+    const handler = call.handlerContext;
+    if (!handler) {
+      // Refused before it was a call: there is no RPC status, only the HTTP answer.
+      const status = request.stream.sentHeaders[':status'];
+      const access = accessLogOf(request, path, Number(status ?? CLIENT_CLOSED), peer);
+      void serverSpan.end(refusedOutcome(duration, system, method, access));
+      return;
+    }
+    const { error, left } = uninterceptedOutcome(request, handler.signal);
+    const stream = handler.method.methodKind !== 'unary';
+    const status = left ? CLIENT_CLOSED : httpStatus(system, stream, error.code);
+    const access = accessLogOf(request, path, status, peer);
+    // In request export mode the answer has gone: a sampled span goes out with the next flush.
+    void serverSpan.end(rpcOutcome(duration, system, method, error.code, access, error));
+  }
+
+  return {
+    watch(request, values) {
+      const call = values.get(SERVER_CALL);
+      const path = requestPath(request);
+      // HTTP/2 only: the stream says whether the client reset it, and what was answered.
+      if (call && 'stream' in request && !untraced.has(path.slice(1, path.lastIndexOf('/')))) {
+        // The stream's close, not the request's: the request closes when it is destroyed
+        // (expire-unfinished-request.ts), before Connect has answered.
+        request.stream.once('close', () => {
+          if (call.claimed) return;
+          call.claimed = true;
+          record(request, path, call, values.get(NETWORK_PEER));
+        });
+      }
+      return values;
+    },
+    requestGate(gate) {
+      return async (handlerContext) => {
+        const call = handlerContext.values.get(SERVER_CALL);
+        if (call) call.handlerContext = handlerContext;
+        if (!gate) return;
+        try {
+          await gate(handlerContext);
+        } catch (refusal) {
+          if (call) call.claimed = true;
+          throw refusal;
+        }
+      };
+    },
+  };
+}
+
+/**
+ * What ended a call before its interceptors. A server stop (the deadline, a drain) fails the
+ * request body (expire-unfinished-request.ts) or aborts the call's signal; a reset is the
+ * client's doing, even after a truncated body that Connect then failed to parse (Node's
+ * `close(code)` ends the request before resetting it); anything else aborted the signal with the
+ * error Connect answered.
+ */
+function uninterceptedOutcome(
+  request: Http2ServerRequest,
+  signal: AbortSignal,
+): { error: ConnectError; left: boolean } {
+  const reason: unknown = signal.aborted ? signal.reason : undefined;
+  const stop = [request.errored, reason].find(isServerStop);
+  if (stop) return { error: stop, left: false };
+  const { rstCode } = request.stream;
+  if (rstCode !== undefined && rstCode !== constants.NGHTTP2_NO_ERROR) {
+    return { error: CLIENT_RESET, left: true };
+  }
+  if (reason instanceof ConnectError) return { error: wellFormed(reason), left: false };
+  return {
+    error: new ConnectError('internal error', Code.Internal, undefined, undefined, reason),
+    left: false,
+  };
+}
+
+const CLIENT_RESET = new ConnectError('the client reset the stream', Code.Canceled);
+
+/** A request refused before it became a call (415, 405): its HTTP status, and no RPC status. */
+function refusedOutcome(
+  duration: Histogram,
+  system: string,
+  method: string,
+  httpRequest: HttpRequestLog,
+): ServerOutcome {
+  const fault = isServerFaultStatus(httpRequest.status);
+  const labels: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method };
+  if (fault) labels[ATTR_ERROR_TYPE] = String(httpRequest.status);
+  return {
+    fault,
+    errorType: fault ? String(httpRequest.status) : undefined,
+    attributes: labels,
+    metric: { histogram: duration, attributes: labels },
+    httpRequest,
+  };
+}
+
+/** A SERVER span started from a request's own headers, for calls no interceptor sees. */
+function startFromRequest(
+  serverSpans: ServerSpans,
+  request: NodeRequest,
+  name: string,
+  peer: NetworkPeer | undefined,
+  attributes: Attributes,
+  arrivedAt?: number,
+): ServerSpan {
+  const authority = request.headers[':authority'] ?? request.headers.host;
+  if (typeof authority === 'string') setServerAddress(attributes, authority);
+  setNetworkPeer(attributes, peer);
+  return serverSpans.start(name, request.headers, nodeHeadersGetter, attributes, arrivedAt);
+}
+
+function requestPath(request: NodeRequest): string {
+  return (request.url ?? '').split('?', 1)[0] ?? '';
+}
+
+function accessLogOf(
+  request: NodeRequest,
+  path: string,
+  status: number,
+  peer: NetworkPeer | undefined,
+): HttpRequestLog {
+  return accessLog(request.method ?? '', path, status, request.headers['user-agent'], peer);
 }
 
 /** The outcome of a served RPC: its status, the error rule, the duration's labels. */

@@ -8,6 +8,7 @@ import {
   ROOT_CONTEXT,
   type Span,
   SpanKind,
+  type SpanOptions,
   SpanStatusCode,
   type TextMapGetter,
   TraceFlags,
@@ -106,6 +107,8 @@ export type ServerSpans = {
     carrier: Carrier,
     getter: TextMapGetter<Carrier>,
     attributes: Attributes,
+    /** When the request arrived (`performance.now()`), if before now: the span starts there. */
+    arrivedAt?: number,
   ): ServerSpan;
 };
 
@@ -114,8 +117,8 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
   const { tracer, logger, afterRequest, untrustedBaggageKeys = [] } = options;
 
   return {
-    start(name, carrier, getter, attributes) {
-      const startedAt = performance.now();
+    start(name, carrier, getter, attributes, arrivedAt) {
+      const startedAt = arrivedAt ?? performance.now();
       let parent = propagation.extract(ROOT_CONTEXT, carrier, getter);
       parent = withoutBaggageKeys(parent, untrustedBaggageKeys);
       const links: Link[] = [];
@@ -127,7 +130,9 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
         });
       }
       const scoped = withRequestScope(parent);
-      const span = tracer.startSpan(name, { kind: SpanKind.SERVER, attributes, links }, scoped);
+      const options: SpanOptions = { kind: SpanKind.SERVER, attributes, links };
+      if (arrivedAt !== undefined) options.startTime = arrivedAt;
+      const span = tracer.startSpan(name, options, scoped);
       const ctx = trace.setSpan(scoped, span);
       let ended = false;
 
@@ -145,8 +150,10 @@ export function createServerSpans(options: ServerSpansOptions): ServerSpans {
           }
           if (outcome.fault && outcome.errorType)
             span.setAttribute(ATTR_ERROR_TYPE, outcome.errorType);
-          span.end();
-          const seconds = (performance.now() - startedAt) / 1000;
+          // One clock for the span and the duration, as the start may be given.
+          const endedAt = performance.now();
+          span.end(endedAt);
+          const seconds = (endedAt - startedAt) / 1000;
           outcome.metric.histogram.record(seconds, outcome.metric.attributes);
           const { httpRequest } = outcome;
           httpRequest.latency = `${seconds.toFixed(6)}s`;
