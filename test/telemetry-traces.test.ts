@@ -489,6 +489,30 @@ describe('one trace per request, end to end over h2c, exported over OTLP', () =>
     expect(server.attributes['server.address']).toBe('::1');
   });
 
+  it.each([
+    ['behind a front end that says https', { 'x-forwarded-proto': 'https' }, 443],
+    ['called directly, in cleartext', {}, 80],
+  ])(
+    'gives the backend’s span the scheme’s server.port when :authority has none: %s',
+    async (_, headers, port) => {
+      const parent = newTraceParent();
+      // What Cloud Run's front end sends: the service's host name, without a port.
+      await grpcCallTo(roles.backend.url, '/backend_service.v1.BackendService/Greet', {
+        ':authority': 'backend-x-abc.a.run.app',
+        traceparent: parent.header,
+        ...headers,
+      });
+      const spans = await roles.receiver.waitForSpans((all) =>
+        all.some((span) => span.traceId === parent.traceId && span.kind === 'SERVER'),
+      );
+      const server = spans.find((span) => span.traceId === parent.traceId);
+      expect(server?.attributes).toMatchObject({
+        'server.address': 'backend-x-abc.a.run.app',
+        'server.port': port,
+      });
+    },
+  );
+
   it('writes log lines that carry the same trace and span ids as the spans', async () => {
     const parent = newTraceParent();
     await greet({ name: 'Logs' }, { traceparent: parent.header });

@@ -110,7 +110,7 @@ export function createServerTracingInterceptor(
     const system = rpcSystem(req.header.get('content-type'));
     const { authority, path } = splitUrl(req.url);
     const attributes: Attributes = { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method };
-    setServerAddress(attributes, authority);
+    setServerAddress(attributes, authority, schemePort(req.header.get('x-forwarded-proto')));
     const peer = req.contextValues.get(NETWORK_PEER);
     setNetworkPeer(attributes, peer);
     const serverSpan = serverSpans.start(
@@ -417,9 +417,20 @@ function startFromRequest(
   arrivedAt?: number,
 ): ServerSpan {
   const authority = request.headers[':authority'] ?? request.headers.host;
-  if (typeof authority === 'string') setServerAddress(attributes, authority);
+  if (typeof authority === 'string') {
+    const proto = request.headers['x-forwarded-proto'];
+    setServerAddress(attributes, authority, schemePort(typeof proto === 'string' ? proto : null));
+  }
   setNetworkPeer(attributes, peer);
   return serverSpans.start(name, request.headers, nodeHeadersGetter, attributes, arrivedAt);
+}
+
+/**
+ * The port an `:authority` without one implies, as the api's spans take it: 443 where a proxy in
+ * front says the caller used https (Cloud Run's front end, which sends no port), else h2c's 80.
+ */
+function schemePort(forwardedProto: string | null): number {
+  return forwardedProto === 'https' ? 443 : 80;
 }
 
 function requestPath(request: NodeRequest): string {
