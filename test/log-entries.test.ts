@@ -247,6 +247,36 @@ describe('with the SDK disabled (OTEL_SDK_DISABLED=true)', () => {
       await Promise.all([api.stop(), backend.stop()]);
     }
   });
+
+  it('a server fault’s detail points to the logs without naming a trace id it does not give', async () => {
+    // A backend that fails every call: INTERNAL, trailers-only.
+    const failing = await listenH2c(
+      createHttp2Server((request, response) => {
+        request.resume();
+        response.stream.respond(
+          { ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '13' },
+          { endStream: true },
+        );
+      }),
+    );
+    const api = await startRole('api', {
+      env: { OTEL_SDK_DISABLED: 'true', BACKEND_URL: failing.url },
+    });
+    try {
+      const failed = await fetch(`${api.url}/greet`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: '{"name":"Eve"}',
+      });
+      expect(failed.status).toBe(500);
+      const problem = (await failed.json()) as { detail: string };
+      expect(problem).not.toHaveProperty('traceId');
+      expect(problem.detail).toBe('The backend failed to answer. The failure was logged.');
+    } finally {
+      await api.stop();
+      await failing.close();
+    }
+  });
 });
 
 describe('clientAddress', () => {

@@ -20,6 +20,9 @@ import { noteParserAnswer, noteProblem } from '../telemetry/http-tracing.js';
 import { MAX_PARAM_LENGTH } from './fastify-options.js';
 import { isOversizedReply } from './grpc-unary-transport.js';
 
+/** Where a 5xx detail points to the logs; dropped when the body has no trace id to name. */
+const WITH_THIS_TRACE_ID = ' with this trace id';
+
 /**
  * What a backend failure that is no fault of the caller's (a 5xx) says: the backend's own
  * message, or the api's transport's, may name hosts, queries or files. It stays in the logs and
@@ -140,6 +143,7 @@ export function sendProblem(
   const body = toProblem(error, request);
   const spanContext = trace.getActiveSpan()?.spanContext();
   if (spanContext && isSpanContextValid(spanContext)) body.traceId = spanContext.traceId;
+  else if (body.detail) body.detail = body.detail.replace(WITH_THIS_TRACE_ID, '');
   const headers = refusalHeaders(error, body.status);
   if (headers) reply.headers(headers);
   const fault = body.status >= 500 ? error : undefined;
