@@ -216,6 +216,33 @@ describe('extract', () => {
       undefined,
     ],
     [
+      'only the client header and a front end writing x-cloud-trace-context: client parent, front end kept',
+      {
+        'x-client-traceparent': tp(TRACE_A, CLIENT_SPAN),
+        'x-cloud-trace-context': `${TRACE_A}/123;o=1`,
+      },
+      ctx(TRACE_A, CLIENT_SPAN),
+      { ...ctx(TRACE_A, XCTC_SPAN, 1), frontEnd: true },
+    ],
+    [
+      'only the client header and x-cloud-trace-context of another trace: client parent, nothing linked',
+      {
+        'x-client-traceparent': tp(TRACE_A, CLIENT_SPAN),
+        'x-cloud-trace-context': `${TRACE_B}/123;o=1`,
+      },
+      ctx(TRACE_A, CLIENT_SPAN),
+      undefined,
+    ],
+    [
+      'only the client header and x-cloud-trace-context naming the same span: nothing linked',
+      {
+        'x-client-traceparent': tp(TRACE_A, CLIENT_SPAN),
+        'x-cloud-trace-context': `${TRACE_A}/${BigInt(`0x${CLIENT_SPAN}`)};o=1`,
+      },
+      ctx(TRACE_A, CLIENT_SPAN),
+      undefined,
+    ],
+    [
       'x-cloud-trace-context used when both W3C headers are invalid',
       {
         traceparent: 'x',

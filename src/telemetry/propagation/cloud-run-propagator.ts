@@ -114,9 +114,13 @@ function extractParent<Carrier>(carrier: Carrier, getter: TextMapGetter<Carrier>
       };
     }
   }
-  const parent = client ?? w3c;
-  if (parent) return { parent: withTraceState(parent, carrier, getter) };
-  return { parent: parseCloudTraceContext(getter.get(carrier, CLOUD_TRACE_CONTEXT_HEADER)) };
+  if (w3c) return { parent: withTraceState(client ?? w3c, carrier, getter) };
+  const cloud = parseCloudTraceContext(getter.get(carrier, CLOUD_TRACE_CONTEXT_HEADER));
+  if (!client) return { parent: cloud };
+  const parent = withTraceState(client, carrier, getter);
+  if (cloud?.traceId !== client.traceId || cloud.spanId === client.spanId) return { parent };
+  // A front end that wrote only Google's header, with its own span in the client's trace.
+  return { parent, linked: { spanContext: cloud, frontEnd: true } };
 }
 
 function withTraceState<Carrier>(
