@@ -19,6 +19,7 @@ import { createHealthStatus } from '../src/rpc/health.js';
 import { registerReflection } from '../src/rpc/reflection.js';
 import { createGrpcTestTransport } from './fixtures/grpc/create-grpc-test-transport.js';
 import { type GrpcTestServer, startGrpcServer } from './fixtures/grpc/start-grpc-server.js';
+import { type RoleProcess, startRole } from './helpers/roles.js';
 
 const run = promisify(execFile);
 const buf = fileURLToPath(new URL('../node_modules/.bin/buf', import.meta.url));
@@ -363,5 +364,47 @@ describe('reflection with buf curl (no schema given)', () => {
   it('calls Health/List, whose response holds a map', async () => {
     const reply = await bufCurl(`${server.url}/grpc.health.v1.Health/List`);
     expect(JSON.parse(reply)).toEqual({ statuses: { '': { status: 'SERVING' } } });
+  }, 30_000);
+});
+
+describe('reflection turned off (GRPC_REFLECTION=false, as deployed)', () => {
+  let backend: RoleProcess;
+  beforeAll(async () => {
+    backend = await startRole('backend', { env: { GRPC_REFLECTION: 'false' } });
+  });
+  afterAll(async () => {
+    await backend?.stop();
+  });
+
+  it('tells buf curl it is off and what to do instead, and logs no failure', async () => {
+    const refused = await run(
+      buf,
+      ['curl', '--protocol', 'grpc', '--http2-prior-knowledge', '--list-services', backend.url],
+      { timeout: 20_000 },
+    ).then(
+      () => undefined,
+      (error: { stderr: string }) => error.stderr,
+    );
+    expect(refused).toContain(
+      'unimplemented: server reflection is turned off on this server (GRPC_REFLECTION=false): give your client the schema instead, e.g. buf curl --schema proto',
+    );
+    const { stdout } = await run(
+      buf,
+      [
+        'curl',
+        '--protocol',
+        'grpc',
+        '--http2-prior-knowledge',
+        '--schema',
+        'proto',
+        '-d',
+        '{"name":"Ada"}',
+        `${backend.url}/${BackendService.typeName}/Greet`,
+      ],
+      { timeout: 20_000 },
+    );
+    expect(JSON.parse(stdout)).toEqual({ reply: 'Hello Ada!!' });
+    // Tools probing for reflection are not clients ahead of their server: no ERROR lines.
+    expect(backend.logs().filter((line) => line.severity !== 'INFO')).toEqual([]);
   }, 30_000);
 });

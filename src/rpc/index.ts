@@ -4,7 +4,7 @@ import { ServerReflection as ServerReflectionV1 } from '../gen/grpc/reflection/v
 import { ServerReflection as ServerReflectionV1alpha } from '../gen/grpc/reflection/v1alpha/reflection_pb.js';
 import { registerBackendService } from './backend-service.js';
 import { type HealthStatus, registerHealth } from './health.js';
-import { registerReflection } from './reflection.js';
+import { registerReflection, registerReflectionOff } from './reflection.js';
 
 export { createHealthStatus, type HealthStatus } from './health.js';
 
@@ -15,6 +15,7 @@ export function registerRpcs(router: ConnectRouter, options: RpcOptions): void {
   registerBackendService(router);
   registerHealth(router, options.health);
   if (options.reflection) registerReflection(router);
+  else registerReflectionOff(router);
 }
 
 /**

@@ -5,7 +5,7 @@ import {
   type FieldDescriptorProto,
   FileDescriptorProtoSchema,
 } from '@bufbuild/protobuf/wkt';
-import { Code, type ConnectRouter } from '@connectrpc/connect';
+import { Code, ConnectError, type ConnectRouter } from '@connectrpc/connect';
 import * as v1 from '../gen/grpc/reflection/v1/reflection_pb.js';
 import * as v1alpha from '../gen/grpc/reflection/v1alpha/reflection_pb.js';
 
@@ -85,6 +85,22 @@ export function registerReflection(
     },
   });
 }
+
+/**
+ * Answers reflection calls with UNIMPLEMENTED saying it is turned off, where a server without it
+ * answers that a method is unknown: what to do instead reaches the person at the tool, and no
+ * tool's call is logged as a client ahead of its server.
+ */
+export function registerReflectionOff(router: ConnectRouter): void {
+  const off = (): never => {
+    throw new ConnectError(REFLECTION_OFF, Code.Unimplemented);
+  };
+  router.service(v1.ServerReflection, { serverReflectionInfo: off });
+  router.service(v1alpha.ServerReflection, { serverReflectionInfo: off });
+}
+
+const REFLECTION_OFF =
+  'server reflection is turned off on this server (GRPC_REFLECTION=false): give your client the schema instead, e.g. buf curl --schema proto';
 
 function answer(index: ReflectionIndex, request: ReflectionRequest): ReflectionAnswer {
   const { messageRequest } = request;
