@@ -168,7 +168,10 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
         Record<string, { operationId?: string; responses: Record<string, Response> }>
       >;
       components: {
-        schemas: Record<string, { properties?: Record<string, { description?: string }> }>;
+        schemas: Record<
+          string,
+          { properties?: Record<string, { description?: string }>; required?: string[] }
+        >;
       };
     };
     expect(document.openapi).toBe('3.1.0');
@@ -194,6 +197,18 @@ describe('REST → gRPC greeting, both roles from the production build', () => {
     expect(document.components.schemas.GreetRequest?.properties?.name?.description).toMatch(
       /1 to 256 characters after trimming, no control characters/,
     );
+    // Each schema once, under its own name, and only those the paths use: the request's is what
+    // a request may send (a defaulted field is optional).
+    const referenced = new Set(
+      [...JSON.stringify(document).matchAll(/"#\/components\/schemas\/([^"]+)"/g)].map(
+        (match) => match[1],
+      ),
+    );
+    expect(Object.keys(document.components.schemas).sort()).toEqual(
+      ['GreetReply', 'GreetRequest', 'ProblemDetails'].sort(),
+    );
+    expect([...referenced].sort()).toEqual(Object.keys(document.components.schemas).sort());
+    expect(document.components.schemas.GreetRequest?.required).toEqual(['name']);
   });
 
   it('answers unknown routes with a 404 problem', async () => {

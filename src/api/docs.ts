@@ -54,7 +54,8 @@ async function buildDocsApp(logger: FastifyBaseLogger, deps: RouteDeps): Promise
       },
     },
     transform: jsonSchemaTransform,
-    transformObject: (input) => describeResponses(jsonSchemaTransformObject(input)),
+    transformObject: (input) =>
+      describeResponses(referencedSchemasOnly(jsonSchemaTransformObject(input))),
   });
   await app.register(fastifySwaggerUi, { routePrefix: '/docs', staticCSP: true });
   // Registered for their schemas only: this instance serves nothing but /docs.
@@ -87,4 +88,57 @@ function describeResponses<T>(document: T): T {
     }
   }
   return document;
+}
+
+type SchemaComponents = { components?: { schemas?: Record<string, unknown> } };
+const SCHEMA_REF = '#/components/schemas/';
+
+/**
+ * fastify-type-provider-zod puts every named schema in twice: `X`, what a response sends, and
+ * `XInput`, what a request sends (defaulted fields optional). Keeps the ones the paths refer to,
+ * and names a schema used only as input `X`, so that clients generated from the document get
+ * `GreetRequest`, not `GreetRequestInput` beside an unused `GreetRequest`.
+ */
+function referencedSchemasOnly<T>(document: T): T {
+  const schemas = (document as SchemaComponents).components?.schemas;
+  if (!schemas) return document;
+  const used = new Set<string>();
+  const pending: unknown[] = [(document as OpenApiDocument).paths];
+  for (let node = pending.pop(); node !== undefined; node = pending.pop()) {
+    visitRefs(node, (name) => {
+      if (!used.has(name) && name in schemas) {
+        used.add(name);
+        pending.push(schemas[name]);
+      }
+      return undefined;
+    });
+  }
+  const renamed = new Map<string, string>();
+  for (const name of Object.keys(schemas)) {
+    const base = name.endsWith('Input') ? name.slice(0, -'Input'.length) : undefined;
+    if (!used.has(name)) delete schemas[name];
+    else if (base && base in schemas && !used.has(base)) renamed.set(name, base);
+  }
+  for (const [name, base] of renamed) {
+    schemas[base] = schemas[name];
+    delete schemas[name];
+  }
+  if (renamed.size > 0) visitRefs(document, (name) => renamed.get(name));
+  return document;
+}
+
+/** Calls `visit` with the schema name of every `$ref` in `node`; a name it returns replaces it. */
+function visitRefs(node: unknown, visit: (name: string) => string | undefined): void {
+  if (Array.isArray(node)) {
+    for (const item of node) visitRefs(item, visit);
+    return;
+  }
+  if (typeof node !== 'object' || node === null) return;
+  const object = node as Record<string, unknown>;
+  const ref = object.$ref;
+  if (typeof ref === 'string' && ref.startsWith(SCHEMA_REF)) {
+    const replacement = visit(ref.slice(SCHEMA_REF.length));
+    if (replacement) object.$ref = `${SCHEMA_REF}${replacement}`;
+  }
+  for (const value of Object.values(object)) visitRefs(value, visit);
 }
