@@ -44,12 +44,16 @@ type Answer = {
 /**
  * One call: the headers, the first bytes of `body`, then (after `delayMs`) the rest, or a reset:
  * `close` ends the request, then resets with CANCEL (Node's `close(code)`); `destroy` resets it
- * unended with INTERNAL_ERROR, as grpcio's cancel does.
+ * unended with INTERNAL_ERROR, as grpcio's cancel does; `destroy quietly`, with NO_ERROR.
  */
 function rawCall(
   headers: OutgoingHttpHeaders,
   body: Buffer,
-  options: { delayMs?: number; reset?: 'close' | 'destroy'; path?: string } = {},
+  options: {
+    delayMs?: number;
+    reset?: 'close' | 'destroy' | 'destroy quietly';
+    path?: string;
+  } = {},
 ): Promise<Answer> {
   const session = connect(stack.url);
   const stream = session.request({
@@ -76,6 +80,8 @@ function rawCall(
     if (stream.closed) return;
     if (reset === 'close') stream.close(constants.NGHTTP2_CANCEL);
     else if (reset === 'destroy') stream.destroy(new Error('the client gives up'));
+    // Without an error, Node resets with NO_ERROR.
+    else if (reset === 'destroy quietly') stream.destroy();
     else stream.end(body.subarray(3));
   }, delayMs);
   return new Promise((resolve) => {
@@ -195,6 +201,7 @@ describe('a client that resets its stream before its request body has arrived', 
     { protocol: 'Connect', system: 'connectrpc', reset: 'destroy' },
     { protocol: 'gRPC-Web', system: 'grpc', reset: 'close' },
     { protocol: 'gRPC-Web', system: 'grpc', reset: 'destroy' },
+    { protocol: 'Connect', system: 'connectrpc', reset: 'destroy quietly' },
   ] as const)(
     'over $protocol, by $reset: CANCELLED with 499, the client’s doing',
     async ({ protocol, system, reset }) => {

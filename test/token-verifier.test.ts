@@ -2,6 +2,7 @@ import { execFile } from 'node:child_process';
 import { createHash, createPrivateKey, type KeyObject, sign, X509Certificate } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
+import { connect } from 'node:http2';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -82,6 +83,8 @@ type CertsServer = {
   published: Set<SigningKey>;
   answer: 'keys' | 'http-500' | 'empty' | 'not-json' | 'jwk' | 'oversized';
   cacheControl: string | undefined;
+  /** How long each answer waits. */
+  delayMs: number;
   requests(): number;
   close(): Promise<void>;
 };
@@ -93,6 +96,7 @@ async function startCertsServer(keys: SigningKey[]): Promise<CertsServer> {
     published: new Set(keys),
     answer: 'keys',
     cacheControl: 'public, max-age=20000, must-revalidate, no-transform',
+    delayMs: 0,
     requests: () => requests,
     close: () =>
       new Promise<void>((done) => {
@@ -100,8 +104,9 @@ async function startCertsServer(keys: SigningKey[]): Promise<CertsServer> {
         server.closeAllConnections();
       }),
   };
-  const server = createServer((_, response) => {
+  const server = createServer(async (_, response) => {
     requests++;
+    if (certs.delayMs > 0) await new Promise((done) => setTimeout(done, certs.delayMs));
     if (certs.answer === 'http-500') {
       response.writeHead(500).end('boom');
       return;
@@ -445,6 +450,77 @@ describe('the signing keys of the token check', () => {
     await backend.stop();
     backend = await startVerifyingBackend(certs, clock);
     expect(linesSaying(backend, 'is plain http://')).toEqual([]);
+  });
+});
+
+describe('a caller that leaves while its token is being checked', () => {
+  let key: SigningKey;
+  let clock: Clock;
+  let certs: CertsServer;
+  let backend: RoleProcess;
+
+  beforeAll(async () => {
+    key = await createSigningKey('k1');
+    clock = await createClock();
+    certs = await startCertsServer([key]);
+    // The first token makes the check fetch the keys: long enough for the caller to leave.
+    certs.delayMs = 700;
+    backend = await startVerifyingBackend(certs, clock);
+  });
+  afterAll(async () => {
+    await backend?.stop();
+    await certs?.close();
+    await rm(join(clock.file, '..'), { recursive: true, force: true });
+  });
+
+  /** A Connect-protocol Greet whose caller resets the stream 100 ms in, its body unsent. */
+  async function leaveDuringTheCheck(token: string, traceId: string): Promise<void> {
+    const session = connect(backend.url);
+    session.on('error', () => {});
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/backend_service.v1.BackendService/Greet',
+      'content-type': 'application/json',
+      authorization: `Bearer ${token}`,
+      traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+    });
+    stream.on('error', () => {});
+    stream.write('{"na');
+    await new Promise((done) => setTimeout(done, 100));
+    stream.destroy();
+    session.close();
+  }
+
+  const accessLinesOf = (traceId: string) =>
+    backend
+      .logs()
+      .filter(
+        (line) =>
+          String(line['logging.googleapis.com/trace']).endsWith(traceId) &&
+          line.httpRequest !== undefined,
+      );
+
+  it('a refused one is logged once, as refused, and has no access line', async () => {
+    const traceId = 'a1'.repeat(16);
+    await leaveDuringTheCheck(mint(key, clock, { aud: 'https://elsewhere.example' }), traceId);
+    const refused = await lastLineSaying(backend, 'call refused');
+    expect(refused.message).toContain('for another audience');
+    await new Promise((done) => setTimeout(done, 300));
+    expect(accessLinesOf(traceId)).toEqual([]);
+    expect(linesSaying(backend, 'call refused')).toHaveLength(1);
+  });
+
+  it('one let in is recorded as the caller’s leaving: CANCELLED, 499', async () => {
+    const traceId = 'b2'.repeat(16);
+    // The keys are in hand now: the check takes no time, so slow it with a fresh key id.
+    await leaveDuringTheCheck(mint(key, clock), traceId);
+    const [line] = await eventually(() => {
+      const lines = accessLinesOf(traceId);
+      expect(lines).toHaveLength(1);
+      return lines;
+    });
+    expect(line).toMatchObject({ severity: 'INFO', httpRequest: { status: 499 } });
+    expect(line?.message).toMatch(/ CANCELLED$/);
   });
 });
 

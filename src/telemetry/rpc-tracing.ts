@@ -329,18 +329,26 @@ export function recordUninterceptedCalls(
     void serverSpan.end(rpcOutcome(duration, system, method, error.code, access, error));
   }
 
+  /** Calls whose stream closed while the gate was deciding: recorded once it lets them in. */
+  const closedAtTheGate = new WeakMap<ServerCall, () => void>();
+  const atTheGate = new WeakSet<ServerCall>();
+
   return {
     watch(request, values) {
       const call = values.get(SERVER_CALL);
       const path = requestPath(request);
       // HTTP/2 only: the stream says whether the client reset it, and what was answered.
       if (call && 'stream' in request && !untraced.has(path.slice(1, path.lastIndexOf('/')))) {
-        // The stream's close, not the request's: the request closes when it is destroyed
-        // (expire-unfinished-request.ts), before Connect has answered.
-        request.stream.once('close', () => {
+        const recordUnclaimed = () => {
           if (call.claimed) return;
           call.claimed = true;
           record(request, path, call, values.get(NETWORK_PEER));
+        };
+        // The stream's close, not the request's: the request closes when it is destroyed
+        // (expire-unfinished-request.ts), before Connect has answered.
+        request.stream.once('close', () => {
+          if (atTheGate.has(call)) closedAtTheGate.set(call, recordUnclaimed);
+          else recordUnclaimed();
         });
       }
       return values;
@@ -348,14 +356,19 @@ export function recordUninterceptedCalls(
     requestGate(gate) {
       return async (handlerContext) => {
         const call = handlerContext.values.get(SERVER_CALL);
-        if (call) call.handlerContext = handlerContext;
+        if (!call) return gate?.(handlerContext);
+        call.handlerContext = handlerContext;
         if (!gate) return;
+        atTheGate.add(call);
         try {
           await gate(handlerContext);
         } catch (refusal) {
-          if (call) call.claimed = true;
+          call.claimed = true;
           throw refusal;
+        } finally {
+          atTheGate.delete(call);
         }
+        closedAtTheGate.get(call)?.();
       };
     },
   };
@@ -365,8 +378,8 @@ export function recordUninterceptedCalls(
  * What ended a call before its interceptors. A server stop (the deadline, a drain) fails the
  * request body (expire-unfinished-request.ts) or aborts the call's signal; a reset is the
  * client's doing, even after a truncated body that Connect then failed to parse (Node's
- * `close(code)` ends the request before resetting it); anything else aborted the signal with the
- * error Connect answered.
+ * `close(code)` ends the request before resetting it), and with NO_ERROR (Node's `destroy()`)
+ * when nothing was answered; anything else aborted the signal with the error Connect answered.
  */
 function uninterceptedOutcome(
   request: Http2ServerRequest,
@@ -375,8 +388,9 @@ function uninterceptedOutcome(
   const reason: unknown = signal.aborted ? signal.reason : undefined;
   const stop = [request.errored, reason].find(isServerStop);
   if (stop) return { error: stop, left: false };
-  const { rstCode } = request.stream;
-  if (rstCode !== undefined && rstCode !== constants.NGHTTP2_NO_ERROR) {
+  // NO_ERROR is the client's too when nothing was answered: ours follows an answer (release-unread-request.ts).
+  const { rstCode, headersSent } = request.stream;
+  if (rstCode !== undefined && (rstCode !== constants.NGHTTP2_NO_ERROR || !headersSent)) {
     return { error: CLIENT_RESET, left: true };
   }
   if (reason instanceof ConnectError) return { error: wellFormed(reason), left: false };
