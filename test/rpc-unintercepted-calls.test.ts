@@ -300,6 +300,51 @@ describe('a request Connect refuses as it reads it', () => {
   );
 });
 
+it.each([
+  ['gRPC-Web', 'application/grpc-web+proto'],
+  ['gRPC with JSON', 'application/grpc+json'],
+])(
+  'a message over the limit over %s, its caller still sending: recorded once answered',
+  async (_, contentType) => {
+    const parent = newTraceParent();
+    const session = connect(stack.url);
+    try {
+      const stream = session.request({
+        ':method': 'POST',
+        ':path': `/${GREET}`,
+        'content-type': contentType,
+        te: 'trailers',
+        traceparent: parent.header,
+      });
+      stream.on('error', () => {});
+      // An envelope declaring 5 MiB, part of it sent, the request left open.
+      const header = Buffer.alloc(5);
+      header.writeUInt32BE(5 * 1024 * 1024, 1);
+      stream.write(Buffer.concat([header, Buffer.alloc(64 * 1024, 0x61)]));
+      let answer = '';
+      stream.on('data', (chunk: Buffer) => {
+        answer += chunk.toString('latin1');
+      });
+      stream.on('trailers', (trailers) => {
+        answer += `grpc-status: ${trailers['grpc-status']}`;
+      });
+      await new Promise((resolve) => stream.once('end', resolve));
+      expect(answer).toMatch(/grpc-status: ?8/);
+      const { span, accessLine } = await recordsOf(parent.traceId);
+      expect(span).toMatchObject({
+        name: GREET,
+        attributes: { 'rpc.status_code': 'RESOURCE_EXHAUSTED' },
+      });
+      expect(accessLine).toMatchObject({
+        severity: 'INFO',
+        message: `POST /${GREET} RESOURCE_EXHAUSTED`,
+      });
+    } finally {
+      session.destroy();
+    }
+  },
+);
+
 it('an answered call is recorded once, by its interceptor, from its arrival', async () => {
   const parent = newTraceParent();
   const answer = await rawCall(

@@ -344,12 +344,16 @@ export function recordUninterceptedCalls(
           call.claimed = true;
           record(request, path, call, values.get(NETWORK_PEER));
         };
-        // The stream's close, not the request's: the request closes when it is destroyed
+        // When the stream closes, or shortly after the answer is out: a stream answered before
+        // its body was read (a message over the limit) stays open as long as its caller keeps
+        // it. Not the request's close: the request closes when it is destroyed
         // (expire-unfinished-request.ts), before Connect has answered.
-        request.stream.once('close', () => {
+        const ended = () => {
           if (atTheGate.has(call)) closedAtTheGate.set(call, recordUnclaimed);
           else recordUnclaimed();
-        });
+        };
+        request.stream.once('close', ended);
+        request.stream.once('finish', () => setTimeout(ended, RESET_GRACE_MS).unref());
       }
       return values;
     },
@@ -401,6 +405,12 @@ function uninterceptedOutcome(
 }
 
 const CLIENT_RESET = new ConnectError('the client reset the stream', Code.Canceled);
+
+/**
+ * How long an answered call waits for a reset that may follow before it is recorded: Node's
+ * client ends a request, then resets it (`close(code)`), and Connect may answer in between.
+ */
+const RESET_GRACE_MS = 100;
 
 /** A request refused before it became a call (415, 405): its HTTP status, and no RPC status. */
 function refusedOutcome(
