@@ -353,7 +353,9 @@ export function recordUninterceptedCalls(
           else recordUnclaimed();
         };
         request.stream.once('close', ended);
-        request.stream.once('finish', () => setTimeout(ended, RESET_GRACE_MS).unref());
+        request.stream.once('finish', () => {
+          if (!call.claimed) setTimeout(ended, RESET_GRACE_MS).unref();
+        });
       }
       return values;
     },
