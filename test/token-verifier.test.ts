@@ -512,7 +512,7 @@ describe('a caller that leaves while its token is being checked', () => {
 
   it('one let in is recorded as the caller’s leaving: CANCELLED, 499', async () => {
     const traceId = 'b2'.repeat(16);
-    // The keys are in hand now: the check takes no time, so slow it with a fresh key id.
+    // The keys are in hand now: the check lets it in at once, and the caller leaves mid-body.
     await leaveDuringTheCheck(mint(key, clock), traceId);
     const [line] = await eventually(() => {
       const lines = accessLinesOf(traceId);

@@ -290,8 +290,9 @@ export type UninterceptedCalls = {
  * and refuses some calls before they have a handler context at all (415 for a content type it
  * does not serve, 405 for a GET it does not allow). A call that ends before reaching the
  * interceptors gets its SERVER span, duration point and access line here when its stream
- * closes: a request refused while parsing, a deadline or a drain that came before the body, a
- * client that reset the stream mid-body. Its handler context's signal says why it ended.
+ * closes, or shortly after its answer: a request refused while parsing, a deadline or a drain
+ * that came before the body, a client that reset the stream mid-body. Its stream and its handler
+ * context's signal say why it ended.
  * Services in `untraced` are skipped, as by the interceptor; calls the gate refuses are logged
  * by the gate (token-verifier.ts), as Cloud Run's front end would refuse them.
  */
