@@ -102,7 +102,7 @@ export function createServerTracingInterceptor(
     if (untraced.has(req.service.typeName)) return next(req);
     const call = req.contextValues.get(SERVER_CALL);
     if (call) {
-      // Recorded already: the stream closed before the call reached its interceptors.
+      // Recorded already, as a call that ended before its interceptors (recordUninterceptedCalls).
       if (call.claimed) return next(req);
       call.claimed = true;
     }
@@ -303,6 +303,12 @@ export function recordUninterceptedCalls(
 ): UninterceptedCalls {
   const duration = serverCallDuration(meter);
 
+  /** Each call's handler context, once it has one: its signal says how the call ended. */
+  const handlerContexts = new WeakMap<ServerCall, HandlerContext>();
+  /** Calls whose stream closed while the gate was deciding: recorded once it lets them in. */
+  const closedAtTheGate = new WeakMap<ServerCall, () => void>();
+  const atTheGate = new WeakSet<ServerCall>();
+
   function record(request: Http2ServerRequest, path: string, call: ServerCall, peer?: NetworkPeer) {
     const method = path.slice(1);
     const system = rpcSystem(request.headers['content-type'] ?? null);
@@ -314,7 +320,7 @@ export function recordUninterceptedCalls(
       { [ATTR_RPC_SYSTEM_NAME]: system, [ATTR_RPC_METHOD]: method },
       call.arrivedAt,
     );
-    const handler = call.handlerContext;
+    const handler = handlerContexts.get(call);
     if (!handler) {
       // Refused before it was a call: there is no RPC status, only the HTTP answer.
       const status = request.stream.sentHeaders[':status'];
@@ -329,10 +335,6 @@ export function recordUninterceptedCalls(
     // In request export mode the answer has gone: a sampled span goes out with the next flush.
     void serverSpan.end(rpcOutcome(duration, system, method, error.code, access, error));
   }
-
-  /** Calls whose stream closed while the gate was deciding: recorded once it lets them in. */
-  const closedAtTheGate = new WeakMap<ServerCall, () => void>();
-  const atTheGate = new WeakSet<ServerCall>();
 
   return {
     watch(request, values) {
@@ -364,7 +366,7 @@ export function recordUninterceptedCalls(
       return async (handlerContext) => {
         const call = handlerContext.values.get(SERVER_CALL);
         if (!call) return gate?.(handlerContext);
-        call.handlerContext = handlerContext;
+        handlerContexts.set(call, handlerContext);
         if (!gate) return;
         atTheGate.add(call);
         try {

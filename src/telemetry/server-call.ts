@@ -1,4 +1,3 @@
-import type { HandlerContext } from '@connectrpc/connect';
 import { createContextKey } from '@connectrpc/connect';
 
 /**
@@ -10,8 +9,6 @@ export type ServerCall = {
   readonly arrivedAt: number;
   /** Its SERVER span has started, or it was refused and logged: nothing else records it. */
   claimed: boolean;
-  /** Connect's handler context, once the call has one: its signal says how it ended. */
-  handlerContext?: HandlerContext;
 };
 
 /** The current RPC, for the tracing: `context.values.get(SERVER_CALL)`. */
